@@ -1,0 +1,1 @@
+//! What a trap from the host means: syndrome decoding, PSCI/SMCCC calls, abort injection.
