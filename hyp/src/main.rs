@@ -1,7 +1,144 @@
 //! The Portcullis image: the thin, architecture-specific layer over the portable core.
+//!
+//! `primary_main` runs once on the boot CPU: it takes the machine (its own page tables, heap,
+//! console), reads the device tree, decides the host's memory map with the portable core, builds the
+//! host's stage 2 and device tree, and enters the host at EL1. From then on Portcullis runs only when
+//! the host traps (`traps::handle_trap`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod host;
+#[cfg(target_os = "none")]
+mod traps;
+
+#[cfg(target_os = "none")]
+mod image {
+    use crate::arch::{console, cpu, firmware, head, mmu};
+    use crate::host;
+    use buddy_system_allocator::LockedHeap;
+    use platform::addr::PhysRange;
+
+    #[global_allocator]
+    static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+    fn symbol(s: &u8) -> u64 {
+        s as *const u8 as u64
+    }
+
+    /// Reads the `totalsize` word of a flattened device tree header with a single aligned load.
+    fn dtb_size(dtb: u64) -> u64 {
+        if dtb == 0 || dtb % 8 != 0 {
+            return 0;
+        }
+        // SAFETY: the boot protocol places a device tree at x0; its header's second word is its size.
+        let raw = unsafe { ((dtb + 4) as *const u32).read_volatile() };
+        u64::from(u32::from_be(raw))
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn primary_main(dtb: u64, _load_base: u64) -> ! {
+        // SAFETY: linker-script symbols; only their addresses are used.
+        let (image, text_end, rodata_end, heap) = unsafe {
+            (
+                PhysRange::from_bounds(symbol(&head::__image_start), symbol(&head::__image_end)),
+                symbol(&head::__text_end),
+                symbol(&head::__rodata_end),
+                PhysRange::from_bounds(symbol(&head::__heap_start), symbol(&head::__heap_end)),
+            )
+        };
+        let dtb_len = dtb_size(dtb).clamp(0x40, 2 << 20);
+        let dtb_range = PhysRange::from_bounds(dtb, dtb + dtb_len);
+        // SAFETY: primary CPU, MMU off, nothing else running; image and tree are in RAM.
+        unsafe { mmu::enable_boot_tables(&[image, dtb_range]) };
+        // SAFETY: the heap range is reserved by the linker script for this allocator alone.
+        unsafe { HEAP.lock().init(heap.start.raw() as usize, heap.size() as usize) };
+
+        // SAFETY: the tree lies at `dtb` with the size its header gives, in RAM mapped by the boot
+        // tables, and nothing writes to it while Portcullis reads it.
+        let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, dtb_len as usize) };
+        let machine = match platform::devtree::Platform::parse(blob) {
+            Ok(p) => p,
+            // No console without a tree: nothing to report to. Park the CPU.
+            Err(_) => halt(),
+        };
+        if let Some(uart) = &machine.uart {
+            // SAFETY: the boot tables map every non-RAM block as Device memory; the PL011 is
+            // Portcullis' console from now on (the host shares it: both only ever write whole bytes).
+            unsafe { console::init(uart.regs.start.raw()) };
+        }
+        let options = host::options(&machine);
+        console::init_logger(options.log_level);
+        log::info!(
+            "Portcullis {} at EL2: image {image}, device tree at {dtb:#x} ({dtb_len} bytes)",
+            env!("CARGO_PKG_VERSION")
+        );
+        for w in &options.warnings {
+            log::warn!("portcullis,bootargs: {w}");
+        }
+
+        let mut devices = alloc::vec::Vec::new();
+        if let Some(uart) = &machine.uart {
+            devices.push(uart.regs);
+        }
+        let el2_map = mmu::install_final_tables(&mmu::El2Layout {
+            ram: &machine.memory,
+            image,
+            text_end,
+            rodata_end,
+            devices: &devices,
+        });
+        // Live for ever: secondaries and every trap run on it.
+        core::mem::forget(el2_map);
+        log::debug!("EL2 stage-1 tables installed");
+
+        match machine.psci.as_ref().map(|p| p.conduit) {
+            Some(platform::devtree::Conduit::Smc) => firmware::init(platform::devtree::Conduit::Smc),
+            other => log::error!(
+                "PSCI conduit {other:?}: Portcullis runs at EL2 and can only call firmware by SMC; \
+                 the host's PSCI calls will be answered NOT_SUPPORTED"
+            ),
+        }
+
+        match host::prepare(&machine, image, dtb_range) {
+            Ok(entry) => {
+                log::info!(
+                    "entering the host at {:#x} (EL1h) with its device tree at {:#x}",
+                    entry.pc,
+                    entry.x0
+                );
+                host::enter(cpu::index(), entry)
+            }
+            Err(e) => {
+                log::error!("cannot boot the host: {e}");
+                firmware::system_off()
+            }
+        }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn secondary_main(index: u64) -> ! {
+        host::secondary_start(index as usize)
+    }
+
+    fn halt() -> ! {
+        loop {
+            aarch64_cpu::asm::wfe();
+        }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        console::print(format_args!("\nportcullis[{}] PANIC: {info}\n", cpu::index()));
+        firmware::system_off()
+    }
+}
+
+#[cfg(target_os = "none")]
+extern crate alloc;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("portcullis is a bare-metal image: build it with --target aarch64-unknown-none");
+    eprintln!("portcullis is a bare-metal image: build it with --target aarch64-unknown-none-softfloat");
 }

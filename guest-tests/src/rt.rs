@@ -1,0 +1,325 @@
+//! Entry, exception vectors and the scenario driver.
+
+use crate::{console, dt, psci, semihosting, Outcome};
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub const STACK_SIZE: usize = 64 * 1024;
+pub const MAX_CPUS: usize = 8;
+
+global_asm!(
+    include_str!("../../platform/asm/arm64_image.S"),
+    r#"
+.section .text.head, "ax"
+.global _start
+_start:
+    arm64_image_header guest_entry
+
+.text
+guest_entry:
+    mov     x19, x0
+    adrp    x20, __image_start
+    add     x20, x20, :lo12:__image_start
+    apply_relocations x20
+    zero_symbols __bss_start, __bss_end
+    adrp    x9, __stacks_start
+    add     x9, x9, :lo12:__stacks_start
+    add     sp, x9, #{stack_size}
+    msr     tpidr_el1, xzr
+    adrp    x9, guest_vectors
+    add     x9, x9, :lo12:guest_vectors
+    msr     vbar_el1, x9
+    isb
+    mov     x0, x19
+    bl      guest_main
+1:  b       1b
+
+/* Secondary CPUs: x0 = CPU index (the PSCI context id). */
+.global guest_secondary_entry
+guest_secondary_entry:
+    mov     x19, x0
+    adrp    x9, __stacks_start
+    add     x9, x9, :lo12:__stacks_start
+    mov     x10, #{stack_size}
+    madd    x9, x19, x10, x9
+    add     sp, x9, x10
+    msr     tpidr_el1, x19
+    adrp    x9, guest_vectors
+    add     x9, x9, :lo12:guest_vectors
+    msr     vbar_el1, x9
+    isb
+    mov     x0, x19
+    bl      guest_secondary_main
+2:  b       2b
+
+.macro gvector kind
+    .balign 0x80
+    sub     sp, sp, #192
+    stp     x0, x1, [sp, #0]
+    mov     x1, #\kind
+    b       guest_exception_common
+.endm
+
+.balign 0x800
+guest_vectors:
+    gvector 0
+    gvector 1
+    gvector 2
+    gvector 3
+    gvector 4
+    gvector 5
+    gvector 6
+    gvector 7
+    gvector 8
+    gvector 9
+    gvector 10
+    gvector 11
+    gvector 12
+    gvector 13
+    gvector 14
+    gvector 15
+
+guest_exception_common:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x29, [sp, #144]
+    str     x30, [sp, #160]
+    mov     x0, x1
+    bl      guest_exception
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x29, [sp, #144]
+    ldr     x30, [sp, #160]
+    add     sp, sp, #192
+    eret
+"#,
+    stack_size = const STACK_SIZE,
+);
+
+unsafe extern "C" {
+    fn guest_secondary_entry();
+}
+
+/// The physical address secondaries start at (the payload runs with its MMU off).
+pub fn secondary_entry_address() -> u64 {
+    guest_secondary_entry as *const () as u64
+}
+
+/// This CPU's index: 0 for the boot CPU, the CPU_ON context id for the others.
+pub fn cpu_index() -> u64 {
+    let v: u64;
+    // SAFETY: reading TPIDR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, tpidr_el1", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+pub fn mpidr() -> u64 {
+    let v: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack)) };
+    v & 0xff_00ff_ffff
+}
+
+/// The exception level and stack pointer selection the payload runs at: (EL, SPSel).
+pub fn current_el() -> (u64, u64) {
+    let (el, spsel): (u64, u64);
+    // SAFETY: reading CurrentEL and SPSel has no side effects.
+    unsafe {
+        asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack));
+        asm!("mrs {}, SPSel", out(reg) spsel, options(nomem, nostack));
+    }
+    ((el >> 2) & 3, spsel & 1)
+}
+
+/// A 32-bit MMIO load as a single `ldr` with a plain base register (always a valid syndrome).
+///
+/// # Safety
+/// `addr` must be a device register that may be read, or an address whose abort the caller expects.
+pub unsafe fn mmio_read32(addr: u64) -> u32 {
+    let v: u32;
+    // SAFETY: per the caller's contract.
+    unsafe { asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack)) };
+    v
+}
+
+/// A 32-bit MMIO store as a single `str` with a plain base register.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn mmio_write32(addr: u64, value: u32) {
+    // SAFETY: per the caller's contract.
+    unsafe { asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)) };
+}
+
+/// A 64-bit load as a single `ldr`.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn read64(addr: u64) -> u64 {
+    let v: u64;
+    // SAFETY: per the caller's contract.
+    unsafe { asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack)) };
+    v
+}
+
+/// A 64-bit store as a single `str`.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn write64(addr: u64, value: u64) {
+    // SAFETY: per the caller's contract.
+    unsafe { asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)) };
+}
+
+/// An exception the payload caught while one was expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caught {
+    pub esr: u64,
+    pub far: u64,
+    pub elr: u64,
+}
+
+impl Caught {
+    pub fn ec(&self) -> u64 {
+        (self.esr >> 26) & 0x3f
+    }
+    /// DFSC/IFSC.
+    pub fn fsc(&self) -> u64 {
+        self.esr & 0x3f
+    }
+}
+
+static EXPECTING: AtomicBool = AtomicBool::new(false);
+static CAUGHT: AtomicBool = AtomicBool::new(false);
+static CAUGHT_ESR: AtomicU64 = AtomicU64::new(0);
+static CAUGHT_FAR: AtomicU64 = AtomicU64::new(0);
+static CAUGHT_ELR: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f`, which is expected to take one synchronous exception (boot CPU only). The faulting
+/// instruction is skipped. Returns what was caught, or `None` if `f` completed without exception.
+pub fn expect_exception(f: impl FnOnce()) -> Option<Caught> {
+    CAUGHT.store(false, Ordering::SeqCst);
+    EXPECTING.store(true, Ordering::SeqCst);
+    f();
+    EXPECTING.store(false, Ordering::SeqCst);
+    CAUGHT.load(Ordering::SeqCst).then(|| Caught {
+        esr: CAUGHT_ESR.load(Ordering::SeqCst),
+        far: CAUGHT_FAR.load(Ordering::SeqCst),
+        elr: CAUGHT_ELR.load(Ordering::SeqCst),
+    })
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_exception(kind: u64) {
+    let (esr, far, elr): (u64, u64, u64);
+    // SAFETY: reading the EL1 exception syndrome registers has no side effects.
+    unsafe {
+        asm!("mrs {}, esr_el1", out(reg) esr, options(nomem, nostack));
+        asm!("mrs {}, far_el1", out(reg) far, options(nomem, nostack));
+        asm!("mrs {}, elr_el1", out(reg) elr, options(nomem, nostack));
+    }
+    let sync = kind % 4 == 0;
+    if sync && EXPECTING.load(Ordering::SeqCst) && !CAUGHT.load(Ordering::SeqCst) {
+        CAUGHT_ESR.store(esr, Ordering::SeqCst);
+        CAUGHT_FAR.store(far, Ordering::SeqCst);
+        CAUGHT_ELR.store(elr, Ordering::SeqCst);
+        CAUGHT.store(true, Ordering::SeqCst);
+        // SAFETY: skipping the faulting instruction (always 4 bytes in A64) resumes after it.
+        unsafe { asm!("msr elr_el1, {}", in(reg) elr + 4, options(nomem, nostack)) };
+        return;
+    }
+    crate::println!(
+        "GUEST-TEST {}: FAIL: unexpected exception kind {kind} esr={esr:#x} far={far:#x} elr={elr:#x}",
+        scenario_name()
+    );
+    semihosting::exit(1);
+}
+
+static NAME_PTR: AtomicU64 = AtomicU64::new(0);
+static NAME_LEN: AtomicU64 = AtomicU64::new(0);
+
+fn scenario_name() -> &'static str {
+    let p = NAME_PTR.load(Ordering::Relaxed) as *const u8;
+    let n = NAME_LEN.load(Ordering::Relaxed) as usize;
+    if p.is_null() {
+        return "?";
+    }
+    // SAFETY: set from a `&'static str` in `run_scenario`.
+    unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(p, n)) }
+}
+
+/// What a scenario gets: the device tree it was booted with.
+#[derive(Debug)]
+pub struct Context {
+    pub dtb_addr: u64,
+    pub dtb: dt::Tree,
+}
+
+/// Sets up the console and PSCI from the tree, runs the scenario, prints the verdict and exits.
+pub fn run_scenario(name: &'static str, dtb: u64, run: fn(&Context) -> Outcome) -> ! {
+    NAME_PTR.store(name.as_ptr() as u64, Ordering::Relaxed);
+    NAME_LEN.store(name.len() as u64, Ordering::Relaxed);
+    // SAFETY: the boot protocol passes the device tree's address in x0.
+    let tree = unsafe { dt::Tree::from_addr(dtb) };
+    let tree = match tree {
+        Ok(t) => t,
+        Err(_) => semihosting::exit(2),
+    };
+    if let Some(uart) = tree.stdout_base() {
+        console::init(uart);
+    }
+    psci::init(tree.psci_uses_hvc());
+    crate::println!("GUEST-TEST {name}: start (dtb at {dtb:#x})");
+    let ctx = Context { dtb_addr: dtb, dtb: tree };
+    match run(&ctx) {
+        Ok(()) => {
+            crate::println!("GUEST-TEST {name}: PASS");
+            semihosting::exit(0)
+        }
+        Err(f) => {
+            crate::println!("GUEST-TEST {name}: FAIL: {}", f.message());
+            semihosting::exit(1)
+        }
+    }
+}
+
+type SecondaryFn = fn(u64);
+static SECONDARY_FN: AtomicU64 = AtomicU64::new(0);
+
+/// Sets what secondary CPUs run when started at `secondary_entry_address()`.
+pub fn set_secondary_fn(f: SecondaryFn) {
+    SECONDARY_FN.store(f as usize as u64, Ordering::SeqCst);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_secondary_main(index: u64) -> ! {
+    let f = SECONDARY_FN.load(Ordering::SeqCst);
+    if f != 0 {
+        // SAFETY: only ever set from a `SecondaryFn` in `set_secondary_fn`.
+        let f: SecondaryFn = unsafe { core::mem::transmute::<usize, SecondaryFn>(f as usize) };
+        f(index);
+    }
+    psci::cpu_off();
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    crate::println!("GUEST-TEST {}: FAIL: panic: {info}", scenario_name());
+    semihosting::exit(1)
+}

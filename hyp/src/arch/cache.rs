@@ -1,0 +1,25 @@
+//! Data-cache maintenance by address.
+
+use core::arch::asm;
+
+/// The smallest data-cache line of this CPU, from CTR_EL0.DminLine.
+fn dcache_line() -> usize {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Cleans `[start, start + len)` to the point of coherency, so that an observer with its caches
+/// off (a CPU coming up, a non-coherent device) sees what was written.
+pub fn clean_to_poc(start: usize, len: usize) {
+    let line = dcache_line();
+    let mut addr = start & !(line - 1);
+    while addr < start + len {
+        // SAFETY: cache maintenance by VA does not change memory contents; the address is mapped.
+        unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    // SAFETY: a barrier has no memory-safety implications.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}

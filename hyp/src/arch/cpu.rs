@@ -1,0 +1,127 @@
+//! Per-CPU EL2 state: which CPU this is, and the EL2 controls under which the host runs.
+
+use aarch64_cpu::registers::*;
+use core::arch::asm;
+
+/// This CPU's index (0 = the boot CPU), kept in TPIDR_EL2 by the entry code.
+pub fn index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+/// This CPU's MPIDR affinity bits.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// The CPU's physical address size as ID_AA64MMFR0_EL1.PARange: (field value, bits).
+pub fn pa_range() -> (u64, u32) {
+    let field = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
+    let bits = match field {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    };
+    (field, bits)
+}
+
+/// Whether the CPU has 16-bit VMIDs.
+pub fn vmid16() -> bool {
+    ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2
+}
+
+/// The stage 2 the host runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestStage2 {
+    pub vtcr: u64,
+    pub vttbr: u64,
+}
+
+/// HCR_EL2 for the host: stage 2 on, EL1 is AArch64, SMC trapped (PSCI goes through Portcullis),
+/// pointer-authentication keys and instructions not trapped. Interrupts are not routed to EL2: the
+/// host owns the GIC.
+const HCR_HOST: u64 = (1 << 0)   // VM
+    | (1 << 19)                  // TSC
+    | (1 << 31)                  // RW
+    | (1 << 40)                  // APK
+    | (1 << 41); // API
+
+/// Configures this CPU's EL2 controls for running the host under `stage2`. Called on every CPU
+/// before it first enters the host.
+pub fn configure_for_host(stage2: GuestStage2) {
+    // Identify as the real CPU.
+    let midr = MIDR_EL1.get();
+    // SAFETY: VPIDR_EL2 only changes what EL1 reads from MIDR_EL1.
+    unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack)) };
+    VMPIDR_EL2.set(MPIDR_EL1.get());
+
+    // Timers and counters: EL1 may use the physical timer and counter; no virtual offset.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+    CNTVOFF_EL2.set(0);
+
+    // GICv3 system registers usable from EL1 (SRE), and EL1 may enable them (Enable).
+    if (ID_AA64PFR0_EL1.get() >> 24) & 0xf != 0 {
+        // GIC system-register interface present.
+        ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
+        ICH_HCR_EL2.set(0);
+    }
+
+    // Debug and performance monitors: give EL1 all event counters, trap nothing.
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
+    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
+    MDCR_EL2.set((pmcr >> 11) & 0x1f);
+
+    // FP/SIMD, SVE and SME are the host's; give it the largest vector lengths.
+    if ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0 {
+        // SAFETY: ZCR_EL2.LEN only caps EL1's SVE vector length; the register exists (SVE present).
+        unsafe { asm!("msr S3_4_C1_C2_0, {}", in(reg) 0x1ffu64, options(nostack)) };
+    }
+    if (ID_AA64PFR1_EL1.get() >> 24) & 0xf != 0 {
+        // FEAT_SME.
+        // SAFETY: SMCR_EL2.LEN only caps EL1's streaming vector length; the register exists.
+        unsafe { asm!("msr S3_4_C1_C2_6, {}", in(reg) 0x1ffu64, options(nostack)) };
+    }
+    // FEAT_HCX: no extra controls for the host.
+    if (ID_AA64MMFR1_EL1.get() >> 40) & 0xf != 0 {
+        // SAFETY: HCRX_EL2 = 0 enables no feature and traps nothing; the register exists.
+        unsafe { asm!("msr S3_4_C1_C2_2, xzr", options(nostack)) };
+    }
+    // FEAT_FGT: no fine-grained traps.
+    if (ID_AA64MMFR0_EL1.get() >> 56) & 0xf != 0 {
+        HFGRTR_EL2.set(0);
+        HFGWTR_EL2.set(0);
+        HFGITR_EL2.set(0);
+        HDFGRTR_EL2.set(0);
+        HDFGWTR_EL2.set(0);
+    }
+    HSTR_EL2_clear();
+
+    // EL1 starts with its MMU off, as the boot protocol says.
+    SCTLR_EL1.set(0x30d0_0800);
+
+    VTCR_EL2.set(stage2.vtcr);
+    VTTBR_EL2.set(stage2.vttbr);
+    HCR_EL2.set(HCR_HOST);
+    // SAFETY: barriers and TLB invalidation of stage-1+2 EL1 entries have no memory-safety effects.
+    unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
+}
+
+#[allow(non_snake_case)]
+fn HSTR_EL2_clear() {
+    // SAFETY: HSTR_EL2 = 0 traps no AArch32 system register accesses.
+    unsafe { asm!("msr hstr_el2, xzr", options(nostack)) };
+}
+
+/// The physical counter, for timing.
+pub fn counter() -> u64 {
+    CNTPCT_EL0.get()
+}
+
+/// Ticks per second of the physical counter.
+pub fn counter_hz() -> u64 {
+    CNTFRQ_EL0.get()
+}

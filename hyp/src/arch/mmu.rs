@@ -1,0 +1,162 @@
+//! Portcullis' own (EL2 stage-1) address space.
+//!
+//! Two steps, because Rust code must not run long with the MMU off (data accesses would be Device
+//! memory, where exclusives — every lock — are not guaranteed to work):
+//! 1. `enable_boot_tables`: a static identity map of the low 512 GiB in 1 GiB blocks, Normal memory
+//!    for the blocks that hold the image and the device tree, Device memory for everything else.
+//!    Built without allocation or atomics, while the MMU is still off.
+//! 2. `install_final_tables`: an aarch64-paging `IdMap<El2>` built from the device tree: RAM as
+//!    Normal execute-never, Portcullis' text read-only executable, read-only data read-only, the
+//!    devices Portcullis drives as Device memory, nothing else.
+
+use super::head::{self, MmuConfig};
+use aarch64_paging::descriptor::El23Attributes;
+use aarch64_paging::idmap::IdMap;
+use aarch64_paging::paging::{El2, MemoryRegion};
+use core::cell::UnsafeCell;
+use platform::addr::PhysRange;
+
+const MAIR_DEVICE_NGNRE: u64 = 0x04;
+const MAIR_NORMAL_WB: u64 = 0xff;
+/// Attribute index 0: Device-nGnRE; index 1: Normal write-back.
+pub const MAIR: u64 = MAIR_DEVICE_NGNRE | (MAIR_NORMAL_WB << 8);
+
+const GIB: u64 = 1 << 30;
+const BLOCK_NORMAL: u64 = 0b01 | (1 << 2) | (3 << 8) | (1 << 10) | (1 << 6);
+const BLOCK_DEVICE: u64 = 0b01 | (1 << 10) | (1 << 6) | (1 << 54);
+
+#[repr(C, align(4096))]
+struct BootTables {
+    l0: [u64; 512],
+    l1: [u64; 512],
+}
+
+struct BootTablesCell(UnsafeCell<BootTables>);
+// SAFETY: written only by the primary CPU before the MMU is on and before any other CPU runs.
+unsafe impl Sync for BootTablesCell {}
+
+static BOOT_TABLES: BootTablesCell =
+    BootTablesCell(UnsafeCell::new(BootTables { l0: [0; 512], l1: [0; 512] }));
+
+/// TCR_EL2 for a 48-bit VA space with 4 KiB pages and write-back walks; PS from the CPU's PARange.
+fn tcr() -> u64 {
+    let mmfr0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack)) };
+    let ps = (mmfr0 & 0xf).min(5);
+    let t0sz = 16;
+    (1 << 31) | (1 << 23) | (ps << 16) | (3 << 12) | (1 << 10) | (1 << 8) | t0sz
+}
+
+/// SCTLR_EL2 with the MMU, caches and stack alignment checks on. RES1 bits for E2H = 0 included.
+pub const SCTLR_ON: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
+
+/// Builds the boot tables and turns the MMU on. `normal` lists what must be Normal memory (the
+/// image, the device tree); every other 1 GiB block below 512 GiB is Device memory.
+///
+/// # Safety
+/// Primary CPU only, MMU off, no other CPU running; `normal` must lie in RAM.
+pub unsafe fn enable_boot_tables(normal: &[PhysRange]) {
+    let tables = BOOT_TABLES.0.get();
+    // SAFETY: the MMU is off and no other CPU runs, so this is the only reference; aligned accesses only.
+    let t = unsafe { &mut *tables };
+    for (i, entry) in t.l1.iter_mut().enumerate() {
+        let base = i as u64 * GIB;
+        let block = PhysRange::from_bounds(base, base + GIB);
+        let is_normal = normal.iter().any(|r| r.overlaps(&block));
+        *entry = base | if is_normal { BLOCK_NORMAL } else { BLOCK_DEVICE };
+    }
+    t.l0[0] = (t.l1.as_ptr() as u64) | 0b11;
+    // SAFETY: the tables map the running code and stack (inside the image) identically as Normal
+    // memory, so enabling the MMU does not change what the next instruction or load sees.
+    unsafe {
+        core::arch::asm!(
+            "msr mair_el2, {mair}",
+            "msr tcr_el2, {tcr}",
+            "msr ttbr0_el2, {ttbr}",
+            "isb",
+            "tlbi alle2",
+            "dsb nsh",
+            "isb",
+            "msr sctlr_el2, {sctlr}",
+            "isb",
+            mair = in(reg) MAIR,
+            tcr = in(reg) tcr(),
+            ttbr = in(reg) t.l0.as_ptr() as u64,
+            sctlr = in(reg) SCTLR_ON,
+            options(nostack),
+        );
+    }
+}
+
+/// What the final EL2 map must cover.
+pub struct El2Layout<'a> {
+    pub ram: &'a [PhysRange],
+    pub image: PhysRange,
+    pub text_end: u64,
+    pub rodata_end: u64,
+    pub devices: &'a [PhysRange],
+}
+
+fn region(r: PhysRange) -> MemoryRegion {
+    MemoryRegion::new(r.start.raw() as usize, r.end.raw() as usize)
+}
+
+/// Builds the final tables, switches to them and publishes them for secondaries. The returned map
+/// must live for ever (it is live).
+pub fn install_final_tables(layout: &El2Layout) -> IdMap<El2> {
+    let normal = El23Attributes::VALID
+        | El23Attributes::ATTRIBUTE_INDEX_1
+        | El23Attributes::INNER_SHAREABLE
+        | El23Attributes::ACCESSED
+        | El23Attributes::USER_RES1;
+    let device = El23Attributes::VALID
+        | El23Attributes::ATTRIBUTE_INDEX_0
+        | El23Attributes::ACCESSED
+        | El23Attributes::USER_RES1
+        | El23Attributes::XN;
+    let mut map = IdMap::new(0, El2);
+    let map_or_panic = |map: &mut IdMap<El2>, r: PhysRange, a: El23Attributes, what: &str| {
+        if let Err(e) = map.map_range(&region(r), a) {
+            panic!("EL2 map: cannot map {what} {r}: {e}");
+        }
+    };
+    for &r in layout.ram {
+        map_or_panic(&mut map, r, normal | El23Attributes::XN, "RAM");
+    }
+    let img = layout.image;
+    map_or_panic(
+        &mut map,
+        PhysRange::from_bounds(img.start.raw(), layout.text_end),
+        normal | El23Attributes::READ_ONLY,
+        "text",
+    );
+    map_or_panic(
+        &mut map,
+        PhysRange::from_bounds(layout.text_end, layout.rodata_end),
+        normal | El23Attributes::READ_ONLY | El23Attributes::XN,
+        "rodata",
+    );
+    map_or_panic(
+        &mut map,
+        PhysRange::from_bounds(layout.rodata_end, img.end.raw()),
+        normal | El23Attributes::XN,
+        "data",
+    );
+    for &r in layout.devices {
+        let r = PhysRange::from_bounds(r.start.align_down(4096).raw(), (r.end.raw() + 4095) & !4095);
+        map_or_panic(&mut map, r, device, "device");
+    }
+    let ttbr = map.root_address().0 as u64;
+    // The table memory is Normal write-back and walks are write-back cacheable: no cleaning needed
+    // for this CPU; secondaries turn their MMU on with the same coherent walk attributes.
+    // SAFETY: the new map covers the image (code, data, stacks, heap) and every device in use,
+    // identically to the boot tables.
+    unsafe { head::switch_el2_tables(ttbr, SCTLR_ON) };
+    map.mark_active();
+    // SAFETY: called on the primary before any CPU_ON.
+    unsafe {
+        head::SECONDARY_MMU.publish(MmuConfig { mair: MAIR, tcr: tcr(), ttbr0: ttbr, sctlr: SCTLR_ON })
+    };
+    map
+}

@@ -1,0 +1,177 @@
+//! EL2 exception vectors and the register frame of a trap.
+//!
+//! Every exception from the host saves x0–x30, SP_EL1, ELR_EL2 and SPSR_EL2 into a `TrapFrame` on
+//! this CPU's EL2 stack, so an emulated load can write any register and a handler can change where
+//! the host resumes. Exceptions taken at EL2 itself are Portcullis bugs and end in a panic that names
+//! them.
+
+use core::arch::global_asm;
+
+/// The host's general-purpose state at a trap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    /// x0–x30.
+    pub x: [u64; 31],
+    pub sp_el1: u64,
+    pub elr: u64,
+    pub spsr: u64,
+}
+
+impl TrapFrame {
+    /// Register `n` as an instruction sees it: 31 is XZR, which reads as zero.
+    pub fn reg(&self, n: u8) -> u64 {
+        self.x.get(usize::from(n)).copied().unwrap_or(0)
+    }
+
+    /// Writes register `n`; writes to XZR (31) are discarded, as the architecture says.
+    pub fn set_reg(&mut self, n: u8, value: u64) {
+        if let Some(r) = self.x.get_mut(usize::from(n)) {
+            *r = value;
+        }
+    }
+}
+
+const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
+const _: () = assert!(FRAME_SIZE == 34 * 8 && FRAME_SIZE % 16 == 0);
+
+/// Which vector an exception came through.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorKind {
+    CurrentSp0Sync = 0,
+    CurrentSp0Irq,
+    CurrentSp0Fiq,
+    CurrentSp0SError,
+    CurrentSpxSync,
+    CurrentSpxIrq,
+    CurrentSpxFiq,
+    CurrentSpxSError,
+    LowerA64Sync,
+    LowerA64Irq,
+    LowerA64Fiq,
+    LowerA64SError,
+    LowerA32Sync,
+    LowerA32Irq,
+    LowerA32Fiq,
+    LowerA32SError,
+}
+
+impl VectorKind {
+    pub fn from_raw(raw: u64) -> Self {
+        use VectorKind::*;
+        const ALL: [VectorKind; 16] = [
+            CurrentSp0Sync, CurrentSp0Irq, CurrentSp0Fiq, CurrentSp0SError,
+            CurrentSpxSync, CurrentSpxIrq, CurrentSpxFiq, CurrentSpxSError,
+            LowerA64Sync, LowerA64Irq, LowerA64Fiq, LowerA64SError,
+            LowerA32Sync, LowerA32Irq, LowerA32Fiq, LowerA32SError,
+        ];
+        ALL[(raw & 15) as usize]
+    }
+}
+
+global_asm!(
+    r#"
+.macro save_frame
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x9, sp_el1
+    stp     x30, x9, [sp, #240]
+    mrs     x9, elr_el2
+    mrs     x10, spsr_el2
+    stp     x9, x10, [sp, #256]
+.endm
+
+.macro restore_frame_and_eret
+    ldp     x9, x10, [sp, #256]
+    msr     elr_el2, x9
+    msr     spsr_el2, x10
+    ldp     x30, x9, [sp, #240]
+    msr     sp_el1, x9
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    add     sp, sp, #{frame}
+    eret
+    dsb     nsh
+    isb
+.endm
+
+/* Each vector: reserve a frame, save x0/x1, tag the kind in x1 and go to the common path. */
+.macro vector kind
+    .balign 0x80
+    sub     sp, sp, #{frame}
+    stp     x0, x1, [sp, #0]
+    mov     x1, #\kind
+    b       el2_trap_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    vector 0
+    vector 1
+    vector 2
+    vector 3
+    vector 4
+    vector 5
+    vector 6
+    vector 7
+    vector 8
+    vector 9
+    vector 10
+    vector 11
+    vector 12
+    vector 13
+    vector 14
+    vector 15
+
+el2_trap_common:
+    save_frame
+    mov     x0, sp
+    bl      handle_trap
+    restore_frame_and_eret
+
+/* x0 = a TrapFrame at the top of this CPU's stack: load it and enter the host. */
+.global enter_lower_el
+enter_lower_el:
+    mov     sp, x0
+    restore_frame_and_eret
+"#,
+    frame = const FRAME_SIZE,
+);
+
+unsafe extern "C" {
+    /// Loads `frame` (which must sit at the top of this CPU's EL2 stack, so the stack is empty once
+    /// it has been popped) and returns to the lower exception level it describes.
+    ///
+    /// # Safety
+    /// `frame` must be valid, at the top of the current CPU's stack, and describe a state that is safe
+    /// to enter (EL1 or EL0, under the host's stage 2).
+    pub fn enter_lower_el(frame: *const TrapFrame) -> !;
+}
