@@ -9,3 +9,5 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod boards;
+pub mod devtree;
