@@ -66,7 +66,7 @@ mod image {
         if let Some(uart) = &machine.uart {
             // SAFETY: the boot tables map every non-RAM block as Device memory; the PL011 is
             // Portcullis' console from now on (the host shares it: both only ever write whole bytes).
-            unsafe { console::init(uart.regs.start.raw()) };
+            unsafe { console::init(uart.base.start.raw()) };
         }
         let options = host::options(&machine);
         console::init_logger(options.log_level);
@@ -80,7 +80,7 @@ mod image {
 
         let mut devices = alloc::vec::Vec::new();
         if let Some(uart) = &machine.uart {
-            devices.push(uart.regs);
+            devices.push(uart.base);
         }
         let el2_map = mmu::install_final_tables(&mmu::El2Layout {
             ram: &machine.memory,

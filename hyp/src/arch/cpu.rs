@@ -115,13 +115,3 @@ fn HSTR_EL2_clear() {
     // SAFETY: HSTR_EL2 = 0 traps no AArch32 system register accesses.
     unsafe { asm!("msr hstr_el2, xzr", options(nostack)) };
 }
-
-/// The physical counter, for timing.
-pub fn counter() -> u64 {
-    CNTPCT_EL0.get()
-}
-
-/// Ticks per second of the physical counter.
-pub fn counter_hz() -> u64 {
-    CNTFRQ_EL0.get()
-}

@@ -23,17 +23,11 @@ pub fn call(function: u32, args: [u64; 3]) -> [u64; 4] {
 }
 
 pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
-pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
 pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
 
 /// Starts CPU `mpidr` at Portcullis' secondary entry with `context` in x0. Returns the PSCI status.
 pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
     call(PSCI_CPU_ON_64, [mpidr, entry, context])[0] as i64
-}
-
-/// Powers this CPU off. Returns only on failure, with the PSCI status.
-pub fn cpu_off() -> i64 {
-    call(PSCI_CPU_OFF, [0; 3])[0] as i64
 }
 
 /// Turns the machine off (used after a fatal error, so QEMU exits instead of hanging).

@@ -140,6 +140,13 @@ unsafe extern "C" {
     pub static __stacks_end: u8;
 }
 
+/// The top of CPU `index`'s EL2 stack.
+pub fn stack_top(index: usize) -> u64 {
+    assert!(index < MAX_CPUS, "no EL2 stack for CPU {index}");
+    let base = core::ptr::addr_of!(__stacks_start) as u64;
+    base + ((index + 1) * STACK_SIZE) as u64
+}
+
 /// The MMU configuration secondaries load. Written once, by the primary CPU, before it starts any
 /// secondary; read only by `secondary_entry`.
 #[repr(transparent)]

@@ -18,20 +18,6 @@ pub struct TrapFrame {
     pub spsr: u64,
 }
 
-impl TrapFrame {
-    /// Register `n` as an instruction sees it: 31 is XZR, which reads as zero.
-    pub fn reg(&self, n: u8) -> u64 {
-        self.x.get(usize::from(n)).copied().unwrap_or(0)
-    }
-
-    /// Writes register `n`; writes to XZR (31) are discarded, as the architecture says.
-    pub fn set_reg(&mut self, n: u8, value: u64) {
-        if let Some(r) = self.x.get_mut(usize::from(n)) {
-            *r = value;
-        }
-    }
-}
-
 const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
 const _: () = assert!(FRAME_SIZE == 34 * 8 && FRAME_SIZE % 16 == 0);
 

@@ -1,0 +1,240 @@
+//! The host: its stage 2, its device tree, and its CPUs coming and going through PSCI.
+
+use crate::arch::head::{self, MAX_CPUS};
+use crate::arch::vectors::{enter_lower_el, TrapFrame};
+use crate::arch::{cpu, firmware};
+use alloc::vec::Vec;
+use core::fmt;
+use log::LevelFilter;
+use platform::addr::PhysRange;
+use platform::devtree::Platform;
+use portcullis::boot::layout::{Taken, TakenKind};
+use portcullis::boot::{cmdline, host_tree, layout};
+use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
+use portcullis::trap::psci::{self, code};
+use spin::{Mutex, Once};
+
+/// Portcullis' own options, from `/chosen/portcullis,bootargs`.
+pub struct Options {
+    pub log_level: LevelFilter,
+    pub warnings: Vec<cmdline::OptionWarning>,
+}
+
+pub fn options(machine: &Platform) -> Options {
+    let raw = machine.chosen.portcullis_bootargs.as_deref().unwrap_or("");
+    let (parsed, warnings) = cmdline::parse_hyp_options(raw);
+    Options { log_level: parsed.log_level.unwrap_or(LevelFilter::Info), warnings }
+}
+
+/// Where and how a CPU enters the host.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub pc: u64,
+    pub x0: u64,
+}
+
+/// Why the host cannot be booted at all.
+#[derive(Debug)]
+pub enum HostError {
+    NoKernel,
+    KernelHeader(layout::ImageError),
+    KernelFootprint(PhysRange),
+    KernelOverlapsPortcullis(PhysRange),
+    Tree(host_tree::HostTreeError),
+    TreePlacement(layout::PlacementError),
+    Policy(stage2::PolicyError),
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoKernel => write!(f, "no host kernel: /chosen/portcullis,kernel is missing"),
+            Self::KernelHeader(e) => write!(f, "the host kernel is not an arm64 Image: {e}"),
+            Self::KernelFootprint(r) => write!(f, "the host kernel at {r} claims a size past the end of memory"),
+            Self::KernelOverlapsPortcullis(r) => {
+                write!(f, "the host kernel's footprint {r} overlaps Portcullis' own memory")
+            }
+            Self::Tree(e) => write!(f, "cannot write the host's device tree: {e}"),
+            Self::TreePlacement(e) => write!(f, "no room for the host's device tree: {e}"),
+            Self::Policy(e) => write!(f, "cannot build the host's stage 2: {e}"),
+        }
+    }
+}
+
+/// What every CPU needs to run the host; fixed once the boot CPU has prepared it.
+struct Host {
+    stage2: Stage2Table,
+    vtcr: u64,
+    ram: Vec<PhysRange>,
+    hyp: PhysRange,
+    smmu: Option<PhysRange>,
+    cpus: Vec<u64>,
+}
+
+static HOST: Once<Host> = Once::new();
+
+/// CPU_ON requests waiting for their CPU to reach Portcullis' secondary entry.
+static PENDING: Mutex<[Option<Entry>; MAX_CPUS]> = Mutex::new([None; MAX_CPUS]);
+
+const MIB: u64 = 1 << 20;
+
+/// Decides the host's memory map, writes its device tree and builds its stage 2. Returns where the
+/// boot CPU enters the host.
+pub fn prepare(machine: &Platform, hyp: PhysRange, incoming_dtb: PhysRange) -> Result<Entry, HostError> {
+    let kernel = machine.chosen.kernel.ok_or(HostError::NoKernel)?;
+    // SAFETY: the kernel range comes from the tree and lies in RAM, mapped by the EL2 tables; only
+    // its 64-byte header is read.
+    let header_bytes = unsafe { &*(kernel.start.raw() as *const [u8; layout::ImageHeader::LEN]) };
+    let header = layout::ImageHeader::parse(header_bytes).map_err(HostError::KernelHeader)?;
+    let load = kernel.start;
+    header.check_load_address(load).map_err(HostError::KernelHeader)?;
+    let footprint = header.footprint(load, kernel.size()).ok_or(HostError::KernelFootprint(kernel))?;
+    if footprint.overlaps(&hyp) {
+        return Err(HostError::KernelOverlapsPortcullis(footprint));
+    }
+    log::info!("host kernel: {footprint} (text_offset {:#x})", header.text_offset);
+
+    // The crash region: placed as the host asked, or none (with the reason on the console).
+    let bootargs = machine.chosen.bootargs.as_deref().unwrap_or("");
+    let mut taken = layout::platform_taken(machine);
+    taken.push(Taken::new(TakenKind::Portcullis, hyp));
+    taken.push(Taken::new(TakenKind::KernelImage, footprint));
+    taken.push(Taken::new(TakenKind::IncomingDtb, incoming_dtb));
+    let crash = match cmdline::parse_crashkernel(bootargs, layout::total_ram(&machine.memory)) {
+        Ok(None) => None,
+        Ok(Some(request)) => match layout::place_crash_region(&machine.memory, &taken, &request) {
+            Ok(region) => {
+                log::info!("crash region: {region} ({} MiB)", region.size() / MIB);
+                Some(region)
+            }
+            Err(e) => {
+                log::error!("crashkernel= cannot be honoured: {e}; booting the host without a crash region");
+                None
+            }
+        },
+        Err(e) => {
+            log::error!("crashkernel= is malformed: {e}; booting the host without a crash region");
+            None
+        }
+    };
+    if let Some(c) = crash {
+        taken.push(Taken::new(TakenKind::CrashRegion, c));
+    }
+
+    // The host's device tree, written over free host RAM (the incoming tree may be overwritten: it
+    // has been read by now).
+    // SAFETY: the incoming tree is in RAM, mapped, and not written while it is read.
+    let incoming = unsafe {
+        core::slice::from_raw_parts(incoming_dtb.start.raw() as *const u8, incoming_dtb.size() as usize)
+    };
+    let params = host_tree::HostTreeParams {
+        portcullis: hyp,
+        crash_region: crash,
+        hide_smmu: false,
+        fault_report: None,
+    };
+    let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
+    taken.retain(|t| t.kind != TakenKind::IncomingDtb);
+    let tree_at = layout::place_dtb(&machine.memory, &taken, tree.len() as u64).map_err(HostError::TreePlacement)?;
+    // SAFETY: `tree_at` is host RAM outside every range in use (Portcullis, kernel, initrd, crash
+    // region, reserved memory), mapped by the EL2 tables, and no other CPU runs yet.
+    unsafe { core::ptr::copy_nonoverlapping(tree.as_ptr(), tree_at.start.raw() as *mut u8, tree.len()) };
+    log::info!("host device tree: {} bytes at {}", tree.len(), tree_at.start);
+
+    // The host's CPU stage 2.
+    let (pa_field, pa_bits) = cpu::pa_range();
+    let map = AddressMap {
+        ram: machine.memory.clone(),
+        hyp,
+        crash,
+        smmu: machine.smmu.as_ref().map(|s| s.regs),
+        its_doorbells: Vec::new(),
+        ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
+    };
+    map.validate().map_err(HostError::Policy)?;
+    // The kexec trap (crash region execute-never) arrives with the crash fence; until then the
+    // capture kernel must be able to run there.
+    let regions = stage2::cpu_policy(&map, Mode::Normal, false);
+    let table = Stage2Table::build(&regions, map.ipa_bits, 1).map_err(HostError::Policy)?;
+    let vtcr = table.vtcr(pa_field, cpu::vmid16());
+    log::info!(
+        "host stage 2: {} IPA bits, VMID 1, {} regions, {} table pages; Portcullis' memory {hyp} unmapped",
+        map.ipa_bits,
+        regions.len(),
+        table.table_pages()
+    );
+    HOST.call_once(|| Host {
+        stage2: table,
+        vtcr,
+        ram: machine.memory.clone(),
+        hyp,
+        smmu: map.smmu,
+        cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
+    });
+    Ok(Entry { pc: load.raw(), x0: tree_at.start.raw() })
+}
+
+fn host() -> &'static Host {
+    HOST.get().unwrap_or_else(|| panic!("the host is entered before it was prepared"))
+}
+
+/// Enters the host on this CPU: EL1h, interrupts masked, MMU off, as the boot protocol says.
+pub fn enter(cpu_index: usize, entry: Entry) -> ! {
+    let h = host();
+    cpu::configure_for_host(cpu::GuestStage2 { vtcr: h.vtcr, vttbr: h.stage2.vttbr() });
+    let mut frame = TrapFrame::default();
+    frame.x[0] = entry.x0;
+    frame.elr = entry.pc;
+    frame.spsr = SPSR_EL1H_MASKED;
+    // SAFETY: the stack of `cpu_index` is inside the image; the frame goes at its top.
+    unsafe {
+        let top = head::stack_top(cpu_index);
+        let slot = (top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+        slot.write(frame);
+        enter_lower_el(slot)
+    }
+}
+
+/// EL1h with D, A, I and F masked.
+const SPSR_EL1H_MASKED: u64 = 0x3c5;
+
+/// A secondary CPU, just started at Portcullis' entry: enter the host where it asked.
+pub fn secondary_start(index: usize) -> ! {
+    let entry = PENDING.lock().get_mut(index).and_then(Option::take);
+    match entry {
+        Some(e) => {
+            log::debug!("CPU {index} (MPIDR {:#x}) entering the host at {:#x}", cpu::mpidr(), e.pc);
+            enter(index, e)
+        }
+        None => panic!("CPU {index} started with no pending CPU_ON"),
+    }
+}
+
+/// The host's PSCI CPU_ON: checks the request, remembers where the CPU should enter the host, and
+/// has firmware start it at Portcullis' own entry.
+pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
+    let h = host();
+    let Some(index) = h.cpus.iter().position(|&m| m == target & 0xff_00ff_ffff) else {
+        return psci::x0(code::INVALID_PARAMETERS);
+    };
+    if index >= MAX_CPUS {
+        log::warn!("CPU_ON({target:#x}): Portcullis supports {MAX_CPUS} CPUs; refusing");
+        return psci::x0(code::INVALID_PARAMETERS);
+    }
+    let in_ram = h.ram.iter().any(|r| r.contains(platform::addr::Pa(entry)));
+    if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
+        return psci::x0(code::INVALID_ADDRESS);
+    }
+    PENDING.lock()[index] = Some(Entry { pc: entry, x0: context });
+    let secondary = head::secondary_entry as *const () as u64;
+    let r = firmware::cpu_on(target, secondary, index as u64);
+    if r != i64::from(code::SUCCESS) {
+        PENDING.lock()[index] = None;
+    }
+    r as u64
+}
+
+/// Whether `ipa` falls in the SMMU's register frame, which Portcullis emulates.
+pub fn is_emulated_smmu(ipa: platform::addr::Ipa) -> bool {
+    host().smmu.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
+}

@@ -1,0 +1,169 @@
+//! What happens when the host traps to EL2.
+//!
+//! Synchronous exceptions from the host are decoded by the portable core (`portcullis::trap`) and
+//! answered here: PSCI/SMCCC calls, accesses to the emulated SMMU page, and everything that must be
+//! refused — an access without a syndrome, or to memory the host does not have — which goes back to
+//! the host as a synchronous external abort. Nothing the host does can make Portcullis panic; an
+//! exception taken at EL2 itself is a Portcullis bug and does.
+
+use crate::arch::vectors::{TrapFrame, VectorKind};
+use crate::arch::firmware;
+use crate::host;
+use aarch64_cpu::registers::*;
+use portcullis::trap::esr::{self, DataAbort, Exception, InstructionAbort};
+use portcullis::trap::inject::{self, Abort, GuestState};
+use portcullis::trap::mmio::MmioAccess;
+use portcullis::trap::psci::{self, Action};
+
+#[unsafe(no_mangle)]
+extern "C" fn handle_trap(frame: &mut TrapFrame, kind: u64) {
+    let kind = VectorKind::from_raw(kind);
+    match kind {
+        VectorKind::LowerA64Sync => lower_sync(frame),
+        VectorKind::LowerA64Irq
+        | VectorKind::LowerA64Fiq
+        | VectorKind::LowerA64SError
+        | VectorKind::LowerA32Irq
+        | VectorKind::LowerA32Fiq
+        | VectorKind::LowerA32SError => {
+            // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
+            log::warn!("unexpected {kind:?} from the host, ESR {:#x}; ignored", ESR_EL2.get());
+        }
+        VectorKind::LowerA32Sync => {
+            // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
+            // traps to EL2 (an SMC): refuse it like any unknown instruction.
+            inject_undefined(frame);
+        }
+        _ => panic!(
+            "exception {kind:?} taken at EL2: ESR_EL2 {:#x} FAR_EL2 {:#x} ELR_EL2 {:#x}",
+            ESR_EL2.get(),
+            FAR_EL2.get(),
+            ELR_EL2.get()
+        ),
+    }
+}
+
+fn lower_sync(frame: &mut TrapFrame) {
+    let esr = ESR_EL2.get();
+    let syndrome = esr::decode(esr);
+    match syndrome.exception {
+        Exception::Hvc64 { .. } => smccc_call(frame),
+        Exception::Smc64 { .. } => {
+            // A trapped SMC returns to the SMC itself: step over it.
+            frame.elr = inject::skip_instruction(frame.elr, syndrome.instruction_length);
+            smccc_call(frame);
+        }
+        Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
+        Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
+        other => {
+            log::warn!("host trap {other:?} (ESR {esr:#x}) at {:#x}: injecting an undefined instruction", frame.elr);
+            inject_undefined(frame);
+        }
+    }
+}
+
+fn smccc_call(frame: &mut TrapFrame) {
+    let call = psci::classify(&[frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+    match psci::decide(&call) {
+        Action::Return(x0) => frame.x[0] = x0,
+        Action::Forward { function_id, args } => {
+            log::trace!("PSCI {call:?} forwarded to firmware");
+            let r = firmware::call(function_id, args);
+            frame.x[..4].copy_from_slice(&r);
+        }
+        Action::CpuOn { target_cpu, entry, context, .. } => {
+            frame.x[0] = host::cpu_on(target_cpu, entry, context);
+            log::debug!("CPU_ON({target_cpu:#x}, {entry:#x}) -> {}", frame.x[0] as i64);
+        }
+    }
+}
+
+fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
+    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    if host::is_emulated_smmu(ipa) {
+        match MmioAccess::from_abort(abort, ipa) {
+            Ok(access) => {
+                smmu_access(frame, &access);
+                frame.elr = inject::skip_instruction(frame.elr, len);
+            }
+            Err(e) => {
+                log::warn!("host access to the SMMU at {ipa:?} refused: {e} (ELR {:#x})", frame.elr);
+                inject_abort(frame, Abort::Data { far: FAR_EL2.get(), write: abort.write });
+            }
+        }
+        return;
+    }
+    log::warn!(
+        "host {} at {ipa:?} (ELR {:#x}) outside its memory: {:?}; injecting an external abort",
+        if abort.write { "store" } else { "load" },
+        frame.elr,
+        abort.fault
+    );
+    inject_abort(frame, Abort::Data { far: FAR_EL2.get(), write: abort.write });
+}
+
+/// Until the SMMU emulation lands, the SMMU's page reads as zero and ignores writes.
+fn smmu_access(frame: &mut TrapFrame, access: &MmioAccess) {
+    if access.write {
+        log::info!(
+            "emulated SMMU: write {:#x} to {:?} ({} bytes) ignored",
+            access.store_value(&frame.x),
+            access.ipa,
+            access.size_bytes
+        );
+    } else {
+        log::info!("emulated SMMU: read of {:?} ({} bytes) answers 0", access.ipa, access.size_bytes);
+        access.complete_load(&mut frame.x, 0);
+    }
+}
+
+fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
+    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    log::warn!(
+        "host instruction fetch at {ipa:?} (ELR {:#x}) faulted: {:?}; injecting an external abort",
+        frame.elr,
+        abort.fault
+    );
+    inject_abort(frame, Abort::Instruction { far: FAR_EL2.get() });
+}
+
+fn guest_state(frame: &TrapFrame) -> GuestState {
+    GuestState {
+        elr_el2: frame.elr,
+        spsr_el2: frame.spsr,
+        vbar_el1: VBAR_EL1.get(),
+        sctlr_el1: SCTLR_EL1.get(),
+    }
+}
+
+fn inject_abort(frame: &mut TrapFrame, abort: Abort) {
+    match inject::inject_external_abort(&guest_state(frame), &abort) {
+        Ok(inj) => {
+            ESR_EL1.set(inj.esr_el1);
+            FAR_EL1.set(inj.far_el1);
+            ELR_EL1.set(inj.elr_el1);
+            SPSR_EL1.set(inj.spsr_el1);
+            frame.elr = inj.elr_el2;
+            frame.spsr = inj.spsr_el2;
+        }
+        // The trap came from somewhere that is not the host's EL0/EL1: an invariant is broken.
+        Err(e) => panic!("cannot inject an abort into the host: {e}"),
+    }
+}
+
+/// Makes the host take an "unknown reason" exception (EC 0) at the trapping instruction, as an
+/// undefined instruction would.
+fn inject_undefined(frame: &mut TrapFrame) {
+    let state = guest_state(frame);
+    match inject::inject_external_abort(&state, &Abort::Instruction { far: frame.elr }) {
+        Ok(inj) => {
+            // Same entry as an abort, but with the syndrome of an undefined instruction (EC 0, IL 1).
+            ESR_EL1.set(1 << 25);
+            ELR_EL1.set(inj.elr_el1);
+            SPSR_EL1.set(inj.spsr_el1);
+            frame.elr = inj.elr_el2;
+            frame.spsr = inj.spsr_el2;
+        }
+        Err(e) => panic!("cannot inject an undefined instruction into the host: {e}"),
+    }
+}
