@@ -1,7 +1,7 @@
 //! The host: its stage 2, its device tree, and its CPUs coming and going through PSCI.
 
 use crate::arch::head::{self, MAX_CPUS};
-use crate::arch::vectors::{enter_lower_el, TrapFrame};
+use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
@@ -23,7 +23,10 @@ pub struct Options {
 pub fn options(machine: &Platform) -> Options {
     let raw = machine.chosen.portcullis_bootargs.as_deref().unwrap_or("");
     let (parsed, warnings) = cmdline::parse_hyp_options(raw);
-    Options { log_level: parsed.log_level.unwrap_or(LevelFilter::Info), warnings }
+    Options {
+        log_level: parsed.log_level.unwrap_or(LevelFilter::Info),
+        warnings,
+    }
 }
 
 /// Where and how a CPU enters the host.
@@ -50,9 +53,15 @@ impl fmt::Display for HostError {
         match self {
             Self::NoKernel => write!(f, "no host kernel: /chosen/portcullis,kernel is missing"),
             Self::KernelHeader(e) => write!(f, "the host kernel is not an arm64 Image: {e}"),
-            Self::KernelFootprint(r) => write!(f, "the host kernel at {r} claims a size past the end of memory"),
+            Self::KernelFootprint(r) => write!(
+                f,
+                "the host kernel at {r} claims a size past the end of memory"
+            ),
             Self::KernelOverlapsPortcullis(r) => {
-                write!(f, "the host kernel's footprint {r} overlaps Portcullis' own memory")
+                write!(
+                    f,
+                    "the host kernel's footprint {r} overlaps Portcullis' own memory"
+                )
             }
             Self::Tree(e) => write!(f, "cannot write the host's device tree: {e}"),
             Self::TreePlacement(e) => write!(f, "no room for the host's device tree: {e}"),
@@ -80,19 +89,30 @@ const MIB: u64 = 1 << 20;
 
 /// Decides the host's memory map, writes its device tree and builds its stage 2. Returns where the
 /// boot CPU enters the host.
-pub fn prepare(machine: &Platform, hyp: PhysRange, incoming_dtb: PhysRange) -> Result<Entry, HostError> {
+pub fn prepare(
+    machine: &Platform,
+    hyp: PhysRange,
+    incoming_dtb: PhysRange,
+) -> Result<Entry, HostError> {
     let kernel = machine.chosen.kernel.ok_or(HostError::NoKernel)?;
     // SAFETY: the kernel range comes from the tree and lies in RAM, mapped by the EL2 tables; only
     // its 64-byte header is read.
     let header_bytes = unsafe { &*(kernel.start.raw() as *const [u8; layout::ImageHeader::LEN]) };
     let header = layout::ImageHeader::parse(header_bytes).map_err(HostError::KernelHeader)?;
     let load = kernel.start;
-    header.check_load_address(load).map_err(HostError::KernelHeader)?;
-    let footprint = header.footprint(load, kernel.size()).ok_or(HostError::KernelFootprint(kernel))?;
+    header
+        .check_load_address(load)
+        .map_err(HostError::KernelHeader)?;
+    let footprint = header
+        .footprint(load, kernel.size())
+        .ok_or(HostError::KernelFootprint(kernel))?;
     if footprint.overlaps(&hyp) {
         return Err(HostError::KernelOverlapsPortcullis(footprint));
     }
-    log::info!("host kernel: {footprint} (text_offset {:#x})", header.text_offset);
+    log::info!(
+        "host kernel: {footprint} (text_offset {:#x})",
+        header.text_offset
+    );
 
     // The crash region: placed as the host asked, or none (with the reason on the console).
     let bootargs = machine.chosen.bootargs.as_deref().unwrap_or("");
@@ -108,7 +128,9 @@ pub fn prepare(machine: &Platform, hyp: PhysRange, incoming_dtb: PhysRange) -> R
                 Some(region)
             }
             Err(e) => {
-                log::error!("crashkernel= cannot be honoured: {e}; booting the host without a crash region");
+                log::error!(
+                    "crashkernel= cannot be honoured: {e}; booting the host without a crash region"
+                );
                 None
             }
         },
@@ -125,7 +147,10 @@ pub fn prepare(machine: &Platform, hyp: PhysRange, incoming_dtb: PhysRange) -> R
     // has been read by now).
     // SAFETY: the incoming tree is in RAM, mapped, and not written while it is read.
     let incoming = unsafe {
-        core::slice::from_raw_parts(incoming_dtb.start.raw() as *const u8, incoming_dtb.size() as usize)
+        core::slice::from_raw_parts(
+            incoming_dtb.start.raw() as *const u8,
+            incoming_dtb.size() as usize,
+        )
     };
     let params = host_tree::HostTreeParams {
         portcullis: hyp,
@@ -135,11 +160,18 @@ pub fn prepare(machine: &Platform, hyp: PhysRange, incoming_dtb: PhysRange) -> R
     };
     let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
-    let tree_at = layout::place_dtb(&machine.memory, &taken, tree.len() as u64).map_err(HostError::TreePlacement)?;
+    let tree_at = layout::place_dtb(&machine.memory, &taken, tree.len() as u64)
+        .map_err(HostError::TreePlacement)?;
     // SAFETY: `tree_at` is host RAM outside every range in use (Portcullis, kernel, initrd, crash
     // region, reserved memory), mapped by the EL2 tables, and no other CPU runs yet.
-    unsafe { core::ptr::copy_nonoverlapping(tree.as_ptr(), tree_at.start.raw() as *mut u8, tree.len()) };
-    log::info!("host device tree: {} bytes at {}", tree.len(), tree_at.start);
+    unsafe {
+        core::ptr::copy_nonoverlapping(tree.as_ptr(), tree_at.start.raw() as *mut u8, tree.len())
+    };
+    log::info!(
+        "host device tree: {} bytes at {}",
+        tree.len(),
+        tree_at.start
+    );
 
     // The host's CPU stage 2.
     let (pa_field, pa_bits) = cpu::pa_range();
@@ -171,17 +203,24 @@ pub fn prepare(machine: &Platform, hyp: PhysRange, incoming_dtb: PhysRange) -> R
         smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
-    Ok(Entry { pc: load.raw(), x0: tree_at.start.raw() })
+    Ok(Entry {
+        pc: load.raw(),
+        x0: tree_at.start.raw(),
+    })
 }
 
 fn host() -> &'static Host {
-    HOST.get().unwrap_or_else(|| panic!("the host is entered before it was prepared"))
+    HOST.get()
+        .unwrap_or_else(|| panic!("the host is entered before it was prepared"))
 }
 
 /// Enters the host on this CPU: EL1h, interrupts masked, MMU off, as the boot protocol says.
 pub fn enter(cpu_index: usize, entry: Entry) -> ! {
     let h = host();
-    cpu::configure_for_host(cpu::GuestStage2 { vtcr: h.vtcr, vttbr: h.stage2.vttbr() });
+    cpu::configure_for_host(cpu::GuestStage2 {
+        vtcr: h.vtcr,
+        vttbr: h.stage2.vttbr(),
+    });
     let mut frame = TrapFrame::default();
     frame.x[0] = entry.x0;
     frame.elr = entry.pc;
@@ -203,7 +242,11 @@ pub fn secondary_start(index: usize) -> ! {
     let entry = PENDING.lock().get_mut(index).and_then(Option::take);
     match entry {
         Some(e) => {
-            log::debug!("CPU {index} (MPIDR {:#x}) entering the host at {:#x}", cpu::mpidr(), e.pc);
+            log::debug!(
+                "CPU {index} (MPIDR {:#x}) entering the host at {:#x}",
+                cpu::mpidr(),
+                e.pc
+            );
             enter(index, e)
         }
         None => panic!("CPU {index} started with no pending CPU_ON"),
@@ -225,7 +268,10 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
         return psci::x0(code::INVALID_ADDRESS);
     }
-    PENDING.lock()[index] = Some(Entry { pc: entry, x0: context });
+    PENDING.lock()[index] = Some(Entry {
+        pc: entry,
+        x0: context,
+    });
     let secondary = head::secondary_entry as *const () as u64;
     let r = firmware::cpu_on(target, secondary, index as u64);
     if r != i64::from(code::SUCCESS) {
@@ -236,5 +282,7 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
 
 /// Whether `ipa` falls in the SMMU's register frame, which Portcullis emulates.
 pub fn is_emulated_smmu(ipa: platform::addr::Ipa) -> bool {
-    host().smmu.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
+    host()
+        .smmu
+        .is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
 }

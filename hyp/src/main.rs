@@ -29,7 +29,7 @@ mod image {
 
     /// Reads the `totalsize` word of a flattened device tree header with a single aligned load.
     fn dtb_size(dtb: u64) -> u64 {
-        if dtb == 0 || dtb % 8 != 0 {
+        if dtb == 0 || !dtb.is_multiple_of(8) {
             return 0;
         }
         // SAFETY: the boot protocol places a device tree at x0; its header's second word is its size.
@@ -53,7 +53,10 @@ mod image {
         // SAFETY: primary CPU, MMU off, nothing else running; image and tree are in RAM.
         unsafe { mmu::enable_boot_tables(&[image, dtb_range]) };
         // SAFETY: the heap range is reserved by the linker script for this allocator alone.
-        unsafe { HEAP.lock().init(heap.start.raw() as usize, heap.size() as usize) };
+        unsafe {
+            HEAP.lock()
+                .init(heap.start.raw() as usize, heap.size() as usize)
+        };
 
         // SAFETY: the tree lies at `dtb` with the size its header gives, in RAM mapped by the boot
         // tables, and nothing writes to it while Portcullis reads it.
@@ -94,7 +97,9 @@ mod image {
         log::debug!("EL2 stage-1 tables installed");
 
         match machine.psci.as_ref().map(|p| p.conduit) {
-            Some(platform::devtree::Conduit::Smc) => firmware::init(platform::devtree::Conduit::Smc),
+            Some(platform::devtree::Conduit::Smc) => {
+                firmware::init(platform::devtree::Conduit::Smc)
+            }
             other => log::error!(
                 "PSCI conduit {other:?}: Portcullis runs at EL2 and can only call firmware by SMC; \
                  the host's PSCI calls will be answered NOT_SUPPORTED"
@@ -130,7 +135,10 @@ mod image {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo) -> ! {
-        console::print(format_args!("\nportcullis[{}] PANIC: {info}\n", cpu::index()));
+        console::print(format_args!(
+            "\nportcullis[{}] PANIC: {info}\n",
+            cpu::index()
+        ));
         firmware::system_off()
     }
 }
@@ -140,5 +148,7 @@ extern crate alloc;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("portcullis is a bare-metal image: build it with --target aarch64-unknown-none-softfloat");
+    eprintln!(
+        "portcullis is a bare-metal image: build it with --target aarch64-unknown-none-softfloat"
+    );
 }

@@ -6,8 +6,8 @@
 //! the host as a synchronous external abort. Nothing the host does can make Portcullis panic; an
 //! exception taken at EL2 itself is a Portcullis bug and does.
 
-use crate::arch::vectors::{TrapFrame, VectorKind};
 use crate::arch::firmware;
+use crate::arch::vectors::{TrapFrame, VectorKind};
 use crate::host;
 use aarch64_cpu::registers::*;
 use portcullis::trap::esr::{self, DataAbort, Exception, InstructionAbort};
@@ -27,7 +27,10 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, kind: u64) {
         | VectorKind::LowerA32Fiq
         | VectorKind::LowerA32SError => {
             // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
-            log::warn!("unexpected {kind:?} from the host, ESR {:#x}; ignored", ESR_EL2.get());
+            log::warn!(
+                "unexpected {kind:?} from the host, ESR {:#x}; ignored",
+                ESR_EL2.get()
+            );
         }
         VectorKind::LowerA32Sync => {
             // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
@@ -56,7 +59,10 @@ fn lower_sync(frame: &mut TrapFrame) {
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
         other => {
-            log::warn!("host trap {other:?} (ESR {esr:#x}) at {:#x}: injecting an undefined instruction", frame.elr);
+            log::warn!(
+                "host trap {other:?} (ESR {esr:#x}) at {:#x}: injecting an undefined instruction",
+                frame.elr
+            );
             inject_undefined(frame);
         }
     }
@@ -71,9 +77,17 @@ fn smccc_call(frame: &mut TrapFrame) {
             let r = firmware::call(function_id, args);
             frame.x[..4].copy_from_slice(&r);
         }
-        Action::CpuOn { target_cpu, entry, context, .. } => {
+        Action::CpuOn {
+            target_cpu,
+            entry,
+            context,
+            ..
+        } => {
             frame.x[0] = host::cpu_on(target_cpu, entry, context);
-            log::debug!("CPU_ON({target_cpu:#x}, {entry:#x}) -> {}", frame.x[0] as i64);
+            log::debug!(
+                "CPU_ON({target_cpu:#x}, {entry:#x}) -> {}",
+                frame.x[0] as i64
+            );
         }
     }
 }
@@ -87,8 +101,17 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
             Err(e) => {
-                log::warn!("host access to the SMMU at {ipa:?} refused: {e} (ELR {:#x})", frame.elr);
-                inject_abort(frame, Abort::Data { far: FAR_EL2.get(), write: abort.write });
+                log::warn!(
+                    "host access to the SMMU at {ipa:?} refused: {e} (ELR {:#x})",
+                    frame.elr
+                );
+                inject_abort(
+                    frame,
+                    Abort::Data {
+                        far: FAR_EL2.get(),
+                        write: abort.write,
+                    },
+                );
             }
         }
         return;
@@ -99,7 +122,13 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         frame.elr,
         abort.fault
     );
-    inject_abort(frame, Abort::Data { far: FAR_EL2.get(), write: abort.write });
+    inject_abort(
+        frame,
+        Abort::Data {
+            far: FAR_EL2.get(),
+            write: abort.write,
+        },
+    );
 }
 
 /// Until the SMMU emulation lands, the SMMU's page reads as zero and ignores writes.
@@ -112,7 +141,11 @@ fn smmu_access(frame: &mut TrapFrame, access: &MmioAccess) {
             access.size_bytes
         );
     } else {
-        log::info!("emulated SMMU: read of {:?} ({} bytes) answers 0", access.ipa, access.size_bytes);
+        log::info!(
+            "emulated SMMU: read of {:?} ({} bytes) answers 0",
+            access.ipa,
+            access.size_bytes
+        );
         access.complete_load(&mut frame.x, 0);
     }
 }

@@ -3,8 +3,8 @@
 
 #[cfg(target_os = "none")]
 mod scenario {
-    use guest::rt::{expect_exception, read64, Context};
-    use guest::{println, psci, Outcome};
+    use guest::rt::{Context, expect_exception, read64};
+    use guest::{Outcome, println, psci};
 
     guest::scenario!("demo", run);
 
@@ -15,14 +15,23 @@ mod scenario {
             println!("  my memory:          {:#x}..{:#x}", m.base, m.end());
         }
         if let Some(h) = ctx.dtb.reserved_with_compatible("portcullis,hypervisor") {
-            println!("  Portcullis' memory: {:#x}..{:#x} (reserved, no-map)", h.base, h.end());
+            println!(
+                "  Portcullis' memory: {:#x}..{:#x} (reserved, no-map)",
+                h.base,
+                h.end()
+            );
             // SAFETY: expected to abort; the runtime skips the load.
             let caught = expect_exception(|| unsafe {
                 let _ = read64(h.base);
             });
             match caught {
-                Some(c) => println!("  reading it: refused (ESR_EL1 {:#x}, FAR {:#x})", c.esr, c.far),
-                None => println!("  reading it: NOT refused -- Portcullis is not protecting itself!"),
+                Some(c) => println!(
+                    "  reading it: refused (ESR_EL1 {:#x}, FAR {:#x})",
+                    c.esr, c.far
+                ),
+                None => {
+                    println!("  reading it: NOT refused -- Portcullis is not protecting itself!")
+                }
             }
         }
         println!("  bootargs: {}", ctx.dtb.bootargs().unwrap_or(""));

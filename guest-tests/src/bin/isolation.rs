@@ -4,8 +4,8 @@
 
 #[cfg(target_os = "none")]
 mod scenario {
-    use guest::rt::{expect_exception, read64, write64, Context};
-    use guest::{check, println, psci, Outcome};
+    use guest::rt::{Context, expect_exception, read64, write64};
+    use guest::{Outcome, check, println, psci};
 
     guest::scenario!("isolation", run);
 
@@ -16,10 +16,16 @@ mod scenario {
 
     fn run(ctx: &Context) -> Outcome {
         let hyp = ctx.dtb.reserved_with_compatible("portcullis,hypervisor");
-        check!(hyp.is_some(), "no portcullis,hypervisor reserved-memory node");
+        check!(
+            hyp.is_some(),
+            "no portcullis,hypervisor reserved-memory node"
+        );
         let hyp = hyp.unwrap_or(guest::dt::Reg { base: 0, size: 0 });
         let version = psci::version();
-        check!(version >> 16 >= 1 || version == 2, "PSCI_VERSION gave {version:#x}");
+        check!(
+            version >> 16 >= 1 || version == 2,
+            "PSCI_VERSION gave {version:#x}"
+        );
 
         let targets = [hyp.base, hyp.base + hyp.size / 2 + 8, hyp.end() - 8];
         for &addr in &targets {
@@ -27,28 +33,57 @@ mod scenario {
             let caught = expect_exception(|| unsafe {
                 let _ = read64(addr);
             });
-            check!(caught.is_some(), "a load from Portcullis' memory at {addr:#x} did not abort");
-            let c = caught.unwrap_or(guest::rt::Caught { esr: 0, far: 0, elr: 0 });
+            check!(
+                caught.is_some(),
+                "a load from Portcullis' memory at {addr:#x} did not abort"
+            );
+            let c = caught.unwrap_or(guest::rt::Caught {
+                esr: 0,
+                far: 0,
+                elr: 0,
+            });
             println!("load  {addr:#x}: esr={:#x} far={:#x}", c.esr, c.far);
-            check!(c.ec() == EC_DABT_CUR, "load abort EC {:#x}, want {EC_DABT_CUR:#x}", c.ec());
-            check!(c.fsc() == DFSC_SEA, "load abort DFSC {:#x}, want {DFSC_SEA:#x}", c.fsc());
+            check!(
+                c.ec() == EC_DABT_CUR,
+                "load abort EC {:#x}, want {EC_DABT_CUR:#x}",
+                c.ec()
+            );
+            check!(
+                c.fsc() == DFSC_SEA,
+                "load abort DFSC {:#x}, want {DFSC_SEA:#x}",
+                c.fsc()
+            );
             check!(c.esr & (1 << 6) == 0, "load abort has WnR set");
             check!(c.far == addr, "load abort FAR {:#x}, want {addr:#x}", c.far);
 
             // SAFETY: as above.
             let caught = expect_exception(|| unsafe { write64(addr, 0xdead_beef_dead_beef) });
-            check!(caught.is_some(), "a store to Portcullis' memory at {addr:#x} did not abort");
-            let c = caught.unwrap_or(guest::rt::Caught { esr: 0, far: 0, elr: 0 });
+            check!(
+                caught.is_some(),
+                "a store to Portcullis' memory at {addr:#x} did not abort"
+            );
+            let c = caught.unwrap_or(guest::rt::Caught {
+                esr: 0,
+                far: 0,
+                elr: 0,
+            });
             println!("store {addr:#x}: esr={:#x} far={:#x}", c.esr, c.far);
             check!(c.ec() == EC_DABT_CUR, "store abort EC {:#x}", c.ec());
             check!(c.fsc() == DFSC_SEA, "store abort DFSC {:#x}", c.fsc());
             check!(c.esr & (1 << 6) != 0, "store abort lacks WnR");
-            check!(c.far == addr, "store abort FAR {:#x}, want {addr:#x}", c.far);
+            check!(
+                c.far == addr,
+                "store abort FAR {:#x}, want {addr:#x}",
+                c.far
+            );
         }
 
         // Portcullis is still there and still answers.
         let again = psci::version();
-        check!(again == version, "PSCI_VERSION changed after the aborts: {again:#x} vs {version:#x}");
+        check!(
+            again == version,
+            "PSCI_VERSION changed after the aborts: {again:#x} vs {version:#x}"
+        );
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 mod scenario {
     use core::sync::atomic::{AtomicU64, Ordering};
     use guest::rt::{self, Context};
-    use guest::{check, println, psci, Outcome};
+    use guest::{Outcome, check, println, psci};
 
     guest::scenario!("smp", run);
 
@@ -49,7 +49,10 @@ mod scenario {
         let n = ctx.dtb.cpus(&mut cpus);
         let me = rt::mpidr();
         println!("{n} CPUs in the tree; boot CPU mpidr {me:#x}");
-        check!(n >= 2, "the tree lists {n} CPUs; run this scenario with --smp 2 or more");
+        check!(
+            n >= 2,
+            "the tree lists {n} CPUs; run this scenario with --smp 2 or more"
+        );
         rt::set_secondary_fn(secondary);
 
         for (i, &mpidr) in cpus[..n].iter().enumerate() {
@@ -58,14 +61,26 @@ mod scenario {
             }
             let r = psci::cpu_on(mpidr, rt::secondary_entry_address(), i as u64);
             check!(r == 0, "CPU_ON({mpidr:#x}) returned {r}");
-            check!(wait_for(|| ARRIVED[i].load(Ordering::SeqCst) == 1), "CPU {mpidr:#x} never arrived");
+            check!(
+                wait_for(|| ARRIVED[i].load(Ordering::SeqCst) == 1),
+                "CPU {mpidr:#x} never arrived"
+            );
             let got = REPORTED[i].load(Ordering::SeqCst);
             println!("CPU {i} up, reports MPIDR {got:#x}");
-            check!(got == mpidr, "CPU {i} reports MPIDR {got:#x}, the tree says {mpidr:#x}");
+            check!(
+                got == mpidr,
+                "CPU {i} reports MPIDR {got:#x}, the tree says {mpidr:#x}"
+            );
             let aff = psci::affinity_info(mpidr);
-            check!(aff == AFF_ON, "AFFINITY_INFO({mpidr:#x}) = {aff} while it runs, want ON (0)");
+            check!(
+                aff == AFF_ON,
+                "AFFINITY_INFO({mpidr:#x}) = {aff} while it runs, want ON (0)"
+            );
             let again = psci::cpu_on(mpidr, rt::secondary_entry_address(), i as u64);
-            check!(again == -4, "CPU_ON of a running CPU returned {again}, want ALREADY_ON (-4)");
+            check!(
+                again == -4,
+                "CPU_ON of a running CPU returned {again}, want ALREADY_ON (-4)"
+            );
         }
 
         RELEASE.store(1, Ordering::SeqCst);
@@ -84,14 +99,26 @@ mod scenario {
             ARRIVED[i].store(0, Ordering::SeqCst);
             let r = psci::cpu_on(mpidr, rt::secondary_entry_address(), i as u64);
             check!(r == 0, "second CPU_ON({mpidr:#x}) returned {r}");
-            check!(wait_for(|| ARRIVED[i].load(Ordering::SeqCst) == 1), "CPU {mpidr:#x} did not come back");
-            check!(wait_for(|| psci::affinity_info(mpidr) == AFF_OFF), "CPU {mpidr:#x} did not go off again");
+            check!(
+                wait_for(|| ARRIVED[i].load(Ordering::SeqCst) == 1),
+                "CPU {mpidr:#x} did not come back"
+            );
+            check!(
+                wait_for(|| psci::affinity_info(mpidr) == AFF_OFF),
+                "CPU {mpidr:#x} did not go off again"
+            );
         }
 
         let bad = psci::cpu_on(0xff_0000_ffff, rt::secondary_entry_address(), 0);
-        check!(bad == -2, "CPU_ON of a CPU not in the tree returned {bad}, want INVALID_PARAMETERS (-2)");
+        check!(
+            bad == -2,
+            "CPU_ON of a CPU not in the tree returned {bad}, want INVALID_PARAMETERS (-2)"
+        );
         let unknown = psci::call(0xc200_1234, 0, 0, 0)[0] as i64;
-        check!(unknown == psci::NOT_SUPPORTED, "an unknown SMCCC call returned {unknown}");
+        check!(
+            unknown == psci::NOT_SUPPORTED,
+            "an unknown SMCCC call returned {unknown}"
+        );
         let mit = psci::call(psci::MIGRATE_INFO_TYPE, 0, 0, 0)[0] as i64;
         check!((0..=2).contains(&mit), "MIGRATE_INFO_TYPE returned {mit}");
         let feat = psci::call(psci::FEATURES, u64::from(psci::CPU_ON), 0, 0)[0] as i64;

@@ -6,8 +6,8 @@
 #[cfg(target_os = "none")]
 mod scenario {
     use core::arch::asm;
-    use guest::rt::{expect_exception, mmio_read32, Context};
-    use guest::{check, println, psci, Outcome};
+    use guest::rt::{Context, expect_exception, mmio_read32};
+    use guest::{Outcome, check, println, psci};
 
     guest::scenario!("syndrome", run);
 
@@ -24,7 +24,10 @@ mod scenario {
             let v = mmio_read32(smmu.base);
             println!("IDR0 read as {v:#x}");
         });
-        check!(plain.is_none(), "a plain load of the SMMU's IDR0 aborted: {plain:?}");
+        check!(
+            plain.is_none(),
+            "a plain load of the SMMU's IDR0 aborted: {plain:?}"
+        );
 
         // Post-indexed store: the base register is written back, so ESR_EL2.ISV = 0.
         let mut base = smmu.base + 0x20;
@@ -32,11 +35,26 @@ mod scenario {
         let post = expect_exception(|| unsafe {
             asm!("str {v}, [{b}], #8", b = inout(reg) base, v = in(reg) 1u64, options(nostack));
         });
-        check!(post.is_some(), "a post-indexed store to the SMMU did not abort");
-        let c = post.unwrap_or(guest::rt::Caught { esr: 0, far: 0, elr: 0 });
+        check!(
+            post.is_some(),
+            "a post-indexed store to the SMMU did not abort"
+        );
+        let c = post.unwrap_or(guest::rt::Caught {
+            esr: 0,
+            far: 0,
+            elr: 0,
+        });
         println!("post-indexed store: esr={:#x} far={:#x}", c.esr, c.far);
-        check!(c.ec() == EC_DABT_CUR, "post-indexed store: EC {:#x}, want {EC_DABT_CUR:#x}", c.ec());
-        check!(c.fsc() == 0x10, "post-indexed store: DFSC {:#x}, want 0x10", c.fsc());
+        check!(
+            c.ec() == EC_DABT_CUR,
+            "post-indexed store: EC {:#x}, want {EC_DABT_CUR:#x}",
+            c.ec()
+        );
+        check!(
+            c.fsc() == 0x10,
+            "post-indexed store: DFSC {:#x}, want 0x10",
+            c.fsc()
+        );
 
         // Load pair: never has a syndrome either.
         // SAFETY: expected to abort and be skipped.
@@ -45,13 +63,20 @@ mod scenario {
                  options(nostack));
         });
         check!(pair.is_some(), "a load pair from the SMMU did not abort");
-        let c = pair.unwrap_or(guest::rt::Caught { esr: 0, far: 0, elr: 0 });
+        let c = pair.unwrap_or(guest::rt::Caught {
+            esr: 0,
+            far: 0,
+            elr: 0,
+        });
         check!(c.ec() == EC_DABT_CUR, "load pair: EC {:#x}", c.ec());
         let _ = base;
 
         // And Portcullis is still alive.
         let v = psci::version();
-        check!(v != 0 && v != u64::MAX, "PSCI_VERSION after the aborts gave {v:#x}");
+        check!(
+            v != 0 && v != u64::MAX,
+            "PSCI_VERSION after the aborts gave {v:#x}"
+        );
         Ok(())
     }
 }

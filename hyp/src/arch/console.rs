@@ -21,7 +21,9 @@ static OWNER: AtomicUsize = AtomicUsize::new(NO_OWNER);
 /// `base` must be the PL011's register frame, mapped as Device memory, used by nobody else in
 /// Portcullis.
 pub unsafe fn init(base: u64) {
-    let Some(ptr) = NonNull::new(base as *mut PL011Registers) else { return };
+    let Some(ptr) = NonNull::new(base as *mut PL011Registers) else {
+        return;
+    };
     // SAFETY: the caller guarantees the frame is a mapped PL011 owned by this console.
     let regs = unsafe { UniqueMmioPointer::new(ptr) };
     *UART.lock() = Some(Uart::new(regs));
@@ -64,7 +66,12 @@ impl Log for Logger {
         if self.enabled(record.metadata()) {
             let cpu = super::cpu::index();
             with_uart(|u| {
-                let _ = writeln!(u, "portcullis[{cpu}] {:5} {}", record.level(), record.args());
+                let _ = writeln!(
+                    u,
+                    "portcullis[{cpu}] {:5} {}",
+                    record.level(),
+                    record.args()
+                );
             });
         }
     }

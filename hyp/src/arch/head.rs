@@ -156,8 +156,12 @@ pub struct SecondaryMmu(core::cell::UnsafeCell<MmuConfig>);
 unsafe impl Sync for SecondaryMmu {}
 
 #[unsafe(no_mangle)]
-pub static SECONDARY_MMU: SecondaryMmu =
-    SecondaryMmu(core::cell::UnsafeCell::new(MmuConfig { mair: 0, tcr: 0, ttbr0: 0, sctlr: 0 }));
+pub static SECONDARY_MMU: SecondaryMmu = SecondaryMmu(core::cell::UnsafeCell::new(MmuConfig {
+    mair: 0,
+    tcr: 0,
+    ttbr0: 0,
+    sctlr: 0,
+}));
 
 impl SecondaryMmu {
     /// Stores the configuration and cleans it to the point of coherency, because secondaries read it

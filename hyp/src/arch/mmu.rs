@@ -35,14 +35,18 @@ struct BootTablesCell(UnsafeCell<BootTables>);
 // SAFETY: written only by the primary CPU before the MMU is on and before any other CPU runs.
 unsafe impl Sync for BootTablesCell {}
 
-static BOOT_TABLES: BootTablesCell =
-    BootTablesCell(UnsafeCell::new(BootTables { l0: [0; 512], l1: [0; 512] }));
+static BOOT_TABLES: BootTablesCell = BootTablesCell(UnsafeCell::new(BootTables {
+    l0: [0; 512],
+    l1: [0; 512],
+}));
 
 /// TCR_EL2 for a 48-bit VA space with 4 KiB pages and write-back walks; PS from the CPU's PARange.
 fn tcr() -> u64 {
     let mmfr0: u64;
     // SAFETY: reading an ID register has no side effects.
-    unsafe { core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack))
+    };
     let ps = (mmfr0 & 0xf).min(5);
     let t0sz = 16;
     (1 << 31) | (1 << 23) | (ps << 16) | (3 << 12) | (1 << 10) | (1 << 8) | t0sz
@@ -64,7 +68,12 @@ pub unsafe fn enable_boot_tables(normal: &[PhysRange]) {
         let base = i as u64 * GIB;
         let block = PhysRange::from_bounds(base, base + GIB);
         let is_normal = normal.iter().any(|r| r.overlaps(&block));
-        *entry = base | if is_normal { BLOCK_NORMAL } else { BLOCK_DEVICE };
+        *entry = base
+            | if is_normal {
+                BLOCK_NORMAL
+            } else {
+                BLOCK_DEVICE
+            };
     }
     t.l0[0] = (t.l1.as_ptr() as u64) | 0b11;
     // SAFETY: the tables map the running code and stack (inside the image) identically as Normal
@@ -144,7 +153,8 @@ pub fn install_final_tables(layout: &El2Layout) -> IdMap<El2> {
         "data",
     );
     for &r in layout.devices {
-        let r = PhysRange::from_bounds(r.start.align_down(4096).raw(), (r.end.raw() + 4095) & !4095);
+        let r =
+            PhysRange::from_bounds(r.start.align_down(4096).raw(), (r.end.raw() + 4095) & !4095);
         map_or_panic(&mut map, r, device, "device");
     }
     let ttbr = map.root_address().0 as u64;
@@ -156,7 +166,12 @@ pub fn install_final_tables(layout: &El2Layout) -> IdMap<El2> {
     map.mark_active();
     // SAFETY: called on the primary before any CPU_ON.
     unsafe {
-        head::SECONDARY_MMU.publish(MmuConfig { mair: MAIR, tcr: tcr(), ttbr0: ttbr, sctlr: SCTLR_ON })
+        head::SECONDARY_MMU.publish(MmuConfig {
+            mair: MAIR,
+            tcr: tcr(),
+            ttbr0: ttbr,
+            sctlr: SCTLR_ON,
+        })
     };
     map
 }

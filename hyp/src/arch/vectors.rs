@@ -19,7 +19,7 @@ pub struct TrapFrame {
 }
 
 const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
-const _: () = assert!(FRAME_SIZE == 34 * 8 && FRAME_SIZE % 16 == 0);
+const _: () = assert!(FRAME_SIZE == 34 * 8 && FRAME_SIZE.is_multiple_of(16));
 
 /// Which vector an exception came through.
 #[repr(u64)]
@@ -47,10 +47,22 @@ impl VectorKind {
     pub fn from_raw(raw: u64) -> Self {
         use VectorKind::*;
         const ALL: [VectorKind; 16] = [
-            CurrentSp0Sync, CurrentSp0Irq, CurrentSp0Fiq, CurrentSp0SError,
-            CurrentSpxSync, CurrentSpxIrq, CurrentSpxFiq, CurrentSpxSError,
-            LowerA64Sync, LowerA64Irq, LowerA64Fiq, LowerA64SError,
-            LowerA32Sync, LowerA32Irq, LowerA32Fiq, LowerA32SError,
+            CurrentSp0Sync,
+            CurrentSp0Irq,
+            CurrentSp0Fiq,
+            CurrentSp0SError,
+            CurrentSpxSync,
+            CurrentSpxIrq,
+            CurrentSpxFiq,
+            CurrentSpxSError,
+            LowerA64Sync,
+            LowerA64Irq,
+            LowerA64Fiq,
+            LowerA64SError,
+            LowerA32Sync,
+            LowerA32Irq,
+            LowerA32Fiq,
+            LowerA32SError,
         ];
         ALL[(raw & 15) as usize]
     }
