@@ -12,6 +12,7 @@ extern crate alloc;
 pub use platform;
 
 pub mod boot;
+pub mod emul;
 pub mod smmu;
 pub mod stage2;
 pub mod trap;
