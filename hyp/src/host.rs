@@ -155,7 +155,8 @@ pub fn prepare(
     let params = host_tree::HostTreeParams {
         portcullis: hyp,
         crash_region: crash,
-        hide_smmu: false,
+        // The host sees no SMMU until the emulation lands: its DMA is confined all the same.
+        hide_smmu: true,
         fault_report: None,
     };
     let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
