@@ -9,7 +9,15 @@
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod dma;
+#[cfg(target_os = "none")]
 pub mod dt;
+#[cfg(target_os = "none")]
+pub mod edu;
+#[cfg(target_os = "none")]
+pub mod hooks;
+#[cfg(target_os = "none")]
+pub mod pci;
 #[cfg(target_os = "none")]
 pub mod psci;
 #[cfg(target_os = "none")]
@@ -30,13 +38,16 @@ macro_rules! check {
 /// Why a scenario failed: a short message kept in a fixed buffer (no allocator in payloads).
 #[derive(Debug)]
 pub struct Failure {
-    buf: [u8; 160],
+    buf: [u8; 320],
     len: usize,
 }
 
 impl Failure {
     pub fn new(args: core::fmt::Arguments) -> Self {
-        let mut f = Failure { buf: [0; 160], len: 0 };
+        let mut f = Failure {
+            buf: [0; 320],
+            len: 0,
+        };
         let _ = core::fmt::write(&mut f, args);
         f
     }

@@ -1,6 +1,6 @@
 //! Entry, exception vectors and the scenario driver.
 
-use crate::{console, dt, psci, semihosting, Outcome};
+use crate::{Outcome, console, dt, psci, semihosting};
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -133,6 +133,46 @@ pub fn mpidr() -> u64 {
     v & 0xff_00ff_ffff
 }
 
+/// The virtual count (CNTVCT_EL0): the host keeps the generic timer, so it ticks under Portcullis too.
+pub fn ticks() -> u64 {
+    let v: u64;
+    // SAFETY: reading the virtual counter has no side effects; the ISB orders it after what precedes.
+    unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// The counter's frequency in Hz (CNTFRQ_EL0), as firmware (QEMU) set it.
+pub fn tick_hz() -> u64 {
+    let v: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// Milliseconds between two counter readings (0 if the frequency is unknown).
+pub fn ticks_to_ms(ticks: u64) -> u64 {
+    let hz = tick_hz();
+    if hz == 0 {
+        0
+    } else {
+        (u128::from(ticks) * 1000 / u128::from(hz)) as u64
+    }
+}
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Where the payload itself lies in physical memory, `[start, end)`: text, data, bss and stacks.
+pub fn image_extent() -> (u64, u64) {
+    // The symbols come from image.ld; only their addresses are taken (PC-relative, so they are
+    // already the relocated, physical addresses: the MMU is off).
+    let start = core::ptr::addr_of!(__image_start) as u64;
+    let end = core::ptr::addr_of!(__image_end) as u64;
+    (start, end)
+}
+
 /// The exception level and stack pointer selection the payload runs at: (EL, SPSel).
 pub fn current_el() -> (u64, u64) {
     let (el, spsel): (u64, u64);
@@ -162,6 +202,50 @@ pub unsafe fn mmio_read32(addr: u64) -> u32 {
 pub unsafe fn mmio_write32(addr: u64, value: u32) {
     // SAFETY: per the caller's contract.
     unsafe { asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)) };
+}
+
+/// An 8-bit MMIO load as a single `ldrb` with a plain base register.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn mmio_read8(addr: u64) -> u8 {
+    let v: u32;
+    // SAFETY: per the caller's contract.
+    unsafe { asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack)) };
+    v as u8
+}
+
+/// An 8-bit MMIO store as a single `strb` with a plain base register.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn mmio_write8(addr: u64, value: u8) {
+    // SAFETY: per the caller's contract.
+    unsafe {
+        asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) u32::from(value), options(nostack))
+    };
+}
+
+/// A 16-bit MMIO load as a single `ldrh` with a plain base register.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn mmio_read16(addr: u64) -> u16 {
+    let v: u32;
+    // SAFETY: per the caller's contract.
+    unsafe { asm!("ldrh {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack)) };
+    v as u16
+}
+
+/// A 16-bit MMIO store as a single `strh` with a plain base register.
+///
+/// # Safety
+/// As for `mmio_read32`.
+pub unsafe fn mmio_write16(addr: u64, value: u16) {
+    // SAFETY: per the caller's contract.
+    unsafe {
+        asm!("strh {v:w}, [{a}]", a = in(reg) addr, v = in(reg) u32::from(value), options(nostack))
+    };
 }
 
 /// A 64-bit load as a single `ldr`.
@@ -231,7 +315,7 @@ extern "C" fn guest_exception(kind: u64) {
         asm!("mrs {}, far_el1", out(reg) far, options(nomem, nostack));
         asm!("mrs {}, elr_el1", out(reg) elr, options(nomem, nostack));
     }
-    let sync = kind % 4 == 0;
+    let sync = kind.is_multiple_of(4);
     if sync && EXPECTING.load(Ordering::SeqCst) && !CAUGHT.load(Ordering::SeqCst) {
         CAUGHT_ESR.store(esr, Ordering::SeqCst);
         CAUGHT_FAR.store(far, Ordering::SeqCst);
@@ -283,7 +367,10 @@ pub fn run_scenario(name: &'static str, dtb: u64, run: fn(&Context) -> Outcome) 
     }
     psci::init(tree.psci_uses_hvc());
     crate::println!("GUEST-TEST {name}: start (dtb at {dtb:#x})");
-    let ctx = Context { dtb_addr: dtb, dtb: tree };
+    let ctx = Context {
+        dtb_addr: dtb,
+        dtb: tree,
+    };
     match run(&ctx) {
         Ok(()) => {
             crate::println!("GUEST-TEST {name}: PASS");

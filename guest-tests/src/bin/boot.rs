@@ -30,7 +30,7 @@ mod scenario {
             "entered at EL{el} SPSel={spsel}, want EL1h"
         );
         check!(
-            ctx.dtb_addr % 8 == 0,
+            ctx.dtb_addr.is_multiple_of(8),
             "dtb {:#x} not 8-byte aligned",
             ctx.dtb_addr
         );
@@ -92,7 +92,7 @@ mod scenario {
             "crash region size {size:#x}, asked for 64M"
         );
         check!(
-            base % (2 << 20) == 0,
+            base.is_multiple_of(2 << 20),
             "crash base {base:#x} not 2 MiB aligned"
         );
         let crash = guest::dt::Reg { base, size };

@@ -1,0 +1,234 @@
+//! Scenario *dma-multi*: two edu devices, one on the root bus and one behind a PCIe root port (so
+//! the payload's enumeration has to number a bus and open a bridge window for it), have distinct
+//! StreamIDs; both do DMA with ordinary host RAM, also at the same time; both are confined: their
+//! refused transfers to and from Portcullis' memory leave the canary alone, bring no data, and are
+//! recorded against each one's own StreamID only. Needs a `test-hooks` build of Portcullis:
+//!
+//! `scripts/run --features test-hooks --kernel <dma-multi> --smp 1 --hyp-args "log=info" --
+//!  -device edu,dma_mask=0xffffffffffffffff -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1
+//!  -device edu,bus=rp1,dma_mask=0xffffffffffffffff`
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod scenario {
+    use guest::dma::{
+        self, DmaBuffer, READBACK_FILL, Staging, device_pattern, discover, dma_failed,
+        expect_fault, faults_now,
+    };
+    use guest::edu::{BUFFER_SIZE, Direction, Edu};
+    use guest::hooks::{self, Canary};
+    use guest::rt::Context;
+    use guest::{Failure, Outcome, check, println};
+
+    guest::scenario!("dma-multi", run);
+
+    static SOURCE_A: DmaBuffer<BUFFER_SIZE> = DmaBuffer::new();
+    static SOURCE_B: DmaBuffer<BUFFER_SIZE> = DmaBuffer::new();
+    static DEST_A: DmaBuffer<BUFFER_SIZE> = DmaBuffer::new();
+    static DEST_B: DmaBuffer<BUFFER_SIZE> = DmaBuffer::new();
+
+    const SEED_A: u8 = 0x41;
+    const SEED_B: u8 = 0x42;
+
+    fn run(ctx: &Context) -> Outcome {
+        let tree = &ctx.dtb;
+        let hyp = dma::hypervisor_region(tree)?;
+        let (host, topology) = discover(tree)?;
+        let (edus, n) = dma::edus::<4>(&host, &topology, tree)?;
+        check!(
+            n == 2,
+            "found {n} edu devices, want 2 (one on the root bus, one behind a pcie-root-port)"
+        );
+        let (Some((a, sid_a)), Some((b, sid_b))) = (&edus[0], &edus[1]) else {
+            return Err(Failure::new(format_args!("edu list is inconsistent")));
+        };
+        // Scan order is depth first: the root-bus edu may come after the bridge's subtree.
+        let (root, bridged) = if a.function.parent.is_none() {
+            ((a, *sid_a), (b, *sid_b))
+        } else {
+            ((b, *sid_b), (a, *sid_a))
+        };
+        let (fr, fb) = (&root.0.function, &bridged.0.function);
+        check!(
+            fr.parent.is_none() && fr.bdf.bus == host.bus_start,
+            "no edu on the root bus ({} is behind {:?})",
+            fr.bdf,
+            fr.parent
+        );
+        check!(
+            fb.parent.is_some() && fb.bdf.bus > host.bus_start,
+            "no edu behind a bridge (both on bus {:#x})",
+            fb.bdf.bus
+        );
+        let bridge = fb
+            .parent
+            .and_then(|p| topology.functions().iter().find(|f| f.bdf == p));
+        check!(
+            bridge.is_some_and(|f| f.is_bridge()),
+            "edu {}'s parent {:?} is not a PCI-PCI bridge",
+            fb.bdf,
+            fb.parent
+        );
+        println!(
+            "edu {} on the root bus, edu {} behind bridge {}",
+            fr.bdf,
+            fb.bdf,
+            fb.parent.unwrap_or_default()
+        );
+        check!(fr.rid != fb.rid, "both edus have RID {:#06x}", fr.rid);
+        check!(
+            root.1 != bridged.1,
+            "edu {} and edu {} share StreamID {:#x}: the SMMU could not tell their DMA apart",
+            fr.bdf,
+            fb.bdf,
+            root.1
+        );
+
+        good_dma_both(root.0, bridged.0)?;
+        println!("both edus do DMA with ordinary RAM, also concurrently");
+
+        let canary = dma::canary(hyp)?;
+        println!(
+            "canary: {:#x}+{:#x}, checksum {:#x}",
+            canary.base, canary.size, canary.checksum
+        );
+        let staging = Staging {
+            source: &SOURCE_A,
+            readback: &DEST_A,
+        };
+        for (n, (dev, other)) in [(root, bridged), (bridged, root)].into_iter().enumerate() {
+            confined(dev, other, &canary, &staging, 0x50 + 2 * n as u8)?;
+            println!(
+                "edu {} (SID {:#x}): confined, faults recorded against its own StreamID",
+                dev.0.function.bdf, dev.1
+            );
+        }
+
+        // Both still work afterwards.
+        good_dma_both(root.0, bridged.0)?;
+        Ok(())
+    }
+
+    /// Both devices take a pattern from RAM and give it back, their transfers in flight together.
+    fn good_dma_both(a: &Edu, b: &Edu) -> Outcome {
+        let fail = |what: &str, edu: &Edu, e| {
+            dma_failed(format_args!("edu {}: {what}", edu.function.bdf), e)
+        };
+        SOURCE_A.fill(|i| device_pattern(SEED_A, i));
+        SOURCE_B.fill(|i| device_pattern(SEED_B, i));
+        a.start(Direction::ToDevice, SOURCE_A.addr(), 0, BUFFER_SIZE)
+            .map_err(|e| fail("start RAM->device", a, e))?;
+        b.start(Direction::ToDevice, SOURCE_B.addr(), 0, BUFFER_SIZE)
+            .map_err(|e| fail("start RAM->device", b, e))?;
+        a.wait().map_err(|e| fail("RAM->device", a, e))?;
+        b.wait().map_err(|e| fail("RAM->device", b, e))?;
+        DEST_A.fill(|_| READBACK_FILL);
+        DEST_B.fill(|_| READBACK_FILL);
+        a.start(Direction::FromDevice, DEST_A.addr(), 0, BUFFER_SIZE)
+            .map_err(|e| fail("start device->RAM", a, e))?;
+        b.start(Direction::FromDevice, DEST_B.addr(), 0, BUFFER_SIZE)
+            .map_err(|e| fail("start device->RAM", b, e))?;
+        a.wait().map_err(|e| fail("device->RAM", a, e))?;
+        b.wait().map_err(|e| fail("device->RAM", b, e))?;
+        for (edu, dest, seed) in [(a, &DEST_A, SEED_A), (b, &DEST_B, SEED_B)] {
+            let bad = dest.mismatch(0..BUFFER_SIZE, |i| device_pattern(seed, i));
+            check!(
+                bad.is_none(),
+                "edu {}: DMA round trip through RAM {:#x}: byte {:#x} is {:#x}, want {:#x}",
+                edu.function.bdf,
+                dest.addr(),
+                bad.map_or(0, |x| x.0),
+                bad.map_or(0, |x| x.1),
+                bad.map_or(0, |x| x.2)
+            );
+        }
+        Ok(())
+    }
+
+    /// `dev`'s refused write to and read from the canary: nothing lands, no data comes back, and
+    /// the events are recorded for `dev`'s StreamID and not for `other`'s.
+    fn confined(
+        dev: (&Edu, u32),
+        other: (&Edu, u32),
+        canary: &Canary,
+        staging: &Staging,
+        seed: u8,
+    ) -> Outcome {
+        let (edu, sid) = dev;
+        let bdf = edu.function.bdf;
+        let len = canary.size.min(BUFFER_SIZE as u64) as usize;
+        let checksum = || {
+            hooks::canary()
+                .map(|c| c.checksum)
+                .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_CANARY: {e}")))
+        };
+
+        staging.load(edu, seed)?;
+        let before = faults_now(sid);
+        let other_before = faults_now(other.1)?;
+        edu.from_device(canary.base, len)
+            .map_err(|e| dma_failed(format_args!("edu {bdf}: device->RAM DMA to the canary"), e))?;
+        let now = checksum()?;
+        check!(
+            now == canary.checksum,
+            "a device->RAM DMA of {len:#x} bytes by edu {bdf} (SID {sid:#x}) to Portcullis' memory at {:#x} landed: the canary's checksum went from {:#x} to {now:#x}",
+            canary.base,
+            canary.checksum
+        );
+        expect_fault(
+            sid,
+            before,
+            canary.base,
+            len,
+            Direction::FromDevice,
+            false,
+            format_args!("edu {bdf}, canary"),
+        )?;
+        let other_after = faults_now(other.1)?;
+        check!(
+            other_after.count == other_before.count,
+            "edu {bdf}'s refused DMA was also recorded against edu {}'s SID {:#x} (count {} -> {})",
+            other.0.function.bdf,
+            other.1,
+            other_before.count,
+            other_after.count
+        );
+
+        staging.load(edu, seed + 1)?;
+        let before = faults_now(sid);
+        let other_before = faults_now(other.1)?;
+        edu.to_device(canary.base, len).map_err(|e| {
+            dma_failed(
+                format_args!("edu {bdf}: RAM->device DMA from the canary"),
+                e,
+            )
+        })?;
+        staging.expect_no_data(
+            edu,
+            seed + 1,
+            len,
+            format_args!("Portcullis' memory at {:#x}", canary.base),
+            None,
+        )?;
+        expect_fault(
+            sid,
+            before,
+            canary.base,
+            len,
+            Direction::ToDevice,
+            false,
+            format_args!("edu {bdf}, canary"),
+        )?;
+        let other_after = faults_now(other.1)?;
+        check!(
+            other_after.count == other_before.count,
+            "edu {bdf}'s refused DMA read was also recorded against edu {}'s SID {:#x}",
+            other.0.function.bdf,
+            other.1
+        );
+        Ok(())
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {}

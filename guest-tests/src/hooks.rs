@@ -1,0 +1,139 @@
+//! Hypervisor calls that only a test build of Portcullis (cargo feature `test-hooks`) answers. They
+//! let a payload prove what it cannot see: that nothing landed in Portcullis' own memory, and that
+//! the SMMU recorded the transfers it refused.
+//!
+//! Both are SMCCC fast calls over HVC (owner: standard hypervisor service, 0xC600_01xx):
+//!
+//! | call | in | out |
+//! |---|---|---|
+//! | `PORTCULLIS_TEST_CANARY` | — | x0 = 0, x1 = base, x2 = size of a canary area in Portcullis' memory, x3 = a checksum of its contents now |
+//! | `PORTCULLIS_TEST_FAULTS` | x1 = StreamID | x0 = 0, x1 = fault events recorded for it since boot, x2 = input address of the latest, x3 = (event type << 8) \| 1 if it was a write (RnW = 0) |
+//!
+//! x0 = -1 (NOT_SUPPORTED) from a Portcullis built without the feature.
+
+use crate::rt::expect_exception;
+use core::fmt;
+
+pub const PORTCULLIS_TEST_CANARY: u32 = 0xC600_0100;
+pub const PORTCULLIS_TEST_FAULTS: u32 = 0xC600_0101;
+
+const NOT_SUPPORTED: i64 = -1;
+
+/// SMMUv3 event type codes (IHI 0070, event record `EVENT_TYPE`) the tests look for.
+pub const F_TRANSLATION: u8 = 0x10;
+pub const F_ADDR_SIZE: u8 = 0x11;
+pub const F_ACCESS: u8 = 0x12;
+pub const F_PERMISSION: u8 = 0x13;
+
+/// A readable name for an SMMUv3 event type.
+pub fn event_name(code: u8) -> &'static str {
+    match code {
+        0x01 => "F_UUT",
+        0x02 => "C_BAD_STREAMID",
+        0x03 => "F_STE_FETCH",
+        0x04 => "C_BAD_STE",
+        0x05 => "F_BAD_ATS_TREQ",
+        0x06 => "F_STREAM_DISABLED",
+        0x07 => "F_TRANSL_FORBIDDEN",
+        0x08 => "C_BAD_SUBSTREAMID",
+        0x09 => "F_CD_FETCH",
+        0x0a => "C_BAD_CD",
+        0x0b => "F_WALK_EABT",
+        F_TRANSLATION => "F_TRANSLATION",
+        F_ADDR_SIZE => "F_ADDR_SIZE",
+        F_ACCESS => "F_ACCESS",
+        F_PERMISSION => "F_PERMISSION",
+        0x20 => "F_TLB_CONFLICT",
+        0x21 => "F_CFG_CONFLICT",
+        0x24 => "E_PAGE_REQUEST",
+        0x25 => "F_VMS_FETCH",
+        _ => "unknown",
+    }
+}
+
+/// The canary area and the checksum of its contents at the time of the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Canary {
+    pub base: u64,
+    pub size: u64,
+    pub checksum: u64,
+}
+
+impl Canary {
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+/// What Portcullis has recorded for one StreamID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Faults {
+    pub count: u64,
+    /// The input address of the latest event (meaningless while `count` is 0).
+    pub last_addr: u64,
+    /// Its SMMUv3 event type.
+    pub last_type: u8,
+    /// Whether the access it records was a write (RnW = 0).
+    pub last_was_write: bool,
+}
+
+/// Why a test hook gave no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookError {
+    /// HVC is undefined: nothing runs at EL2 (the payload was booted without Portcullis).
+    NoHypervisor,
+    /// Portcullis answered NOT_SUPPORTED: it was built without the `test-hooks` feature.
+    NotSupported,
+    /// Any other status in x0.
+    Failed(i64),
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::NoHypervisor => write!(f, "HVC is undefined: not running under Portcullis"),
+            Self::NotSupported => write!(
+                f,
+                "NOT_SUPPORTED: not a test build of Portcullis (scripts/run --features test-hooks)"
+            ),
+            Self::Failed(x0) => write!(f, "the hook returned status {x0}"),
+        }
+    }
+}
+
+fn call(function: u32, x1: u64) -> Result<[u64; 4], HookError> {
+    let mut args = [0u64; 17];
+    args[0] = x1;
+    let mut ret = [0u64; 18];
+    // Without EL2 the HVC is an undefined instruction: catch it rather than die.
+    let caught = expect_exception(|| ret = smccc::hvc64(function, args));
+    if caught.is_some() {
+        return Err(HookError::NoHypervisor);
+    }
+    match ret[0] as i64 {
+        0 => Ok([ret[0], ret[1], ret[2], ret[3]]),
+        NOT_SUPPORTED => Err(HookError::NotSupported),
+        other => Err(HookError::Failed(other)),
+    }
+}
+
+/// `PORTCULLIS_TEST_CANARY`.
+pub fn canary() -> Result<Canary, HookError> {
+    let r = call(PORTCULLIS_TEST_CANARY, 0)?;
+    Ok(Canary {
+        base: r[1],
+        size: r[2],
+        checksum: r[3],
+    })
+}
+
+/// `PORTCULLIS_TEST_FAULTS` for `stream_id`.
+pub fn faults(stream_id: u32) -> Result<Faults, HookError> {
+    let r = call(PORTCULLIS_TEST_FAULTS, u64::from(stream_id))?;
+    Ok(Faults {
+        count: r[1],
+        last_addr: r[2],
+        last_type: (r[3] >> 8) as u8,
+        last_was_write: r[3] & 1 != 0,
+    })
+}
