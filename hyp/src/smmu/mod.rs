@@ -14,7 +14,11 @@
 
 pub mod cd;
 pub mod cmd;
+pub mod driver;
 pub mod event;
+pub mod faults;
+#[cfg(test)]
+pub mod model;
 pub mod queue;
 pub mod regs;
 pub mod ste;
