@@ -9,6 +9,7 @@ use crate::dt::{PciHost, Reg, Tree};
 use crate::edu::{BUFFER_SIZE, Direction, Edu};
 use crate::hooks::{self, Canary, F_TRANSLATION, Faults};
 use crate::pci::{self, Topology};
+use crate::rt::{Context, image_extent};
 use crate::{Failure, check, println};
 use core::cell::UnsafeCell;
 
@@ -403,4 +404,297 @@ pub fn expect_fault(
         if write { "write" } else { "read" }
     );
     Ok(after)
+}
+
+/// A crash-region target is filled with [`memory_pattern`] this far on each side too.
+const GUARD: u64 = 64;
+
+/// A transfer this small is a single transaction: its fault must name the target exactly.
+pub const PROBE: usize = 4;
+
+/// The crash region `crashkernel=SIZE@BASE` names, checked to be host RAM the payload may fill: it
+/// holds neither Portcullis, nor the payload, nor the payload's device tree.
+pub fn crash_region(ctx: &Context, hyp: Reg) -> Result<Reg, Failure> {
+    let crash = match ctx.dtb.crash_region() {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(Failure::new(format_args!(
+                "no crashkernel= in bootargs: run with --append crashkernel=32M"
+            )));
+        }
+        Err(ck) => {
+            return Err(Failure::new(format_args!(
+                "crashkernel={ck} is not SIZE@BASE (Portcullis places it)"
+            )));
+        }
+    };
+    check!(
+        crash.size >= 4 * BUFFER_SIZE as u64,
+        "the crash region {:#x}+{:#x} is too small to test (run with crashkernel=32M)",
+        crash.base,
+        crash.size
+    );
+    check!(
+        ctx.dtb
+            .memory()
+            .any(|m| m.base <= crash.base && crash.end() <= m.end()),
+        "the crash region {:#x}..{:#x} is not inside a memory node",
+        crash.base,
+        crash.end()
+    );
+    check!(
+        !crash.overlaps(&hyp),
+        "the crash region overlaps Portcullis' memory"
+    );
+    let (start, end) = image_extent();
+    let image = Reg {
+        base: start,
+        size: end - start,
+    };
+    check!(
+        !crash.overlaps(&image),
+        "the crash region overlaps the payload at {start:#x}..{end:#x}"
+    );
+    let dtb = Reg {
+        base: ctx.dtb_addr,
+        size: ctx.dtb.total_size(),
+    };
+    check!(
+        !crash.overlaps(&dtb),
+        "the crash region overlaps the device tree at {:#x}",
+        ctx.dtb_addr
+    );
+    Ok(crash)
+}
+
+/// A device whose transfers into forbidden memory are tried, and a bystander device (if any) whose
+/// fault record must not move while they are refused.
+#[derive(Debug)]
+pub struct Subject<'a> {
+    pub edu: &'a Edu,
+    pub sid: u32,
+    pub staging: &'a Staging<'a>,
+    pub bystander: Option<(&'a Edu, u32)>,
+}
+
+impl Subject<'_> {
+    fn bdf(&self) -> pci::Bdf {
+        self.edu.function.bdf
+    }
+
+    fn bystander_count(&self) -> Result<u64, Failure> {
+        match self.bystander {
+            Some((_, sid)) => faults_now(sid).map(|f| f.count),
+            None => Ok(0),
+        }
+    }
+
+    /// The refused transfer was recorded for this device's StreamID, and not for the bystander's.
+    fn expect_recorded(
+        &self,
+        before: Result<Faults, Failure>,
+        bystander_before: Result<u64, Failure>,
+        target: u64,
+        len: usize,
+        direction: Direction,
+        what: core::fmt::Arguments,
+    ) -> Result<(), Failure> {
+        expect_fault(self.sid, before, target, len, direction, len == PROBE, what)?;
+        if let Some((other, sid)) = self.bystander {
+            let (was, now) = (bystander_before?, self.bystander_count()?);
+            check!(
+                was == now,
+                "edu {}'s refused {direction} DMA at {target:#x} ({what}) was also recorded against edu {}'s SID {sid:#x} (count {was} -> {now})",
+                self.bdf(),
+                other.function.bdf
+            );
+        }
+        Ok(())
+    }
+
+    /// A device -> RAM transfer into the crash region: the bytes the CPU put there (and around
+    /// there) stay, and the refusal is recorded.
+    pub fn refused_write_to_crash(
+        &self,
+        crash: Reg,
+        target: u64,
+        len: usize,
+        seed: u8,
+    ) -> Result<(), Failure> {
+        let (start, size) = guarded(crash, target, len);
+        // SAFETY: inside the crash region, which `crash_region` checked is host RAM holding neither
+        // Portcullis, nor the payload, nor its tree; nothing else runs.
+        unsafe { fill_memory(start, size) };
+        self.staging.load(self.edu, seed)?;
+        let before = faults_now(self.sid);
+        let bystander_before = self.bystander_count();
+        self.edu.from_device(target, len).map_err(|e| {
+            dma_failed(
+                format_args!("device->RAM DMA to the crash region at {target:#x}"),
+                e,
+            )
+        })?;
+        // SAFETY: as above.
+        if let Some((addr, got)) = unsafe { memory_changed(start, size) } {
+            return Err(Failure::new(format_args!(
+                "a device->RAM DMA of {len:#x} bytes by edu {} (SID {:#x}) to the crash region at {target:#x} landed: byte {addr:#x} is now {got:#x}, was {:#x}",
+                self.bdf(),
+                self.sid,
+                memory_pattern(addr)
+            )));
+        }
+        let what = format_args!("crash region");
+        self.expect_recorded(
+            before,
+            bystander_before,
+            target,
+            len,
+            Direction::FromDevice,
+            what,
+        )
+    }
+
+    /// A RAM -> device transfer from the crash region: none of what the CPU put there reaches the
+    /// device, and the refusal is recorded.
+    pub fn refused_read_from_crash(
+        &self,
+        crash: Reg,
+        target: u64,
+        len: usize,
+        seed: u8,
+    ) -> Result<(), Failure> {
+        let (start, size) = guarded(crash, target, len);
+        // SAFETY: as in `refused_write_to_crash`.
+        unsafe { fill_memory(start, size) };
+        self.staging.load(self.edu, seed)?;
+        let before = faults_now(self.sid);
+        let bystander_before = self.bystander_count();
+        self.edu.to_device(target, len).map_err(|e| {
+            dma_failed(
+                format_args!("RAM->device DMA from the crash region at {target:#x}"),
+                e,
+            )
+        })?;
+        let leaked = |i: usize| memory_pattern(target + i as u64);
+        let what = format_args!("the crash region at {target:#x}");
+        let how = self
+            .staging
+            .expect_no_data(self.edu, seed, len, what, Some(&leaked))?;
+        // SAFETY: as above.
+        let changed = unsafe { memory_changed(start, size) };
+        check!(
+            changed.is_none(),
+            "a refused DMA read from the crash region changed it at {:#x}",
+            changed.map_or(0, |c| c.0)
+        );
+        let what = format_args!("crash region");
+        self.expect_recorded(
+            before,
+            bystander_before,
+            target,
+            len,
+            Direction::ToDevice,
+            what,
+        )?;
+        println!(
+            "  edu {}: read of {len:#x} bytes from {target:#x} refused, device buffer {how}",
+            self.bdf()
+        );
+        Ok(())
+    }
+
+    /// A device -> RAM transfer into Portcullis' canary: its checksum does not move, and the
+    /// refusal is recorded.
+    pub fn refused_write_to_canary(
+        &self,
+        canary: &Canary,
+        target: u64,
+        len: usize,
+        seed: u8,
+    ) -> Result<(), Failure> {
+        self.staging.load(self.edu, seed)?;
+        let before = faults_now(self.sid);
+        let bystander_before = self.bystander_count();
+        self.edu.from_device(target, len).map_err(|e| {
+            dma_failed(
+                format_args!("device->RAM DMA to Portcullis' canary at {target:#x}"),
+                e,
+            )
+        })?;
+        let now = canary_checksum()?;
+        check!(
+            now == canary.checksum,
+            "a device->RAM DMA of {len:#x} bytes by edu {} (SID {:#x}) to Portcullis' memory at {target:#x} landed: the canary's checksum went from {:#x} to {now:#x}",
+            self.bdf(),
+            self.sid,
+            canary.checksum
+        );
+        let what = format_args!("Portcullis' canary");
+        self.expect_recorded(
+            before,
+            bystander_before,
+            target,
+            len,
+            Direction::FromDevice,
+            what,
+        )
+    }
+
+    /// A RAM -> device transfer from Portcullis' canary: the device gets none of it (the payload
+    /// cannot know the canary's bytes, so the buffer must be unchanged or zeroed), and the refusal
+    /// is recorded.
+    pub fn refused_read_from_canary(
+        &self,
+        canary: &Canary,
+        target: u64,
+        len: usize,
+        seed: u8,
+    ) -> Result<(), Failure> {
+        self.staging.load(self.edu, seed)?;
+        let before = faults_now(self.sid);
+        let bystander_before = self.bystander_count();
+        self.edu.to_device(target, len).map_err(|e| {
+            dma_failed(
+                format_args!("RAM->device DMA from Portcullis' canary at {target:#x}"),
+                e,
+            )
+        })?;
+        let what = format_args!("Portcullis' memory at {target:#x}");
+        let how = self
+            .staging
+            .expect_no_data(self.edu, seed, len, what, None)?;
+        let now = canary_checksum()?;
+        check!(
+            now == canary.checksum,
+            "the canary's checksum changed after a DMA read from it: {:#x} -> {now:#x}",
+            canary.checksum
+        );
+        let what = format_args!("Portcullis' canary");
+        self.expect_recorded(
+            before,
+            bystander_before,
+            target,
+            len,
+            Direction::ToDevice,
+            what,
+        )?;
+        println!(
+            "  edu {}: read of {len:#x} bytes from the canary refused, device buffer {how}",
+            self.bdf()
+        );
+        Ok(())
+    }
+}
+
+/// `[target - GUARD, target + len + GUARD)`, clipped to the crash region: (start, size).
+fn guarded(crash: Reg, target: u64, len: usize) -> (u64, u64) {
+    let start = target.saturating_sub(GUARD).max(crash.base);
+    let end = (target + len as u64 + GUARD).min(crash.end());
+    (start, end - start)
+}
+
+fn canary_checksum() -> Result<u64, Failure> {
+    hooks::canary()
+        .map(|c| c.checksum)
+        .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_CANARY: {e}")))
 }

@@ -1,22 +1,21 @@
 //! Scenario *dma-multi*: two edu devices, one on the root bus and one behind a PCIe root port (so
 //! the payload's enumeration has to number a bus and open a bridge window for it), have distinct
 //! StreamIDs; both do DMA with ordinary host RAM, also at the same time; both are confined: their
-//! refused transfers to and from Portcullis' memory leave the canary alone, bring no data, and are
-//! recorded against each one's own StreamID only. Needs a `test-hooks` build of Portcullis:
+//! refused transfers into and out of the crash region and Portcullis' memory land nowhere, bring
+//! no data, and are recorded against each one's own StreamID and not the other's. Needs a
+//! `test-hooks` build of Portcullis:
 //!
-//! `scripts/run --features test-hooks --kernel <dma-multi> --smp 1 --hyp-args "log=info" --
-//!  -device edu,dma_mask=0xffffffffffffffff -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1
-//!  -device edu,bus=rp1,dma_mask=0xffffffffffffffff`
+//! `scripts/run --features test-hooks --kernel <dma-multi> --smp 1 --append "crashkernel=32M"
+//!  --hyp-args "log=info" -- -device edu,dma_mask=0xffffffffffffffff
+//!  -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1 -device edu,bus=rp1,dma_mask=0xffffffffffffffff`
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod scenario {
     use guest::dma::{
-        self, DmaBuffer, READBACK_FILL, Staging, device_pattern, discover, dma_failed,
-        expect_fault, faults_now,
+        self, DmaBuffer, READBACK_FILL, Staging, Subject, device_pattern, discover, dma_failed,
     };
     use guest::edu::{BUFFER_SIZE, Direction, Edu};
-    use guest::hooks::{self, Canary};
     use guest::rt::Context;
     use guest::{Failure, Outcome, check, println};
 
@@ -33,6 +32,9 @@ mod scenario {
     fn run(ctx: &Context) -> Outcome {
         let tree = &ctx.dtb;
         let hyp = dma::hypervisor_region(tree)?;
+        let crash = dma::crash_region(ctx, hyp)?;
+        println!("Portcullis' memory: {:#x}..{:#x}", hyp.base, hyp.end());
+        println!("crash region: {:#x}..{:#x}", crash.base, crash.end());
         let (host, topology) = discover(tree)?;
         let (edus, n) = dma::edus::<4>(&host, &topology, tree)?;
         check!(
@@ -87,20 +89,48 @@ mod scenario {
         good_dma_both(root.0, bridged.0)?;
         println!("both edus do DMA with ordinary RAM, also concurrently");
 
+        let staging = Staging {
+            source: &SOURCE_A,
+            readback: &DEST_A,
+        };
+        let subjects = [
+            Subject {
+                edu: root.0,
+                sid: root.1,
+                staging: &staging,
+                bystander: Some(bridged),
+            },
+            Subject {
+                edu: bridged.0,
+                sid: bridged.1,
+                staging: &staging,
+                bystander: Some(root),
+            },
+        ];
+
+        // The crash region, for each device: a write that must not land, a read that must bring
+        // nothing, each recorded against its own StreamID only.
+        let targets = [crash.base + 0x4000, crash.base + crash.size / 2];
+        for (n, (dev, target)) in subjects.iter().zip(targets).enumerate() {
+            let seed = 0x50 + 2 * n as u8;
+            dev.refused_write_to_crash(crash, target, BUFFER_SIZE, seed)?;
+            dev.refused_read_from_crash(crash, target, BUFFER_SIZE, seed + 1)?;
+        }
+
+        // Portcullis' memory, for each device.
         let canary = dma::canary(hyp)?;
         println!(
             "canary: {:#x}+{:#x}, checksum {:#x}",
             canary.base, canary.size, canary.checksum
         );
-        let staging = Staging {
-            source: &SOURCE_A,
-            readback: &DEST_A,
-        };
-        for (n, (dev, other)) in [(root, bridged), (bridged, root)].into_iter().enumerate() {
-            confined(dev, other, &canary, &staging, 0x50 + 2 * n as u8)?;
+        let len = canary.size.min(BUFFER_SIZE as u64) as usize;
+        for (n, dev) in subjects.iter().enumerate() {
+            let seed = 0x60 + 2 * n as u8;
+            dev.refused_write_to_canary(&canary, canary.base, len, seed)?;
+            dev.refused_read_from_canary(&canary, canary.base, len, seed + 1)?;
             println!(
-                "edu {} (SID {:#x}): confined, faults recorded against its own StreamID",
-                dev.0.function.bdf, dev.1
+                "edu {} (SID {:#x}): confined, faults recorded against its own StreamID only",
+                dev.edu.function.bdf, dev.sid
             );
         }
 
@@ -142,90 +172,6 @@ mod scenario {
                 bad.map_or(0, |x| x.2)
             );
         }
-        Ok(())
-    }
-
-    /// `dev`'s refused write to and read from the canary: nothing lands, no data comes back, and
-    /// the events are recorded for `dev`'s StreamID and not for `other`'s.
-    fn confined(
-        dev: (&Edu, u32),
-        other: (&Edu, u32),
-        canary: &Canary,
-        staging: &Staging,
-        seed: u8,
-    ) -> Outcome {
-        let (edu, sid) = dev;
-        let bdf = edu.function.bdf;
-        let len = canary.size.min(BUFFER_SIZE as u64) as usize;
-        let checksum = || {
-            hooks::canary()
-                .map(|c| c.checksum)
-                .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_CANARY: {e}")))
-        };
-
-        staging.load(edu, seed)?;
-        let before = faults_now(sid);
-        let other_before = faults_now(other.1)?;
-        edu.from_device(canary.base, len)
-            .map_err(|e| dma_failed(format_args!("edu {bdf}: device->RAM DMA to the canary"), e))?;
-        let now = checksum()?;
-        check!(
-            now == canary.checksum,
-            "a device->RAM DMA of {len:#x} bytes by edu {bdf} (SID {sid:#x}) to Portcullis' memory at {:#x} landed: the canary's checksum went from {:#x} to {now:#x}",
-            canary.base,
-            canary.checksum
-        );
-        expect_fault(
-            sid,
-            before,
-            canary.base,
-            len,
-            Direction::FromDevice,
-            false,
-            format_args!("edu {bdf}, canary"),
-        )?;
-        let other_after = faults_now(other.1)?;
-        check!(
-            other_after.count == other_before.count,
-            "edu {bdf}'s refused DMA was also recorded against edu {}'s SID {:#x} (count {} -> {})",
-            other.0.function.bdf,
-            other.1,
-            other_before.count,
-            other_after.count
-        );
-
-        staging.load(edu, seed + 1)?;
-        let before = faults_now(sid);
-        let other_before = faults_now(other.1)?;
-        edu.to_device(canary.base, len).map_err(|e| {
-            dma_failed(
-                format_args!("edu {bdf}: RAM->device DMA from the canary"),
-                e,
-            )
-        })?;
-        staging.expect_no_data(
-            edu,
-            seed + 1,
-            len,
-            format_args!("Portcullis' memory at {:#x}", canary.base),
-            None,
-        )?;
-        expect_fault(
-            sid,
-            before,
-            canary.base,
-            len,
-            Direction::ToDevice,
-            false,
-            format_args!("edu {bdf}, canary"),
-        )?;
-        let other_after = faults_now(other.1)?;
-        check!(
-            other_after.count == other_before.count,
-            "edu {bdf}'s refused DMA read was also recorded against edu {}'s SID {:#x}",
-            other.0.function.bdf,
-            other.1
-        );
         Ok(())
     }
 }
