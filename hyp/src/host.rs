@@ -93,7 +93,7 @@ pub fn prepare(
     machine: &Platform,
     hyp: PhysRange,
     incoming_dtb: PhysRange,
-) -> Result<Entry, HostError> {
+) -> Result<(Entry, AddressMap), HostError> {
     let kernel = machine.chosen.kernel.ok_or(HostError::NoKernel)?;
     // SAFETY: the kernel range comes from the tree and lies in RAM, mapped by the EL2 tables; only
     // its 64-byte header is read.
@@ -181,7 +181,7 @@ pub fn prepare(
         hyp,
         crash,
         smmu: machine.smmu.as_ref().map(|s| s.regs),
-        its_doorbells: Vec::new(),
+        its_doorbells: crate::firewall::its_doorbells(machine),
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
     map.validate().map_err(HostError::Policy)?;
@@ -204,10 +204,13 @@ pub fn prepare(
         smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
-    Ok(Entry {
-        pc: load.raw(),
-        x0: tree_at.start.raw(),
-    })
+    Ok((
+        Entry {
+            pc: load.raw(),
+            x0: tree_at.start.raw(),
+        },
+        map,
+    ))
 }
 
 fn host() -> &'static Host {

@@ -9,14 +9,18 @@
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod firewall;
+#[cfg(target_os = "none")]
 mod host;
+#[cfg(all(target_os = "none", feature = "test-hooks"))]
+mod test_hooks;
 #[cfg(target_os = "none")]
 mod traps;
 
 #[cfg(target_os = "none")]
 mod image {
     use crate::arch::{console, cpu, firmware, head, mmu};
-    use crate::host;
+    use crate::{firewall, host};
     use buddy_system_allocator::LockedHeap;
     use platform::addr::PhysRange;
 
@@ -85,6 +89,9 @@ mod image {
         if let Some(uart) = &machine.uart {
             devices.push(uart.base);
         }
+        if let Some(smmu) = &machine.smmu {
+            devices.push(smmu.regs);
+        }
         let el2_map = mmu::install_final_tables(&mmu::El2Layout {
             ram: &machine.memory,
             image,
@@ -106,20 +113,27 @@ mod image {
             ),
         }
 
-        match host::prepare(&machine, image, dtb_range) {
-            Ok(entry) => {
-                log::info!(
-                    "entering the host at {:#x} (EL1h) with its device tree at {:#x}",
-                    entry.pc,
-                    entry.x0
-                );
-                host::enter(cpu::index(), entry)
-            }
+        let (entry, map) = match host::prepare(&machine, image, dtb_range) {
+            Ok(prepared) => prepared,
             Err(e) => {
                 log::error!("cannot boot the host: {e}");
                 firmware::system_off()
             }
+        };
+        if let Err(e) = firewall::init(&machine, &map) {
+            // The SMMU keeps refusing DMA (GBPA abort, invalid STEs) if it got that far; the host
+            // boots either way, and the console says plainly what is not protected.
+            log::error!("DMA firewall not raised: {e}");
         }
+        if cfg!(feature = "test-hooks") {
+            log::warn!("test build: test-hooks hypervisor calls are answered");
+        }
+        log::info!(
+            "entering the host at {:#x} (EL1h) with its device tree at {:#x}",
+            entry.pc,
+            entry.x0
+        );
+        host::enter(cpu::index(), entry)
     }
 
     #[unsafe(no_mangle)]

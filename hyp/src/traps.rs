@@ -18,6 +18,10 @@ use portcullis::trap::psci::{self, Action};
 #[unsafe(no_mangle)]
 extern "C" fn handle_trap(frame: &mut TrapFrame, kind: u64) {
     let kind = VectorKind::from_raw(kind);
+    // Portcullis owns the physical event queue and drains it whenever it runs.
+    if kind != VectorKind::CurrentSpxSync {
+        crate::firewall::poll();
+    }
     match kind {
         VectorKind::LowerA64Sync => lower_sync(frame),
         VectorKind::LowerA64Irq
@@ -69,6 +73,10 @@ fn lower_sync(frame: &mut TrapFrame) {
 }
 
 fn smccc_call(frame: &mut TrapFrame) {
+    #[cfg(feature = "test-hooks")]
+    if crate::test_hooks::handle(frame) {
+        return;
+    }
     let call = psci::classify(&[frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
     match psci::decide(&call) {
         Action::Return(x0) => frame.x[0] = x0,

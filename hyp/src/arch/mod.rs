@@ -7,4 +7,5 @@ pub mod cpu;
 pub mod firmware;
 pub mod head;
 pub mod mmu;
+pub mod smmu_mmio;
 pub mod vectors;

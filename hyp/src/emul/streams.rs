@@ -1,0 +1,302 @@
+//! The host's Stream table, and the physical STE each stream gets from it.
+//!
+//! The emulation composes a physical STE for a stream when the host's configuration of it may have
+//! changed: on CMD_CFGI_STE / CMD_CFGI_STE_RANGE / CMD_CFGI_ALL while SMMUEN is 1, and for every
+//! stream when SMMUEN or GBPA change (and when Portcullis switches its DMA policy). Only the
+//! streams Portcullis' physical Stream table covers are composed: no other StreamID can carry
+//! traffic.
+//!
+//! | host state                                      | physical STE                        |
+//! |-------------------------------------------------|-------------------------------------|
+//! | SMMUEN = 0, GBPA.ABORT = 1                      | abort                               |
+//! | SMMUEN = 0, GBPA.ABORT = 0                      | stage 2 only, GBPA's attributes     |
+//! | StreamID beyond the table / no level 2 table    | abort (C_BAD_STREAMID, see below)   |
+//! | table or L1STD where the host may not go        | abort, F_STE_FETCH                  |
+//! | STE.V = 0                                       | abort                               |
+//! | STE ILLEGAL for the emulated SMMU (5.2.2)       | abort, C_BAD_STE                    |
+//! | STE Config = abort                              | abort                               |
+//! | STE Config = bypass                             | stage 2 only, the STE's attributes  |
+//! | STE Config = stage 1                            | nested: host S1 fields + stage 2    |
+//!
+//! "Stage 2" is always [`PhysicalSmmu::stage2`]; the stage 2 fields of the host's STE (and every
+//! other field Portcullis owns: EATS, STRW, S2VMID, ...) are never read.
+//!
+//! Events. On hardware, C_BAD_STE, F_STE_FETCH and C_BAD_STREAMID are recorded when a transaction
+//! meets the configuration. The emulation sees no transactions, so it records them when it
+//! composes, once per composition:
+//! - C_BAD_STE and F_STE_FETCH always (they only arise from a host that wrote or pointed at
+//!   something wrong);
+//! - C_BAD_STREAMID only when a CMD_CFGI_STE names the stream and `CR2.RECINVSID` is set. A
+//!   two-level table legitimately has no level 2 table for the devices the host does not use, so
+//!   bulk recompositions (CMD_CFGI_ALL, enabling the SMMU) would otherwise flood the host's queue
+//!   with events hardware would never record (those devices send no traffic).
+//!
+//! Reading the host's table: the Stream table and level 1 descriptors are read through
+//! [`HostMemory`] (so under the host's CPU stage 2 policy); Context descriptors are never read:
+//! in nested mode the SMMU fetches them itself, through Portcullis' stage 2.
+
+use alloc::vec::Vec;
+use core::ops::RangeInclusive;
+
+use tock_registers::LocalRegisterCopy;
+
+use super::commands::PhysBatch;
+use super::device::{EmulatedSmmu, Note};
+use super::{AccessDenied, HostMemory, PhysicalSmmu};
+use crate::smmu::event::{Event, Origin};
+use crate::smmu::regs::{GBPA, STRTAB_BASE, StallModel};
+use crate::smmu::ste::{
+    AttrOverrides, HostSte, HostStreamConfig, L1Std, Stage2Config, Ste,
+    SteError, SteLocation, StreamTableError, StreamTableFormat, StreamTableLayout,
+};
+use crate::smmu::{Ipa, Pa, StreamId};
+
+/// What the emulation made of one physical stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamState {
+    /// SMMUEN = 0: GBPA applies (aborted, or stage 2 only).
+    Global { abort: bool },
+    /// The StreamID has no STE in the host's table.
+    NoSte(StreamTableError),
+    /// The host's table (or L1STD) lies where the host may not go: F_STE_FETCH.
+    FetchAborted { at: Ipa },
+    /// STE.V = 0.
+    Invalid,
+    /// The host's STE is ILLEGAL: C_BAD_STE.
+    Illegal(SteError),
+    /// The host's STE aborts the stream.
+    Abort,
+    /// The host's STE bypasses: stage 2 only.
+    Bypass,
+    /// The host's STE translates with stage 1: nested, with the host's CD table.
+    Stage1 { cd_table: Ipa },
+    /// A physical write failed: the physical STE is not known (treated as live).
+    Unknown,
+}
+
+impl StreamState {
+    /// Whether the stream's device can reach memory through it.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            Self::Global { abort: false } | Self::Bypass | Self::Stage1 { .. } | Self::Unknown
+        )
+    }
+}
+
+/// Why a stream is being recomposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// A CMD_CFGI_STE naming the stream.
+    Named,
+    /// A range or global invalidation, or a change of SMMUEN, GBPA or the DMA policy.
+    Bulk,
+}
+
+/// Why no host STE could be read.
+enum Fetch {
+    NoSte(StreamTableError),
+    Denied(Ipa),
+}
+
+/// One composed stream: its new state, its physical STE, and a record for the host.
+struct Composition {
+    state: StreamState,
+    ste: Ste,
+    event: Option<Event>,
+}
+
+impl Composition {
+    fn abort(state: StreamState, event: Option<Event>) -> Self {
+        Self {
+            state,
+            ste: Ste::abort(),
+            event,
+        }
+    }
+}
+
+/// Reads `N` little-endian 64-bit words at `ipa`.
+pub(super) fn read_words<const N: usize, M: HostMemory>(
+    mem: &M,
+    ipa: Ipa,
+) -> Result<[u64; N], AccessDenied> {
+    let mut bytes = [0u8; 64];
+    let buf = &mut bytes[..N * 8];
+    mem.read(ipa, buf)?;
+    let mut words = [0u64; N];
+    for (word, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(le);
+    }
+    Ok(words)
+}
+
+impl EmulatedSmmu {
+    /// The host's Stream table layout, as this SMMU interprets `STRTAB_BASE_CFG`.
+    fn strtab_layout(&self) -> StreamTableLayout {
+        StreamTableLayout::decode(self.regs.strtab_base_cfg, &self.host)
+    }
+
+    fn strtab_base(&self) -> Ipa {
+        let b = LocalRegisterCopy::<u64, STRTAB_BASE::Register>::new(self.regs.strtab_base);
+        Ipa(b.read(STRTAB_BASE::ADDR) << STRTAB_BASE::ADDR.shift)
+    }
+
+    /// The GBPA attributes as STE overrides the physical SMMU implements.
+    fn gbpa_overrides(&self) -> AttrOverrides {
+        let g = LocalRegisterCopy::<u32, GBPA::Register>::new(self.regs.gbpa);
+        AttrOverrides {
+            mtcfg: g.is_set(GBPA::MTCFG),
+            mem_attr: g.read(GBPA::MEMATTR) as u8,
+            alloccfg: g.read(GBPA::ALLOCCFG) as u8,
+            shcfg: g.read(GBPA::SHCFG) as u8,
+            privcfg: g.read(GBPA::PRIVCFG) as u8,
+            instcfg: g.read(GBPA::INSTCFG) as u8,
+        }
+        .restricted_to(&self.physical)
+    }
+
+    /// Reads the host's STE for `sid`: the level 1 descriptor first for a two-level table.
+    fn fetch_host_ste<M: HostMemory>(&self, sid: StreamId, mem: &M) -> Result<[u64; 8], Fetch> {
+        let base = self.strtab_base();
+        let at = |base: Ipa, offset: u64| base.checked_add(offset).ok_or(Fetch::Denied(base));
+        let layout = self.strtab_layout();
+        let ste_addr = match (layout.locate(sid).map_err(Fetch::NoSte)?, layout.format) {
+            (SteLocation::Linear { offset }, _) => at(base, offset)?,
+            (
+                SteLocation::TwoLevel {
+                    l1_offset,
+                    l2_index,
+                },
+                StreamTableFormat::TwoLevel { split },
+            ) => {
+                let l1_addr = at(base, l1_offset)?;
+                let [raw] = read_words::<1, M>(mem, l1_addr).map_err(|d| Fetch::Denied(d.ipa))?;
+                let l1 = L1Std::<Ipa>::decode(raw);
+                let offset = l1.ste_offset(l2_index, split).map_err(Fetch::NoSte)?;
+                at(l1.l2_table, offset)?
+            }
+            // `locate` gives two-level locations for two-level layouts only.
+            (SteLocation::TwoLevel { .. }, StreamTableFormat::Linear) => {
+                return Err(Fetch::NoSte(StreamTableError::NoLevel2));
+            }
+        };
+        read_words::<8, M>(mem, ste_addr).map_err(|d| Fetch::Denied(d.ipa))
+    }
+
+    /// The physical STE for `sid` in the current state.
+    fn compose<M: HostMemory>(
+        &self,
+        sid: StreamId,
+        s2: &Stage2Config,
+        trigger: Trigger,
+        mem: &M,
+    ) -> Composition {
+        let origin = Origin::stream(sid);
+        if !self.smmu_enabled() {
+            let abort = self.regs.gbpa & GBPA::ABORT::SET.value != 0;
+            let state = StreamState::Global { abort };
+            return if abort {
+                Composition::abort(state, None)
+            } else {
+                Composition {
+                    state,
+                    ste: Ste::stage2(s2, &self.gbpa_overrides()),
+                    event: None,
+                }
+            };
+        }
+        let raw = match self.fetch_host_ste(sid, mem) {
+            Ok(raw) => raw,
+            Err(Fetch::NoSte(e)) => {
+                let record = trigger == Trigger::Named && self.recinvsid();
+                let event = record.then_some(Event::BadStreamId { origin });
+                return Composition::abort(StreamState::NoSte(e), event);
+            }
+            Err(Fetch::Denied(at)) => {
+                let event = Event::SteFetch {
+                    origin,
+                    reason: 0,
+                    gpcf: false,
+                    fetch_addr: fetch_address(at),
+                };
+                return Composition::abort(StreamState::FetchAborted { at }, Some(event));
+            }
+        };
+        let view = HostSte::decode(raw).and_then(|v| v.validate(&self.host, self.host.oas_bits));
+        match view {
+            Err(SteError::NotValid) => Composition::abort(StreamState::Invalid, None),
+            Err(e) => Composition::abort(StreamState::Illegal(e), Some(Event::BadSte { origin })),
+            Ok(view) => match view.config {
+                HostStreamConfig::Abort => Composition::abort(StreamState::Abort, None),
+                HostStreamConfig::Bypass => Composition {
+                    state: StreamState::Bypass,
+                    ste: Ste::stage2(s2, &view.overrides),
+                    event: None,
+                },
+                HostStreamConfig::Stage1(mut s1) => {
+                    // The host sees no stalls. Where the physical SMMU lets STEs forbid them,
+                    // forbid them, so that a CD asking to stall (ILLEGAL for the host) is
+                    // refused by the hardware as C_BAD_CD rather than stalling.
+                    s1.stall_disable = self.physical.stall_model == StallModel::StallAndTerminate;
+                    Composition {
+                        state: StreamState::Stage1 {
+                            cd_table: s1.cd_table,
+                        },
+                        ste: Ste::nested(&s1, s2, &view),
+                        event: None,
+                    }
+                }
+            },
+        }
+    }
+
+    /// Composes the physical STEs of `sids` (physical streams) into `batch`, recording their new
+    /// state and writing any event into the host's Event queue.
+    pub(super) fn recompose<M: HostMemory, P: PhysicalSmmu>(
+        &mut self,
+        sids: &[StreamId],
+        trigger: Trigger,
+        mem: &mut M,
+        phys: &P,
+        batch: &mut PhysBatch,
+        notes: &mut Vec<Note>,
+    ) {
+        let s2 = phys.stage2();
+        for &sid in sids {
+            let c = self.compose(sid, &s2, trigger, mem);
+            self.streams.insert(sid, c.state);
+            batch.push_ste(sid, c.ste);
+            if let Some(event) = c.event {
+                self.deliver_event_noted(&event, mem, notes);
+            }
+        }
+    }
+
+    /// The physical streams among `range`.
+    pub(super) fn streams_in(&self, range: RangeInclusive<StreamId>) -> Vec<StreamId> {
+        self.streams.range(range).map(|(sid, _)| *sid).collect()
+    }
+
+    /// Publishes `batch` on the physical SMMU, in order. A failed STE write leaves its streams
+    /// [`StreamState::Unknown`].
+    pub(super) fn flush<P: PhysicalSmmu>(
+        &mut self,
+        batch: &mut PhysBatch,
+        phys: &mut P,
+        notes: &mut Vec<Note>,
+    ) {
+        for failed in batch.flush(phys, notes) {
+            self.streams.insert(failed, StreamState::Unknown);
+        }
+    }
+}
+
+/// The address an F_STE_FETCH record reports: the host's (intermediate) physical address, as
+/// the host's own SMMU would report its fetch address, 8-byte aligned and within the 56 bits the
+/// record holds.
+fn fetch_address(at: Ipa) -> Pa {
+    Pa(at.0 & ((1 << 56) - 1) & !7)
+}

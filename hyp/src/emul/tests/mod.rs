@@ -1,0 +1,4 @@
+//! Tests of the emulated SMMU.
+
+mod bringup;
+mod fakes;
