@@ -486,3 +486,106 @@ impl Tree {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C, align(8))]
+    struct Aligned<const N: usize>([u8; N]);
+
+    const BLOB_BYTES: &[u8] = include_bytes!("../tests/fixtures/pci-host.dtb");
+    static BLOB: Aligned<{ BLOB_BYTES.len() }> = {
+        let mut a = [0u8; BLOB_BYTES.len()];
+        let mut i = 0;
+        while i < a.len() {
+            a[i] = BLOB_BYTES[i];
+            i += 1;
+        }
+        Aligned(a)
+    };
+
+    fn tree() -> Tree {
+        // SAFETY: a static blob, in place for the whole test run.
+        unsafe { Tree::from_addr(BLOB.0.as_ptr() as u64) }.expect("the fixture parses")
+    }
+
+    #[test]
+    fn pci_host_ecam_bus_range_and_windows() {
+        let host = tree().pci_host().expect("the fixture has a PCI host");
+        assert_eq!(
+            host.ecam,
+            Reg {
+                base: 0x40_1000_0000,
+                size: 0x100_0000
+            }
+        );
+        assert_eq!((host.bus_start, host.bus_end), (0, 0xf));
+        assert_eq!(
+            host.mem32,
+            Some(PciWindow {
+                pci_base: 0x1000_0000,
+                cpu_base: 0x1000_0000,
+                size: 0x2eff_0000,
+                prefetchable: false
+            })
+        );
+        assert_eq!(
+            host.mem64,
+            Some(PciWindow {
+                pci_base: 0x80_0000_0000,
+                cpu_base: 0x80_0000_0000,
+                size: 0x80_0000_0000,
+                prefetchable: true
+            })
+        );
+    }
+
+    #[test]
+    fn stream_ids_follow_iommu_map_and_mask() {
+        let tree = tree();
+        let host = tree.pci_host().expect("the fixture has a PCI host");
+        let smmu = tree.smmu_phandle().expect("the SMMU has a phandle");
+        assert_eq!(host.iommu_map().len(), 2);
+        // 00:01.0: first entry, identity.
+        assert_eq!(host.stream_id(0x0008), Some((smmu, 0x8)));
+        // The mask drops the function bits: 00:01.3 is 00:01.0.
+        assert_eq!(host.stream_id(0x000b), Some((smmu, 0x8)));
+        // 01:00.0: second entry, sid-base 0x1000.
+        assert_eq!(host.stream_id(0x0100), Some((smmu, 0x1000)));
+        assert_eq!(host.stream_id(0x01f8), Some((smmu, 0x10f8)));
+        // Bus 2 is not covered.
+        assert_eq!(host.stream_id(0x0200), None);
+    }
+
+    #[test]
+    fn crash_region_from_bootargs() {
+        let tree = tree();
+        assert_eq!(
+            tree.crash_region(),
+            Ok(Some(Reg {
+                base: 0x7e00_0000,
+                size: 32 << 20
+            }))
+        );
+        assert_eq!(
+            tree.reserved_with_compatible("portcullis,hypervisor"),
+            Some(Reg {
+                base: 0x4020_0000,
+                size: 0x120_0000
+            })
+        );
+        assert!(tree.total_size() >= BLOB_BYTES.len() as u64 - 8);
+    }
+
+    #[test]
+    fn sizes_parse_like_memparse() {
+        assert_eq!(parse_size("32M"), Some(32 << 20));
+        assert_eq!(parse_size("0x7e000000"), Some(0x7e00_0000));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("0x"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+    }
+}

@@ -10,7 +10,6 @@
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod dma;
-#[cfg(target_os = "none")]
 pub mod dt;
 #[cfg(target_os = "none")]
 pub mod edu;

@@ -22,7 +22,7 @@ impl SmmuFrame {
 
     fn addr(&self, offset: usize, width: usize) -> usize {
         assert!(
-            offset % width == 0 && offset + width <= self.size,
+            offset.is_multiple_of(width) && offset + width <= self.size,
             "SMMU register access at offset {offset:#x} (width {width}) outside the frame"
         );
         self.base + offset
