@@ -42,10 +42,10 @@ use core::ops::RangeInclusive;
 use super::device::{EmulatedSmmu, Note, queue_base_addr};
 use super::streams::{Trigger, read_words};
 use super::{HostMemory, PhysicalSmmu};
+use crate::smmu::StreamId;
 use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError, SyncSignal};
 use crate::smmu::queue::{CmdqCons, CommandQueueError, QueueIndex, QueuePair};
 use crate::smmu::ste::Ste;
-use crate::smmu::StreamId;
 
 /// Physical work collected while a host batch runs, published in host order.
 #[derive(Debug, Default)]

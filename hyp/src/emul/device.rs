@@ -35,7 +35,9 @@ use super::streams::{StreamState, Trigger};
 use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::cmd::CommandError;
 use crate::smmu::queue::{QueueIndex, clamp_log2_size};
-use crate::smmu::regs::{CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, QUEUE_BASE, SmmuFeatures};
+use crate::smmu::regs::{
+    CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, QUEUE_BASE, SmmuFeatures,
+};
 use crate::smmu::{Ipa, StreamId};
 
 /// How the emulated SMMU is set up at boot.
@@ -103,7 +105,11 @@ pub enum Note {
     /// No register at this offset: read as zero, write ignored.
     UnknownRegister { offset: usize, write: bool },
     /// An access size or alignment the register does not take: read as zero, write ignored.
-    BadAccess { offset: usize, size: u8, write: bool },
+    BadAccess {
+        offset: usize,
+        size: u8,
+        write: bool,
+    },
     /// A write the architecture allows the SMMU to ignore, ignored.
     WriteIgnored {
         register: &'static str,
@@ -387,12 +393,9 @@ impl EmulatedSmmu {
             });
         };
         match reg {
-            Reg::Idr(_)
-            | Reg::Iidr
-            | Reg::Aidr
-            | Reg::Cr0Ack
-            | Reg::IrqCtrlAck
-            | Reg::Gerror => ignored(&mut notes, "read-only register"),
+            Reg::Idr(_) | Reg::Iidr | Reg::Aidr | Reg::Cr0Ack | Reg::IrqCtrlAck | Reg::Gerror => {
+                ignored(&mut notes, "read-only register")
+            }
             Reg::Absent { .. } => {}
             Reg::Cr0 => self.write_cr0(v32, mem, phys, &mut notes),
             Reg::Cr1 => {
@@ -463,7 +466,7 @@ impl EmulatedSmmu {
             // 1 -> 0: configuration cached from the tables is no longer used; every stream
             // follows GBPA (section 6.3.9.x, SMMUEN). Either way every stream is recomposed and
             // in effect before CR0ACK shows the change.
-            self.recompose_all(mem, phys, notes);
+            self.recompose_all_noted(mem, phys, notes);
         }
         if new & CR0::CMDQEN::SET.value != 0 {
             // Commands already between CONS and PROD are consumed once the queue is enabled.
@@ -488,7 +491,7 @@ impl EmulatedSmmu {
         let old = self.regs.gbpa;
         self.regs.gbpa = value & mask::GBPA_BITS;
         if old != self.regs.gbpa && !self.smmu_enabled() {
-            self.recompose_all(mem, phys, notes);
+            self.recompose_all_noted(mem, phys, notes);
         }
     }
 
@@ -516,9 +519,21 @@ impl EmulatedSmmu {
 
     /// Recomposes the physical STE of every stream from the current state (GBPA while SMMUEN is
     /// 0, the host's Stream table otherwise) and the current DMA policy, and waits until it is in
-    /// effect. For Portcullis itself after it switches the live DMA policy, and for the emulation
-    /// when SMMUEN or GBPA change.
+    /// effect. Portcullis calls it after switching the live DMA policy (so that no physical STE
+    /// keeps the old stage 2), and once at boot if the physical streams do not already match the
+    /// reset state.
     pub fn recompose_all<M: HostMemory, P: PhysicalSmmu>(
+        &mut self,
+        mem: &mut M,
+        phys: &mut P,
+    ) -> Vec<Note> {
+        let mut notes = Vec::new();
+        self.recompose_all_noted(mem, phys, &mut notes);
+        notes
+    }
+
+    /// [`recompose_all`](Self::recompose_all), for SMMUEN and GBPA changes.
+    fn recompose_all_noted<M: HostMemory, P: PhysicalSmmu>(
         &mut self,
         mem: &mut M,
         phys: &mut P,
@@ -575,6 +590,19 @@ impl EmulatedSmmu {
     /// `CR1` as the host wrote it (the attributes it wants for table and queue accesses).
     pub fn cr1(&self) -> LocalRegisterCopy<u32, CR1::Register> {
         LocalRegisterCopy::new(self.regs.cr1)
+    }
+
+    /// `IRQ_CTRL` as the host wrote it: which wired interrupts it wants. The host keeps the GIC and
+    /// the physical SMMU's wired interrupt lines, so the arch layer may mirror these enables onto
+    /// the physical SMMU: a physical Event queue interrupt then makes the host read its emulated
+    /// `EVENTQ_PROD`, a trap on which Portcullis drains and forwards.
+    pub fn irq_ctrl(&self) -> LocalRegisterCopy<u32, IRQ_CTRL::Register> {
+        LocalRegisterCopy::new(self.regs.irq_ctrl)
+    }
+
+    /// The physical SMMU's features, as given at construction.
+    pub fn physical_features(&self) -> &SmmuFeatures {
+        &self.physical
     }
 }
 

@@ -128,9 +128,10 @@ impl EmulatedSmmu {
             return EventRoute::Portcullis;
         }
         let host_side = match event {
-            Event::Translation(t) | Event::AddrSize(t) | Event::Access(t) | Event::Permission(t) => {
-                !t.stage2
-            }
+            Event::Translation(t)
+            | Event::AddrSize(t)
+            | Event::Access(t)
+            | Event::Permission(t) => !t.stage2,
             Event::WalkEabt { stage2, .. } | Event::TlbConflict { stage2, .. } => !stage2,
             Event::Uut { .. }
             | Event::StreamDisabled { .. }

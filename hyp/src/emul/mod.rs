@@ -41,7 +41,7 @@ pub mod streams;
 #[cfg(test)]
 mod tests;
 
-pub use device::{EmulConfig, EmulatedSmmu, EmulError, MmioRead, Note};
+pub use device::{EmulConfig, EmulError, EmulatedSmmu, MmioRead, Note};
 pub use events::{Delivery, EventRoute};
 pub use streams::StreamState;
 

@@ -45,7 +45,10 @@ pub enum Reg {
     EvtqCons,
     /// An architected register for a feature the emulated SMMU does not offer (MSI configuration,
     /// the PRI queue, STATUSR, AGBPA): reads as zero, ignores writes, without a note.
-    Absent { name: &'static str, wide: bool },
+    Absent {
+        name: &'static str,
+        wide: bool,
+    },
 }
 
 impl Reg {
@@ -95,9 +98,9 @@ impl Reg {
 pub enum Part {
     /// All of a 32-bit register, or all of a 64-bit register.
     Whole,
-    /// Bits [31:0] of a 64-bit register.
+    /// Bits `[31:0]` of a 64-bit register.
     Low,
-    /// Bits [63:32] of a 64-bit register.
+    /// Bits `[63:32]` of a 64-bit register.
     High,
 }
 
@@ -311,8 +314,14 @@ mod tests {
 
     #[test]
     fn parts() {
-        assert_eq!(merge_part(0x1111_2222_3333_4444, Part::Low, 0xaaaa), 0x1111_2222_0000_aaaa);
-        assert_eq!(merge_part(0x1111_2222_3333_4444, Part::High, 0xbb), 0xbb_3333_4444);
+        assert_eq!(
+            merge_part(0x1111_2222_3333_4444, Part::Low, 0xaaaa),
+            0x1111_2222_0000_aaaa
+        );
+        assert_eq!(
+            merge_part(0x1111_2222_3333_4444, Part::High, 0xbb),
+            0xbb_3333_4444
+        );
         assert_eq!(read_part(0x1111_2222_3333_4444, Part::High), 0x1111_2222);
     }
 }

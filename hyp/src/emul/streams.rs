@@ -46,8 +46,8 @@ use super::{AccessDenied, HostMemory, PhysicalSmmu};
 use crate::smmu::event::{Event, Origin};
 use crate::smmu::regs::{GBPA, STRTAB_BASE, StallModel};
 use crate::smmu::ste::{
-    AttrOverrides, HostSte, HostStreamConfig, L1Std, Stage2Config, Ste,
-    SteError, SteLocation, StreamTableError, StreamTableFormat, StreamTableLayout,
+    AttrOverrides, HostSte, HostStreamConfig, L1Std, Stage2Config, Ste, SteError, SteLocation,
+    StreamTableError, StreamTableFormat, StreamTableLayout,
 };
 use crate::smmu::{Ipa, Pa, StreamId};
 

@@ -98,7 +98,11 @@ pub fn reset_and_enable(rig: &mut Rig) -> Vec<PhysOp> {
     assert_eq!(idr1.read(IDR1::EVTQS), 8);
     assert_eq!(idr1.read(IDR1::PRIQS), 0);
     let idr5 = LocalRegisterCopy::<u32, IDR5::Register>::new(rig.r32(o::IDR5));
-    assert_eq!(idr5.read(IDR5::OAS), 0b010, "OAS = the host's 40-bit IPA space");
+    assert_eq!(
+        idr5.read(IDR5::OAS),
+        0b010,
+        "OAS = the host's 40-bit IPA space"
+    );
 
     // Reset: disable, table and queue attributes, CR2.
     rig.w32(o::CR0, 0);
@@ -159,10 +163,16 @@ pub fn reset_and_enable(rig: &mut Rig) -> Vec<PhysOp> {
 fn linux_bringup() {
     let mut rig = Rig::new();
     let enable = reset_and_enable(&mut rig);
-    let mut expected: Vec<PhysOp> = STREAMS.iter().map(|&s| PhysOp::Ste(s, Ste::abort())).collect();
+    let mut expected: Vec<PhysOp> = STREAMS
+        .iter()
+        .map(|&s| PhysOp::Ste(s, Ste::abort()))
+        .collect();
     expected.push(PhysOp::Sync);
     assert_eq!(enable, expected, "no level 2 tables yet: everything aborts");
-    assert!(rig.events().is_empty(), "no C_BAD_STREAMID for a bulk recomposition");
+    assert!(
+        rig.events().is_empty(),
+        "no C_BAD_STREAMID for a bulk recomposition"
+    );
 
     // The driver probes devices 0x10 and 0x11: a level 2 table for StreamIDs 0..255 filled with
     // abort STEs, linked with Span = SPLIT + 1.
@@ -189,7 +199,16 @@ fn linux_bringup() {
     // Device 0x11 gets an identity domain: stage 2 only, with the policy.
     rig.mem.poke_words(L2_GROUP0 + 64 * 0x11, &bypass_ste());
     rig.issue(&[cmd::cfgi_ste(0x11), cmd::SYNC_SEV]);
-    let s2_only = Ste([1 | 0b110 << 1, 0, policy_words()[0], policy_words()[1], 0, 0, 0, 0]);
+    let s2_only = Ste([
+        1 | 0b110 << 1,
+        0,
+        policy_words()[0],
+        policy_words()[1],
+        0,
+        0,
+        0,
+        0,
+    ]);
     assert_eq!(s2_only, Ste::stage2(&policy(), &AttrOverrides::default()));
     assert_eq!(rig.phys.take(), [PhysOp::Ste(0x11, s2_only), PhysOp::Sync]);
 
@@ -268,7 +287,12 @@ fn illegal_commands_stop_the_queue() {
     ] {
         let start = rig.r32(o::CMDQ_CONS);
         let gerror = rig.r32(o::GERROR);
-        rig.issue(&[cmd::tlbi_nh_asid(0, 1), cmd::SYNC_NONE, bad, cmd::tlbi_nh_asid(0, 2)]);
+        rig.issue(&[
+            cmd::tlbi_nh_asid(0, 1),
+            cmd::SYNC_NONE,
+            bad,
+            cmd::tlbi_nh_asid(0, 2),
+        ]);
         // The commands before the bad one completed, with their sync.
         assert_eq!(
             rig.phys.take(),
@@ -318,8 +342,10 @@ fn malformed_ste_is_reported_in_the_host_queue() {
     }
     rig.mem.poke_words(STRTAB, &[L2_GROUP0 | 9]);
     // Config = stage 2 (the emulated SMMU has none): ILLEGAL.
-    rig.mem
-        .poke_words(L2_GROUP0 + 64 * 0x10, &[1 | 0b110 << 1, 0, 0, 0, 0, 0, 0, 0]);
+    rig.mem.poke_words(
+        L2_GROUP0 + 64 * 0x10,
+        &[1 | 0b110 << 1, 0, 0, 0, 0, 0, 0, 0],
+    );
     // S1CDMax 17 > SSIDSIZE 16: ILLEGAL.
     let mut too_many_cds = s1_ste(CD_TABLE);
     too_many_cds[0] |= 17 << 59;
@@ -345,7 +371,11 @@ fn malformed_ste_is_reported_in_the_host_queue() {
         rig.events(),
         [[0x04 | 0x10 << 32, 0, 0, 0], [0x04 | 0x11 << 32, 0, 0, 0]]
     );
-    assert_eq!(rig.r32(o::CMDQ_CONS), rig.r32(o::CMDQ_PROD), "not a command error");
+    assert_eq!(
+        rig.r32(o::CMDQ_CONS),
+        rig.r32(o::CMDQ_PROD),
+        "not a command error"
+    );
     assert!(rig.smmu.live_streams().next().is_none());
 }
 
@@ -374,9 +404,8 @@ fn bypass_gets_stage2_only_with_the_policy() {
         },
         &STREAMS,
     );
-    let mut notes = Vec::new();
-    rig.smmu
-        .recompose_all(&mut rig.mem, &mut rig.phys, &mut notes);
+    let notes = rig.smmu.recompose_all(&mut rig.mem, &mut rig.phys);
+    assert!(notes.is_empty(), "{notes:?}");
     let gbpa = Ste::stage2(
         &policy(),
         &AttrOverrides {
@@ -394,13 +423,21 @@ fn bypass_gets_stage2_only_with_the_policy() {
     rig.mem.poke_words(STRTAB, &[L2_GROUP0 | 9]);
     rig.mem.poke_words(L2_GROUP0 + 64 * 0x08, &bypass_ste());
     rig.issue(&[cmd::cfgi_ste(0x08), cmd::SYNC_SEV]);
-    let ste = Ste([1 | 0b110 << 1, 0b01 << 44, policy_words()[0], policy_words()[1], 0, 0, 0, 0]);
+    let ste = Ste([
+        1 | 0b110 << 1,
+        0b01 << 44,
+        policy_words()[0],
+        policy_words()[1],
+        0,
+        0,
+        0,
+        0,
+    ]);
     assert_eq!(rig.phys.take(), [PhysOp::Ste(0x08, ste), PhysOp::Sync]);
 
     // After a mode switch, Portcullis recomposes with the new policy.
     rig.phys.policy = crash_policy();
-    rig.smmu
-        .recompose_all(&mut rig.mem, &mut rig.phys, &mut notes);
+    rig.smmu.recompose_all(&mut rig.mem, &mut rig.phys);
     let crash = Ste::stage2(
         &crash_policy(),
         &AttrOverrides {
@@ -425,13 +462,21 @@ fn stream_table_outside_host_memory_is_not_read() {
     rig.w32(o::CR0, 0b1101);
     // Every read was refused by the policy before touching memory; every stream aborts with
     // F_STE_FETCH (0x03) carrying the fetch address in [247:195].
-    let reads: Vec<_> = rig.mem.accesses().into_iter().filter(|a| !a.write).collect();
+    let reads: Vec<_> = rig
+        .mem
+        .accesses()
+        .into_iter()
+        .filter(|a| !a.write)
+        .collect();
     assert_eq!(reads.len(), STREAMS.len() - 1, "0x300 is beyond 256 STEs");
     assert!(reads.iter().all(|a| !a.allowed && a.ipa >= HYP_MEM));
     let events = rig.events();
     assert_eq!(events.len(), 3);
     assert_eq!(events[0], [0x03 | 0x08 << 32, 0, 0, HYP_MEM + 0x08 * 64]);
-    let mut expected: Vec<PhysOp> = STREAMS.iter().map(|&s| PhysOp::Ste(s, Ste::abort())).collect();
+    let mut expected: Vec<PhysOp> = STREAMS
+        .iter()
+        .map(|&s| PhysOp::Ste(s, Ste::abort()))
+        .collect();
     expected.push(PhysOp::Sync);
     assert_eq!(rig.phys.take(), expected);
 }
@@ -485,7 +530,10 @@ fn event_queue_outside_host_memory_and_overflow() {
     // The host drains and acknowledges the overflow: room again, no overflow pending.
     assert_eq!(rig.events().len(), 2);
     assert_eq!(rig.r32(o::EVTQ_CONS), 1 << 31 | 0b10);
-    assert_eq!(rig.smmu.deliver_event(&bad_ste, &mut rig.mem), Delivery::Written);
+    assert_eq!(
+        rig.smmu.deliver_event(&bad_ste, &mut rig.mem),
+        Delivery::Written
+    );
 
     // Pointed at Portcullis' memory: the write is refused, GERROR.EVENTQ_ABT_ERR is active.
     rig.w32(o::CR0, 0b1001);
@@ -522,10 +570,17 @@ fn capture_kernel_reset() {
     // GBPA does not apply while SMMUEN is 1; disabling makes every stream follow it at once.
     let gbpa = rig.r32(o::GBPA);
     rig.w32(o::GBPA, gbpa | 1 << 31 | 1 << 20);
-    assert_eq!(rig.r32(o::GBPA), 1 << 20 | 1 << 12, "UPDATE completes at once");
+    assert_eq!(
+        rig.r32(o::GBPA),
+        1 << 20 | 1 << 12,
+        "UPDATE completes at once"
+    );
     assert!(rig.phys.take().is_empty());
     rig.w32(o::CR0, 0);
-    let mut expected: Vec<PhysOp> = STREAMS.iter().map(|&s| PhysOp::Ste(s, Ste::abort())).collect();
+    let mut expected: Vec<PhysOp> = STREAMS
+        .iter()
+        .map(|&s| PhysOp::Ste(s, Ste::abort()))
+        .collect();
     expected.push(PhysOp::Sync);
     assert_eq!(rig.phys.take(), expected);
     assert!(rig.smmu.live_streams().next().is_none());
@@ -540,18 +595,20 @@ fn capture_kernel_reset() {
     rig.w32(o::CR0, 0);
     rig.w64(o::STRTAB_BASE, new_table);
     rig.w32(o::STRTAB_BASE_CFG, 9); // linear, 512 STEs
-    rig.mem.poke_words(new_table + 64 * 0x11, &s1_ste(0x4710_0000));
+    rig.mem
+        .poke_words(new_table + 64 * 0x11, &s1_ste(0x4710_0000));
     rig.mem.clear_log();
     rig.w32(o::CR0, 1 << 3 | 1);
     let log = rig.phys.take();
     assert_eq!(log.len(), STREAMS.len() + 1);
     assert!(log.contains(&PhysOp::Ste(0x10, Ste::abort())));
     assert!(matches!(log[2], PhysOp::Ste(0x11, ste) if ste.0[0] == 1 | 0b111 << 1 | 0x4710_0000));
-    assert!(rig
-        .mem
-        .accesses()
-        .iter()
-        .all(|a| a.ipa >= new_table && a.ipa < new_table + 512 * 64));
+    assert!(
+        rig.mem
+            .accesses()
+            .iter()
+            .all(|a| a.ipa >= new_table && a.ipa < new_table + 512 * 64)
+    );
 }
 
 #[test]
@@ -595,7 +652,13 @@ fn guarded_registers_and_access_sizes() {
     assert_eq!(rig.r32(o::CR0), 0);
     assert_eq!(rig.take_notes().len(), 2);
     // Features not offered read as zero without a note.
-    assert_eq!(rig.smmu.read(o::PRIQ_BASE, 8), crate::emul::MmioRead { value: 0, note: None });
+    assert_eq!(
+        rig.smmu.read(o::PRIQ_BASE, 8),
+        crate::emul::MmioRead {
+            value: 0,
+            note: None
+        }
+    );
     // EVENTQ_PROD answers at page 1 and at its page 0 alias.
     assert_eq!(rig.r32(o::EVTQ_PROD), rig.r32(o::page0_alias::EVTQ_PROD));
 }
@@ -606,11 +669,18 @@ fn physical_sync_failure_holds_the_host_sync() {
     reset_and_enable(&mut rig);
     let before = rig.r32(o::CMDQ_CONS);
     rig.phys.fail_sync = true;
-    rig.issue(&[cmd::tlbi_nh_asid(0, 3), cmd::SYNC_SEV, cmd::tlbi_nh_asid(0, 4)]);
+    rig.issue(&[
+        cmd::tlbi_nh_asid(0, 3),
+        cmd::SYNC_SEV,
+        cmd::tlbi_nh_asid(0, 4),
+    ]);
     // CONS stops at the host's CMD_SYNC, without an error: the host keeps polling.
     assert_eq!(rig.r32(o::CMDQ_CONS), before + 1);
     assert_eq!(rig.r32(o::GERROR), rig.r32(o::GERRORN));
-    assert!(matches!(rig.take_notes().as_slice(), [Note::Physical { .. }]));
+    assert!(matches!(
+        rig.take_notes().as_slice(),
+        [Note::Physical { .. }]
+    ));
     // Once the physical SMMU recovers, the next PROD write completes it.
     rig.phys.fail_sync = false;
     rig.phys.take();

@@ -44,17 +44,16 @@ impl FakeMemory {
         let Some(end) = ipa.checked_add(len as u64) else {
             return false;
         };
-        self.allowed
-            .iter()
-            .any(|r| r.start <= ipa && end <= r.end)
+        self.allowed.iter().any(|r| r.start <= ipa && end <= r.end)
     }
 
     /// Writes as the host's CPU would (no policy, no log).
     pub fn poke(&mut self, addr: u64, bytes: &[u8]) {
         for (i, b) in bytes.iter().enumerate() {
             let a = addr + i as u64;
-            self.pages.entry(a >> 12).or_insert_with(|| Box::new([0; 4096]))[(a & 0xfff) as usize] =
-                *b;
+            self.pages
+                .entry(a >> 12)
+                .or_insert_with(|| Box::new([0; 4096]))[(a & 0xfff) as usize] = *b;
         }
     }
 
@@ -352,8 +351,7 @@ impl Rig {
         let log2 = self.smmu.cmdq_log2();
         let mut prod = QueueIndex::from_field(log2, self.r32(o::CMDQ_PROD));
         for cmd in cmds {
-            self.mem
-                .poke_words(CMDQ + prod.byte_offset(16) as u64, cmd);
+            self.mem.poke_words(CMDQ + prod.byte_offset(16) as u64, cmd);
             prod = prod.advance(1);
         }
         self.w32(o::CMDQ_PROD, prod.field());

@@ -2,3 +2,4 @@
 
 mod bringup;
 mod fakes;
+mod props;
