@@ -8,13 +8,21 @@ TARGET = "aarch64-unknown-none-softfloat"
 OBJCOPY = "aarch64-linux-gnu-objcopy"
 
 
+def _target_dir(features):
+    """A separate target directory per feature set, so alternating builds do not rebuild."""
+    if not features:
+        return os.path.join(ROOT, "target")
+    return os.path.join(ROOT, "target", "features-" + features.replace(",", "-"))
+
+
 def _cargo_build(package, features="", binary=None):
     cmd = ["cargo", "build", "--quiet", "--release", "--target", TARGET, "-p", package]
     if binary:
         cmd += ["--bin", binary]
     if features:
         cmd += ["--features", features]
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=_target_dir(features))
+    subprocess.run(cmd, cwd=ROOT, check=True, env=env)
 
 
 def _to_image(elf, out):
@@ -33,13 +41,9 @@ def out_dir():
 
 def build_hyp(features=""):
     _cargo_build("portcullis", features=features, binary="portcullis")
-    elf = os.path.join(ROOT, "target", TARGET, "release", "portcullis")
+    elf = os.path.join(_target_dir(features), TARGET, "release", "portcullis")
     suffix = ("-" + features.replace(",", "-")) if features else ""
-    # Features change the binary at the same path: copy to a per-feature Image name.
-    out = os.path.join(out_dir(), f"portcullis{suffix}.bin")
-    subprocess.run([OBJCOPY, "-O", "binary", elf, out + ".tmp"], check=True)
-    os.replace(out + ".tmp", out)
-    return out
+    return _to_image(elf, os.path.join(out_dir(), f"portcullis{suffix}.bin"))
 
 
 def build_guest(name):

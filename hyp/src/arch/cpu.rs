@@ -49,6 +49,13 @@ const HCR_HOST: u64 = (1 << 0)   // VM
     | (1 << 40)                  // APK
     | (1 << 41); // API
 
+/// HCRX_EL2.MSCEn: FEAT_MOPS memory copy/set instructions enabled at EL1 and EL0.
+const HCRX_MSCEN: u64 = 1 << 11;
+/// HCRX_EL2.TCR2En: TCR2_EL1 accessible.
+const HCRX_TCR2EN: u64 = 1 << 14;
+/// HCRX_EL2.SCTLR2En: SCTLR2_EL1 accessible.
+const HCRX_SCTLR2EN: u64 = 1 << 15;
+
 /// Configures this CPU's EL2 controls for running the host under `stage2`. Called on every CPU
 /// before it first enters the host.
 pub fn configure_for_host(stage2: GuestStage2) {
@@ -85,10 +92,21 @@ pub fn configure_for_host(stage2: GuestStage2) {
         // SAFETY: SMCR_EL2.LEN only caps EL1's streaming vector length; the register exists.
         unsafe { asm!("msr S3_4_C1_C2_6, {}", in(reg) 0x1ffu64, options(nostack)) };
     }
-    // FEAT_HCX: no extra controls for the host.
+    // FEAT_HCX: without these enables, instructions the host's CPU features promise it are
+    // UNDEFINED at EL1/EL0 (Linux 6.12 with FEAT_MOPS: glibc's memcpy uses CPYF*/SET*).
     if (ID_AA64MMFR1_EL1.get() >> 40) & 0xf != 0 {
-        // SAFETY: HCRX_EL2 = 0 enables no feature and traps nothing; the register exists.
-        unsafe { asm!("msr S3_4_C1_C2_2, xzr", options(nostack)) };
+        let mmfr3: u64;
+        // SAFETY: reading ID_AA64MMFR3_EL1 has no side effects (RAZ where not implemented).
+        unsafe { asm!("mrs {}, S3_0_C0_C7_3", out(reg) mmfr3, options(nomem, nostack)) };
+        let mut hcrx = HCRX_MSCEN;
+        if mmfr3 & 0xf != 0 {
+            hcrx |= HCRX_TCR2EN; // FEAT_TCR2
+        }
+        if (mmfr3 >> 4) & 0xf != 0 {
+            hcrx |= HCRX_SCTLR2EN; // FEAT_SCTLR2
+        }
+        // SAFETY: HCRX_EL2 exists (FEAT_HCX); these bits only enable EL1/EL0 features the CPU has.
+        unsafe { asm!("msr S3_4_C1_C2_2, {}", in(reg) hcrx, options(nostack)) };
     }
     // FEAT_FGT: no fine-grained traps.
     if (ID_AA64MMFR0_EL1.get() >> 56) & 0xf != 0 {

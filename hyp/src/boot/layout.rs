@@ -202,7 +202,7 @@ fn highest_fit(free: &[PhysRange], size: u64, align: u64, limit: Option<u64>) ->
         .max()
 }
 
-/// Places the top-down default: highest below [`LOW_LIMIT`], else highest anywhere.
+/// Places top-down: highest below [`LOW_LIMIT`], else highest anywhere (for the device tree).
 fn place_top_down(
     ram: &[PhysRange],
     taken: &[PhysRange],
@@ -221,9 +221,48 @@ fn place_top_down(
     }
 }
 
+/// The lowest `align`-aligned, non-zero base of a `size`-byte region inside one of the `free`
+/// ranges and ending at or below `limit`.
+fn lowest_fit(free: &[PhysRange], size: u64, align: u64, limit: Option<u64>) -> Option<u64> {
+    free.iter()
+        .filter_map(|gap| {
+            // Base 0 would read back as "anywhere" in `crashkernel=SIZE@0`.
+            let start = gap.start.raw().max(align);
+            let base = start.checked_next_multiple_of(align)?;
+            let end = base.checked_add(size)?;
+            let limit_ok = limit.is_none_or(|l| end <= l);
+            (end <= gap.end.raw() && limit_ok).then_some(base)
+        })
+        .min()
+}
+
+/// Places the default: the lowest fit wholly below [`LOW_LIMIT`], else the lowest anywhere.
+///
+/// Bottom-up, unlike Linux's own top-down choice, on purpose: Linux reserves the crash region only
+/// after its early page-table and memblock allocations, which it takes top-down from the end of RAM;
+/// a region placed at the top is already in use by then ("cannot allocate crashkernel"). The low
+/// end, right above the images Linux reserves first, is still free when it gets there.
+fn place_bottom_up(
+    ram: &[PhysRange],
+    taken: &[PhysRange],
+    size: u64,
+    align: u64,
+) -> Result<PhysRange, PlacementError> {
+    let free = subtract_ranges(ram, taken);
+    let base = lowest_fit(&free, size, align, Some(LOW_LIMIT))
+        .or_else(|| lowest_fit(&free, size, align, None));
+    match base.and_then(|b| PhysRange::new(b, size)) {
+        Some(region) => Ok(region),
+        None => Err(PlacementError::TooLarge {
+            size,
+            largest_gap: free.iter().map(PhysRange::size).max().unwrap_or(0),
+        }),
+    }
+}
+
 /// Places the crash region: base and size aligned to [`CRASH_ALIGN`] (the size rounded up).
 /// `SIZE@BASE` is honoured exactly if it is aligned, inside RAM and free, else refused; `SIZE`
-/// alone goes as high as possible below [`LOW_LIMIT`], else as high as possible.
+/// alone goes as low as possible, below [`LOW_LIMIT`] if it fits there (see [`place_bottom_up`]).
 pub fn place_crash_region(
     ram: &[PhysRange],
     taken: &[Taken],
@@ -235,7 +274,7 @@ pub fn place_crash_region(
     let size = round_up(request.size, CRASH_ALIGN)?;
     let Some(base) = request.base else {
         let taken: Vec<PhysRange> = taken.iter().map(|t| t.range).collect();
-        return place_top_down(ram, &taken, size, CRASH_ALIGN);
+        return place_bottom_up(ram, &taken, size, CRASH_ALIGN);
     };
     if !base.is_aligned(CRASH_ALIGN) {
         return Err(PlacementError::BaseMisaligned {

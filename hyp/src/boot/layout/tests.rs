@@ -40,29 +40,33 @@ fn qemu_taken() -> Vec<Taken> {
 const QEMU_RAM: [PhysRange; 1] = [PhysRange::from_bounds(0x4000_0000, 0x8000_0000)];
 
 #[test]
-fn size_alone_goes_high_below_taken_top() {
+fn size_alone_goes_low_above_what_is_taken() {
+    // The first gap that fits: between the kernel image and the initrd.
     let region = place_crash_region(&QEMU_RAM, &qemu_taken(), &auto(64 * MIB)).unwrap();
-    assert_eq!(region, r(0x7a00_0000, 64 * MIB));
-    // Nothing taken: the very top.
+    assert_eq!(region, r(0x4320_0000, 64 * MIB));
+    // Too large for that gap: above the incoming tree.
+    let region = place_crash_region(&QEMU_RAM, &qemu_taken(), &auto(128 * MIB)).unwrap();
+    assert_eq!(region, r(0x4920_0000, 128 * MIB));
+    // Nothing taken: the very bottom.
     assert_eq!(
         place_crash_region(&QEMU_RAM, &[], &auto(64 * MIB)),
-        Ok(r(0x7c00_0000, 64 * MIB))
+        Ok(r(0x4000_0000, 64 * MIB))
     );
 }
 
 #[test]
 fn size_is_rounded_up() {
     let region = place_crash_region(&QEMU_RAM, &[], &auto(64 * MIB + 1)).unwrap();
-    assert_eq!(region, r(0x7be0_0000, 66 * MIB));
+    assert_eq!(region, r(0x4000_0000, 66 * MIB));
     let region = place_crash_region(&QEMU_RAM, &[], &fixed(1, 0x4000_0000)).unwrap();
     assert_eq!(region, r(0x4000_0000, 2 * MIB));
 }
 
 #[test]
-fn unaligned_taken_ranges_push_the_base_down() {
-    let t = [taken(TakenKind::Portcullis, 0x7ff0_0000, 0x1000)];
+fn unaligned_taken_ranges_push_the_base_up() {
+    let t = [taken(TakenKind::Portcullis, 0x4000_0000, 0x1000)];
     let region = place_crash_region(&QEMU_RAM, &t, &auto(64 * MIB)).unwrap();
-    assert_eq!(region, r(0x7be0_0000, 64 * MIB));
+    assert_eq!(region, r(0x4020_0000, 64 * MIB));
 }
 
 #[test]
@@ -72,28 +76,37 @@ fn several_banks() {
         r(0x8000_0000, 0x3000_0000),
         r(0xc000_0000, 0x80_0000),
     ];
-    // The top bank is too small, the middle one is used from its top.
+    // The low bank fits exactly.
     assert_eq!(
         place_crash_region(&ram, &[], &auto(256 * MIB)),
-        Ok(r(0xa000_0000, 256 * MIB))
+        Ok(r(0x4000_0000, 256 * MIB))
     );
-    // The middle bank taken at the top: just below.
-    let t = [taken(
-        TakenKind::ReservedMemory("/reserved-memory/fw@a8000000".into()),
-        0xa800_0000,
-        0x800_0000,
-    )];
+    // Too large for the low bank: the bottom of the middle one.
+    assert_eq!(
+        place_crash_region(&ram, &[], &auto(512 * MIB)),
+        Ok(r(0x8000_0000, 512 * MIB))
+    );
+    // The low bank taken in part, the middle one at its bottom: just above that.
+    let t = [
+        taken(TakenKind::KernelImage, 0x4000_0000, 0x800_0000),
+        taken(
+            TakenKind::ReservedMemory("/reserved-memory/fw@80000000".into()),
+            0x8000_0000,
+            0x800_0000,
+        ),
+    ];
     assert_eq!(
         place_crash_region(&ram, &t, &auto(256 * MIB)),
-        Ok(r(0x9800_0000, 256 * MIB))
+        Ok(r(0x8800_0000, 256 * MIB))
     );
-    // Middle bank all taken: falls back to the low bank.
-    let t = [taken(TakenKind::Portcullis, 0x8000_0000, 0x3000_0000)];
+    // Low bank all taken: the middle bank.
+    let t = [taken(TakenKind::Portcullis, 0x4000_0000, 0x1000_0000)];
     assert_eq!(
         place_crash_region(&ram, &t, &auto(128 * MIB)),
-        Ok(r(0x4800_0000, 128 * MIB))
+        Ok(r(0x8000_0000, 128 * MIB))
     );
     // A region never spans two banks, even if the sizes add up.
+    let t = [taken(TakenKind::Portcullis, 0x8000_0000, 0x3000_0000)];
     let e = place_crash_region(&ram, &t, &auto(0x1000_0000 + 4 * MIB)).unwrap_err();
     assert_eq!(
         e,
@@ -106,34 +119,40 @@ fn several_banks() {
     let ram = [r(0x4000_0000, 0x1000_0000), r(0x5000_0000, 0x1000_0000)];
     assert_eq!(
         place_crash_region(&ram, &[], &auto(0x1800_0000)),
-        Ok(r(0x4800_0000, 0x1800_0000))
+        Ok(r(0x4000_0000, 0x1800_0000))
     );
 }
 
 #[test]
 fn four_gib_boundary() {
     let ram = [PhysRange::from_bounds(2 * GIB, 6 * GIB)];
-    // Fits below 4 GiB: the highest spot that ends at or below it.
+    // Fits below 4 GiB: the lowest spot.
     assert_eq!(
         place_crash_region(&ram, &[], &auto(512 * MIB)),
-        Ok(r(4 * GIB - 512 * MIB, 512 * MIB))
+        Ok(r(2 * GIB, 512 * MIB))
     );
-    // Too large to fit below: the highest anywhere.
+    // Too large to fit below: the lowest anywhere, across the boundary.
     assert_eq!(
         place_crash_region(&ram, &[], &auto(3 * GIB)),
-        Ok(r(3 * GIB, 3 * GIB))
+        Ok(r(2 * GIB, 3 * GIB))
     );
-    // Low memory taken: goes high.
+    // Low memory almost all taken: what is left below 4 GiB is too small, so the lowest spot
+    // anywhere, which crosses the boundary.
     let t = [taken(TakenKind::Portcullis, 2 * GIB, 2 * GIB - 100 * MIB)];
     assert_eq!(
         place_crash_region(&ram, &t, &auto(128 * MIB)),
-        Ok(r(6 * GIB - 128 * MIB, 128 * MIB))
+        Ok(r(4 * GIB - 100 * MIB, 128 * MIB))
+    );
+    // A request that fits below 4 GiB stays there, even above a low hole.
+    assert_eq!(
+        place_crash_region(&ram, &t, &auto(64 * MIB)),
+        Ok(r(4 * GIB - 100 * MIB, 64 * MIB))
     );
     // RAM only above 4 GiB.
     let ram = [r(0x8_0000_0000, 4 * GIB)];
     assert_eq!(
         place_crash_region(&ram, &[], &auto(GIB)),
-        Ok(r(0x8_c000_0000, GIB))
+        Ok(r(0x8_0000_0000, GIB))
     );
 }
 
@@ -349,7 +368,7 @@ fn taken_from_the_tree() {
     assert_eq!(total_ram(&p.memory), 0x4000_0000);
     assert_eq!(total_ram(&[r(0, 0x1000), r(0x800, 0x1000)]), 0x1800);
     let region = place_crash_region(&p.memory, &t, &auto(256 * MIB)).unwrap();
-    assert_eq!(region, r(0xa000_0000, 256 * MIB));
+    assert_eq!(region, r(0x8000_0000, 256 * MIB));
     // Asking for the reserved firmware region names it.
     let e = place_crash_region(&p.memory, &t, &fixed(32 * MIB, 0x4e00_0000)).unwrap_err();
     assert!(
@@ -460,22 +479,25 @@ fn range_strategy(max_size: u64) -> impl Strategy<Value = PhysRange> {
     (0u64..((8 * GIB) >> 12), 1u64..(max_size >> 12)).prop_map(|(s, n)| r(s << 12, n << 12))
 }
 
-/// Brute force over every aligned base: the expected top-down placement.
+/// Brute force over every aligned base: the expected bottom-up placement (lowest wholly below
+/// 4 GiB, else lowest anywhere).
 fn brute_force(ram: &[PhysRange], taken: &[Taken], size: u64) -> Option<PhysRange> {
-    let mut best_low = None;
-    let mut best = None;
+    let mut low = None;
+    let mut any = None;
     let mut base = CRASH_ALIGN;
     while base < 12 * GIB {
         let region = r(base, size);
         if inside_ram(ram, &region) && !taken.iter().any(|t| t.range.overlaps(&region)) {
-            if region.end.raw() <= LOW_LIMIT {
-                best_low = Some(region);
+            if region.end.raw() <= LOW_LIMIT && low.is_none() {
+                low = Some(region);
             }
-            best = Some(region);
+            if any.is_none() {
+                any = Some(region);
+            }
         }
         base += CRASH_ALIGN;
     }
-    best_low.or(best)
+    low.or(any)
 }
 
 proptest! {
