@@ -18,6 +18,13 @@ use portcullis::smmu::driver::{
     self, DmaBlock, DmaMemory, EventRecord, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
+use crate::arch::vectors::TrapFrame;
+use crate::host::HostRam;
+use portcullis::emul::{EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
+use portcullis::smmu::cmd::Command;
+use portcullis::smmu::regs::offset;
+use portcullis::smmu::ste::{Stage2Config, Ste};
+use portcullis::trap::mmio::MmioAccess;
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use spin::Mutex;
 
@@ -60,12 +67,62 @@ impl DmaMemory for HeapDma {
     }
 }
 
+type Driver = SmmuDriver<SmmuFrame, HeapDma>;
+
 struct Firewall {
-    driver: SmmuDriver<SmmuFrame, HeapDma>,
+    driver: Driver,
     /// The live DMA policy's tables: the SMMU walks them, so they live as long as the firewall.
     _normal: Stage2Table,
+    /// The stage 2 every physical STE of a host stream carries now.
+    stage2: Stage2Config,
     pci: Vec<PciHost>,
     faults: FaultBook,
+    /// The SMMU the host drives.
+    emul: EmulatedSmmu,
+    /// The physical IRQ_CTRL last mirrored from the host's (the event-queue interrupt is wired
+    /// straight to the host through the GIC).
+    irq_ctrl: u32,
+}
+
+/// The physical SMMU as the emulation uses it. Commands are held until `sync`, so a host batch of
+/// invalidations costs one physical CMD_SYNC; an STE write first flushes what is held, keeping order.
+struct Phys<'a> {
+    driver: &'a mut Driver,
+    stage2: Stage2Config,
+    pending: Vec<Command>,
+}
+
+impl Phys<'_> {
+    fn flush(&mut self) -> Result<(), SmmuError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let cmds = core::mem::take(&mut self.pending);
+        self.driver.submit(&cmds)
+    }
+}
+
+impl PhysicalSmmu for Phys<'_> {
+    type Error = SmmuError;
+
+    fn stage2(&self) -> Stage2Config {
+        self.stage2
+    }
+
+    fn write_ste(&mut self, sid: StreamId, ste: &Ste) -> Result<(), SmmuError> {
+        self.flush()?;
+        self.driver.write_ste(sid, ste).map(|_| ())
+    }
+
+    fn submit(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+        self.pending.extend_from_slice(cmds);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), SmmuError> {
+        let cmds = core::mem::take(&mut self.pending);
+        self.driver.submit(&cmds)
+    }
 }
 
 static FIREWALL: Mutex<Option<Firewall>> = Mutex::new(None);
@@ -77,6 +134,7 @@ pub enum FirewallError {
     NoStreams,
     Policy(stage2::PolicyError),
     Smmu(SmmuError),
+    Emul(portcullis::emul::EmulError),
 }
 
 impl fmt::Display for FirewallError {
@@ -89,6 +147,7 @@ impl fmt::Display for FirewallError {
             ),
             Self::Policy(e) => write!(f, "cannot build the DMA policy: {e}"),
             Self::Smmu(e) => write!(f, "SMMU: {e}"),
+            Self::Emul(e) => write!(f, "emulated SMMU: {e}"),
         }
     }
 }
@@ -145,11 +204,20 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         sids.len(),
         sids.first().copied().unwrap_or(0),
     );
+    let stage2 = driver::stage2_config(&table, drv.features()).map_err(FirewallError::Smmu)?;
+    let mut config = EmulConfig::new(*drv.features(), map.ipa_bits as u8);
+    config.iidr = drv.mmio().read32(offset::IIDR);
+    config.aidr = drv.mmio().read32(offset::AIDR);
+    let emul = EmulatedSmmu::new(&config, sids.iter().copied()).map_err(FirewallError::Emul)?;
+    log::info!("emulated SMMU for the host: {}", emul.host_features());
     *FIREWALL.lock() = Some(Firewall {
         driver: drv,
         _normal: table,
+        stage2,
         pci: machine.pci.clone(),
         faults: FaultBook::default(),
+        emul,
+        irq_ctrl: 0,
     });
     Ok(())
 }
@@ -167,9 +235,17 @@ pub fn poll() {
         driver,
         pci,
         faults,
+        emul,
         ..
     } = fw;
     let mut on_record = |rec: EventRecord| {
+        if let Ok(ev) = &rec.event
+            && emul.route(ev) == EventRoute::Host
+        {
+            let delivery = emul.deliver_record(rec.raw, &mut HostRam);
+            log::debug!("SMMU event for the host: {ev} ({delivery})");
+            return;
+        }
         let record = match &rec.event {
             Ok(ev) => FaultRecord::from_event(ev, rec.raw),
             Err(_) => FaultRecord::from_raw(rec.raw),
@@ -231,4 +307,66 @@ pub fn its_doorbells(machine: &Platform) -> Vec<PhysRange> {
         .flat_map(|g| g.its.iter())
         .filter_map(|its| PhysRange::new(its.start.raw() + GITS_TRANSLATER_PAGE, 0x1000))
         .collect()
+}
+
+fn log_notes(notes: &[Note]) {
+    for n in notes {
+        log::warn!("emulated SMMU: {n}");
+    }
+}
+
+/// A host access to the emulated SMMU's register frame (`access.ipa` inside it).
+pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u64) {
+    let mut guard = FIREWALL.lock();
+    let Some(fw) = guard.as_mut() else {
+        // No SMMU under Portcullis' control: the frame reads as zero and ignores writes.
+        if !access.write {
+            access.complete_load(&mut frame.x, 0);
+        }
+        return;
+    };
+    let offset = (access.ipa.raw() - frame_base) as usize;
+    if access.write {
+        let value = access.store_value(&frame.x);
+        let mut phys = Phys { driver: &mut fw.driver, stage2: fw.stage2, pending: Vec::new() };
+        let notes = fw.emul.write(offset, access.size_bytes, value, &mut HostRam, &mut phys);
+        if let Err(e) = phys.flush() {
+            log::error!("emulated SMMU: physical commands failed: {e}");
+        }
+        log_notes(&notes);
+        mirror_irq_ctrl(fw);
+    } else {
+        if offset == offset::EVTQ_PROD {
+            // The host looks for events: bring the physical queue's news first.
+            drop(guard);
+            poll();
+            guard = FIREWALL.lock();
+        }
+        let Some(fw) = guard.as_mut() else { return };
+        let read = fw.emul.read(offset, access.size_bytes);
+        if let Some(n) = read.note {
+            log_notes(&[n]);
+        }
+        access.complete_load(&mut frame.x, read.value);
+    }
+}
+
+/// The host enables the event-queue interrupt on its SMMU: enable it on the physical one, whose
+/// wired interrupt the host receives directly from the GIC; its handler's read of EVTQ_PROD traps
+/// and drains the physical queue.
+fn mirror_irq_ctrl(fw: &mut Firewall) {
+    const EVENTQ_IRQEN: u32 = 1 << 2;
+    let want = fw.emul.irq_ctrl().get() & EVENTQ_IRQEN;
+    if want == fw.irq_ctrl {
+        return;
+    }
+    let mmio = fw.driver.mmio();
+    mmio.write32(offset::IRQ_CTRL, want);
+    for _ in 0..100_000 {
+        if mmio.read32(offset::IRQ_CTRLACK) == want {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    fw.irq_ctrl = want;
 }

@@ -10,7 +10,9 @@ use platform::addr::PhysRange;
 use platform::devtree::Platform;
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
-use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
+use platform::addr::Ipa;
+use portcullis::emul::{AccessDenied, HostMemory};
+use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
 use portcullis::trap::psci::{self, code};
 use spin::{Mutex, Once};
 
@@ -155,8 +157,8 @@ pub fn prepare(
     let params = host_tree::HostTreeParams {
         portcullis: hyp,
         crash_region: crash,
-        // The host sees no SMMU until the emulation lands: its DMA is confined all the same.
-        hide_smmu: true,
+        // The host drives the SMMU Portcullis emulates at the physical one's address.
+        hide_smmu: false,
         fault_report: None,
     };
     let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
@@ -284,9 +286,59 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     r as u64
 }
 
+/// The base of the SMMU's register frame (only called for an address inside it).
+pub fn smmu_base() -> u64 {
+    host().smmu.map_or(0, |r| r.start.raw())
+}
+
 /// Whether `ipa` falls in the SMMU's register frame, which Portcullis emulates.
 pub fn is_emulated_smmu(ipa: platform::addr::Ipa) -> bool {
     host()
         .smmu
         .is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
+}
+
+/// The host's memory as Portcullis touches it on the emulated SMMU's behalf: every byte checked
+/// against the host's live CPU stage 2 before it is read or written.
+pub struct HostRam;
+
+impl HostRam {
+    /// Checks `[ipa, ipa + len)` page by page: every page mapped as normal memory, readable (and
+    /// writable if `write`) for the host. Returns the physical address of `ipa`.
+    fn check(ipa: Ipa, len: usize, write: bool) -> Result<u64, AccessDenied> {
+        let denied = Err(AccessDenied { ipa });
+        let Some(end) = ipa.raw().checked_add(len as u64) else { return denied };
+        let table = &host().stage2;
+        let mut page = ipa.raw() & !0xfff;
+        while page < end {
+            match table.translate(Ipa(page)) {
+                Some((pa, Access::NormalMemory { read: true, write: w, .. })) if pa.raw() == page && (w || !write) => {}
+                _ => return denied,
+            }
+            page += 0x1000;
+        }
+        Ok(ipa.raw())
+    }
+}
+
+impl HostMemory for HostRam {
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
+        let pa = Self::check(ipa, buf.len(), false)?;
+        // SAFETY: the whole range is host RAM the host's stage 2 maps readable (checked above),
+        // identity-mapped in Portcullis' EL2 tables; a byte-wise volatile copy tolerates the host
+        // changing it concurrently.
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = unsafe { ((pa + i as u64) as *const u8).read_volatile() };
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied> {
+        let pa = Self::check(ipa, bytes.len(), true)?;
+        // SAFETY: as for `read`, with the range writable for the host.
+        for (i, b) in bytes.iter().enumerate() {
+            unsafe { ((pa + i as u64) as *mut u8).write_volatile(*b) };
+        }
+        Ok(())
+    }
 }

@@ -105,7 +105,7 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
     if host::is_emulated_smmu(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
-                smmu_access(frame, &access);
+                crate::firewall::emulated_access(frame, &access, host::smmu_base());
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
             Err(e) => {
@@ -137,25 +137,6 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
             write: abort.write,
         },
     );
-}
-
-/// Until the SMMU emulation lands, the SMMU's page reads as zero and ignores writes.
-fn smmu_access(frame: &mut TrapFrame, access: &MmioAccess) {
-    if access.write {
-        log::info!(
-            "emulated SMMU: write {:#x} to {:?} ({} bytes) ignored",
-            access.store_value(&frame.x),
-            access.ipa,
-            access.size_bytes
-        );
-    } else {
-        log::info!(
-            "emulated SMMU: read of {:?} ({} bytes) answers 0",
-            access.ipa,
-            access.size_bytes
-        );
-        access.complete_load(&mut frame.x, 0);
-    }
 }
 
 fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
