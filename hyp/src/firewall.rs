@@ -7,25 +7,25 @@
 //! cooperation.
 
 use crate::arch::smmu_mmio::{self, SmmuFrame};
+use crate::arch::vectors::TrapFrame;
+use crate::host::HostRam;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
+use portcullis::emul::{EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
 use portcullis::smmu::StreamId;
+use portcullis::smmu::cmd::Command;
 use portcullis::smmu::driver::{
     self, DmaBlock, DmaMemory, EventRecord, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
-use crate::arch::vectors::TrapFrame;
-use crate::host::HostRam;
-use portcullis::emul::{EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
-use portcullis::smmu::cmd::Command;
 use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste};
-use portcullis::trap::mmio::MmioAccess;
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
+use portcullis::trap::mmio::MmioAccess;
 use spin::Mutex;
 
 impl SmmuMmio for SmmuFrame {
@@ -328,8 +328,14 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
     let offset = (access.ipa.raw() - frame_base) as usize;
     if access.write {
         let value = access.store_value(&frame.x);
-        let mut phys = Phys { driver: &mut fw.driver, stage2: fw.stage2, pending: Vec::new() };
-        let notes = fw.emul.write(offset, access.size_bytes, value, &mut HostRam, &mut phys);
+        let mut phys = Phys {
+            driver: &mut fw.driver,
+            stage2: fw.stage2,
+            pending: Vec::new(),
+        };
+        let notes = fw
+            .emul
+            .write(offset, access.size_bytes, value, &mut HostRam, &mut phys);
         if let Err(e) = phys.flush() {
             log::error!("emulated SMMU: physical commands failed: {e}");
         }

@@ -6,11 +6,11 @@ use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
 use log::LevelFilter;
+use platform::addr::Ipa;
 use platform::addr::PhysRange;
 use platform::devtree::Platform;
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
-use platform::addr::Ipa;
 use portcullis::emul::{AccessDenied, HostMemory};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
 use portcullis::trap::psci::{self, code};
@@ -307,12 +307,21 @@ impl HostRam {
     /// writable if `write`) for the host. Returns the physical address of `ipa`.
     fn check(ipa: Ipa, len: usize, write: bool) -> Result<u64, AccessDenied> {
         let denied = Err(AccessDenied { ipa });
-        let Some(end) = ipa.raw().checked_add(len as u64) else { return denied };
+        let Some(end) = ipa.raw().checked_add(len as u64) else {
+            return denied;
+        };
         let table = &host().stage2;
         let mut page = ipa.raw() & !0xfff;
         while page < end {
             match table.translate(Ipa(page)) {
-                Some((pa, Access::NormalMemory { read: true, write: w, .. })) if pa.raw() == page && (w || !write) => {}
+                Some((
+                    pa,
+                    Access::NormalMemory {
+                        read: true,
+                        write: w,
+                        ..
+                    },
+                )) if pa.raw() == page && (w || !write) => {}
                 _ => return denied,
             }
             page += 0x1000;
@@ -324,10 +333,10 @@ impl HostRam {
 impl HostMemory for HostRam {
     fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
         let pa = Self::check(ipa, buf.len(), false)?;
-        // SAFETY: the whole range is host RAM the host's stage 2 maps readable (checked above),
-        // identity-mapped in Portcullis' EL2 tables; a byte-wise volatile copy tolerates the host
-        // changing it concurrently.
         for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: the whole range is host RAM the host's stage 2 maps readable (checked above),
+            // identity-mapped in Portcullis' EL2 tables; a byte-wise volatile copy tolerates the
+            // host changing it concurrently.
             *b = unsafe { ((pa + i as u64) as *const u8).read_volatile() };
         }
         Ok(())
@@ -335,8 +344,8 @@ impl HostMemory for HostRam {
 
     fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied> {
         let pa = Self::check(ipa, bytes.len(), true)?;
-        // SAFETY: as for `read`, with the range writable for the host.
         for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: as for `read`, with the range writable for the host.
             unsafe { ((pa + i as u64) as *mut u8).write_volatile(*b) };
         }
         Ok(())
