@@ -144,6 +144,21 @@ pub fn prepare(
     if let Some(c) = crash {
         taken.push(Taken::new(TakenKind::CrashRegion, c));
     }
+    // The fault report for the capture kernel; without a crash region there is nothing to report.
+    let report = match crash.map(|_| layout::place_report(&machine.memory, &taken)) {
+        Some(Ok(r)) => {
+            taken.push(Taken::new(TakenKind::FaultReport, r));
+            log::info!("fault report region: {r}");
+            Some(r)
+        }
+        Some(Err(e)) => {
+            log::error!(
+                "no room for the fault report region: {e}; the crash will not be reported in memory"
+            );
+            None
+        }
+        None => None,
+    };
 
     // The host's device tree, written over free host RAM (the incoming tree may be overwritten: it
     // has been read by now).
@@ -159,7 +174,7 @@ pub fn prepare(
         crash_region: crash,
         // The host drives the SMMU Portcullis emulates at the physical one's address.
         hide_smmu: false,
-        fault_report: None,
+        fault_report: report,
     };
     let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
@@ -184,6 +199,7 @@ pub fn prepare(
         crash,
         smmu: machine.smmu.as_ref().map(|s| s.regs),
         its_doorbells: crate::firewall::its_doorbells(machine),
+        report,
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
     map.validate().map_err(HostError::Policy)?;

@@ -296,6 +296,17 @@ pub fn place_crash_region(
     Ok(region)
 }
 
+/// Size of the fault report region (`portcullis,fault-report`).
+pub const REPORT_SIZE: u64 = 64 << 10;
+
+/// Places the fault report region: [`REPORT_SIZE`] bytes, aligned to their size, as high as
+/// possible below [`LOW_LIMIT`] (it is reserved `no-map` in the host's tree before Linux allocates
+/// anything, so the top of RAM is safe, unlike for the crash region).
+pub fn place_report(ram: &[PhysRange], taken: &[Taken]) -> Result<PhysRange, PlacementError> {
+    let taken: Vec<PhysRange> = taken.iter().map(|t| t.range).collect();
+    place_top_down(ram, &taken, REPORT_SIZE, REPORT_SIZE)
+}
+
 /// Places the host's device tree (`size` bytes): where the incoming tree was (a
 /// [`TakenKind::IncomingDtb`] entry) if it fits there without touching anything else taken and
 /// without sharing a 2 MiB block with Portcullis' memory; otherwise at the start of a whole free

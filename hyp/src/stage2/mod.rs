@@ -46,6 +46,8 @@ pub enum PolicyError {
     Overlap { first: PhysRange, second: PhysRange },
     /// The crash region is not wholly inside host RAM.
     CrashOutsideRam(PhysRange),
+    /// The fault report region is not wholly inside RAM.
+    ReportOutsideRam(PhysRange),
     /// `aarch64-paging` refused a mapping (a broken invariant: regions were checked before).
     Map { range: PhysRange, error: MapError },
 }
@@ -71,6 +73,12 @@ impl fmt::Display for PolicyError {
             Self::Overlap { first, second } => write!(f, "{first} overlaps {second}"),
             Self::CrashOutsideRam(range) => {
                 write!(f, "crash region {range} is not wholly inside host RAM")
+            }
+            Self::ReportOutsideRam(range) => {
+                write!(
+                    f,
+                    "fault report region {range} is not wholly inside host RAM"
+                )
             }
             Self::Map { range, error } => write!(f, "mapping {range} failed: {error}"),
         }

@@ -48,6 +48,10 @@ pub struct AddressMap {
     pub smmu: Option<PhysRange>,
     /// The GITS_TRANSLATER pages of the GIC ITSs: the only MMIO a device may write (MSIs).
     pub its_doorbells: Vec<PhysRange>,
+    /// The fault report region (host RAM, reserved `no-map` in the host's tree): written by
+    /// Portcullis alone, so unmapped for the host in normal mode, read-only for the capture kernel
+    /// in crash mode, and never reachable by DMA.
+    pub report: Option<PhysRange>,
     /// The size of the host's IPA space, see [`ipa_bits_for`].
     pub ipa_bits: u32,
 }
@@ -165,6 +169,21 @@ impl AddressMap {
                 check_disjoint(a, b)?;
             }
         }
+        if let Some(report) = &self.report {
+            if !report.start.is_aligned(PAGE_SIZE) || !report.end.is_aligned(PAGE_SIZE) {
+                return Err(PolicyError::Unaligned {
+                    what: "fault report",
+                    range: *report,
+                });
+            }
+            check_disjoint(report, &self.hyp)?;
+            if let Some(crash) = &self.crash {
+                check_disjoint(report, crash)?;
+            }
+            if !subtract(&[*report], &self.ram).is_empty() {
+                return Err(PolicyError::ReportOutsideRam(*report));
+            }
+        }
         if let Some(crash) = &self.crash {
             check_disjoint(crash, &self.hyp)?;
             if !subtract(&[*crash], &self.ram).is_empty() {
@@ -201,12 +220,24 @@ impl AddressMap {
         self.crash.map(align_out)
     }
 
-    /// Host RAM that is neither Portcullis' nor the crash region: the dump, after a crash.
+    /// Host RAM that is neither Portcullis' nor the crash region nor the fault report: the dump,
+    /// after a crash.
     fn rest_of_ram(&self) -> Vec<PhysRange> {
         let ram: Vec<PhysRange> = self.ram.iter().copied().map(align_in).collect();
         let mut cut = self.holes();
         cut.extend(self.crash_pages());
+        cut.extend(self.report_pages());
         subtract(&ram, &cut)
+    }
+
+    /// The fault report region widened to whole pages, without any hole.
+    fn report_pages(&self) -> Option<PhysRange> {
+        self.report.map(align_out)
+    }
+
+    fn report_mapped(&self) -> Vec<PhysRange> {
+        self.report_pages()
+            .map_or_else(Vec::new, |r| subtract(&[r], &self.holes()))
     }
 
     /// The crash region as mapped, without any page of Portcullis' memory or the SMMU frame.
@@ -247,6 +278,9 @@ pub fn cpu_policy(map: &AddressMap, mode: Mode, kexec_trap: bool) -> Vec<Region>
         Mode::Crash => (Access::RWX, Access::RO),
     };
     let mut regions = Vec::new();
+    if mode == Mode::Crash {
+        push_all(&mut regions, map.report_mapped(), Access::RO);
+    }
     push_all(&mut regions, map.crash_mapped(), crash);
     push_all(&mut regions, map.rest_of_ram(), rest);
     push_all(&mut regions, map.other_mmio(), Access::Device);
@@ -405,9 +439,23 @@ mod tests {
             crash: Some(r(0x7c00_0000, 0x400_0000)),
             smmu: Some(r(0x0905_0000, 0x2_0000)),
             its_doorbells: alloc::vec![r(0x080a_0000, 0x1000)],
+            report: Some(r(0x7b00_0000, 0x1_0000)),
             ipa_bits: 40,
         };
         assert_eq!(good.validate(), Ok(()));
+
+        let mut m = good.clone();
+        m.report = Some(r(0x7c00_0000, 0x1_0000));
+        assert!(matches!(m.validate(), Err(PolicyError::Overlap { .. })));
+        let mut m = good.clone();
+        m.report = Some(r(0x8000_0000, 0x1_0000));
+        assert_eq!(
+            m.validate(),
+            Err(PolicyError::ReportOutsideRam(r(0x8000_0000, 0x1_0000)))
+        );
+        let mut m = good.clone();
+        m.report = Some(r(0x7b00_0800, 0x1000));
+        assert!(matches!(m.validate(), Err(PolicyError::Unaligned { .. })));
 
         let mut m = good.clone();
         m.ipa_bits = 52;

@@ -27,6 +27,7 @@ fn qemu_map() -> AddressMap {
         crash: Some(r(0x7c00_0000, 64 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        report: None,
         ipa_bits: 40,
     }
 }
@@ -245,6 +246,7 @@ fn several_ram_banks() {
         crash: Some(r(0x1_6000_0000, 256 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000), r(0x0829_0000, 0x1000)],
+        report: None,
         ipa_bits: 40,
     };
     assert_eq!(map.validate(), Ok(()));
@@ -274,6 +276,7 @@ fn unaligned_region_edges() {
         crash: Some(r(0x7c00_5000, 0x3ff_0000)),
         smmu: Some(r(0x0905_1000, 0x1_f000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        report: None,
         ipa_bits: 40,
     };
     assert_eq!(map.validate(), Ok(()));
@@ -295,6 +298,7 @@ fn policies_never_map_partial_pages_of_an_unvalidated_map() {
         crash: None,
         smmu: Some(r(0x0905_0800, 0x800)),
         its_doorbells: vec![r(0x0809_0040, 4)],
+        report: None,
         ipa_bits: 40,
     };
     assert!(map.validate().is_err());
@@ -522,6 +526,7 @@ fn random_map() -> impl Strategy<Value = AddressMap> {
                     crash,
                     smmu: Some(r(page(smmu), 0x2_0000)),
                     its_doorbells: vec![r(page(smmu) + 0x4_0000, PAGE_SIZE)],
+                    report: None,
                     ipa_bits: bits,
                 }
             },
@@ -572,5 +577,39 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn fault_report_region_per_mode() {
+    let mut map = qemu_map();
+    let report = r(0x7b00_0000, 0x1_0000);
+    map.report = Some(report);
+    let normal =
+        Stage2Table::build(&cpu_policy(&map, Mode::Normal, true), map.ipa_bits, 1).unwrap();
+    let crash = Stage2Table::build(&cpu_policy(&map, Mode::Crash, true), map.ipa_bits, 3).unwrap();
+    let first = Ipa(report.start.raw());
+    let last = Ipa(report.end.raw() - PAGE_SIZE);
+    // Normal mode: Portcullis' alone; the pages around it are ordinary RAM.
+    assert_eq!(normal.translate(first), None);
+    assert_eq!(normal.translate(last), None);
+    assert_eq!(
+        normal.translate(Ipa(report.end.raw())).map(|t| t.1),
+        Some(Access::RWX)
+    );
+    assert_eq!(
+        normal
+            .translate(Ipa(report.start.raw() - PAGE_SIZE))
+            .map(|t| t.1),
+        Some(Access::RWX)
+    );
+    // Crash mode: the capture kernel reads it, like the rest of the dump, but cannot write it.
+    assert_eq!(crash.translate(first).map(|t| t.1), Some(Access::RO));
+    assert_eq!(crash.translate(last).map(|t| t.1), Some(Access::RO));
+    // Never reachable by DMA, in either mode.
+    for mode in [Mode::Normal, Mode::Crash] {
+        let dma = Stage2Table::build(&dma_policy(&map, mode), map.ipa_bits, 2).unwrap();
+        assert_eq!(dma.translate(first), None, "{mode:?}");
+        assert_eq!(dma.translate(last), None, "{mode:?}");
     }
 }

@@ -567,3 +567,16 @@ proptest! {
 fn taken_entry(incoming: u64) -> Taken {
     Taken::new(TakenKind::IncomingDtb, r(incoming, 0x1000))
 }
+
+#[test]
+fn report_goes_high_and_aligned() {
+    let region = place_report(&QEMU_RAM, &qemu_taken()).unwrap();
+    // Portcullis takes the top 32 MiB in this layout: the report goes right below it.
+    assert_eq!(region, r(0x7e00_0000 - REPORT_SIZE, REPORT_SIZE));
+    let region = place_report(&QEMU_RAM, &[]).unwrap();
+    assert_eq!(region, r(0x8000_0000 - REPORT_SIZE, REPORT_SIZE));
+    assert!(matches!(
+        place_report(&[r(0x4000_0000, 0x8000)], &[]),
+        Err(PlacementError::TooLarge { .. })
+    ));
+}
