@@ -23,6 +23,8 @@ pub mod psci;
 pub mod rt;
 #[cfg(target_os = "none")]
 pub mod semihosting;
+#[cfg(target_os = "none")]
+pub mod smmu;
 
 /// Fails the scenario with a message unless `cond` holds.
 #[macro_export]
