@@ -26,6 +26,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
 use core::ptr::NonNull;
 
@@ -257,6 +258,9 @@ pub enum SmmuError {
     QueueIndex { queue: &'static str, value: u32 },
     /// The SMMU refused a command; it was replaced by a CMD_SYNC and the queue restarted.
     CommandFailed(CommandFailure),
+    /// A [`PreparedTable`] handed to a driver whose live Stream table it was not prepared from
+    /// (another SMMU's driver, or a table prepared before an earlier switch). Nothing was written.
+    PreparedTableMismatch,
 }
 
 impl fmt::Display for SmmuError {
@@ -288,6 +292,9 @@ impl fmt::Display for SmmuError {
                 write!(f, "inconsistent {queue} index {value:#x} from the SMMU")
             }
             Self::CommandFailed(failure) => write!(f, "SMMU refused a command: {failure}"),
+            Self::PreparedTableMismatch => {
+                write!(f, "prepared Stream table does not belong to the live one")
+            }
         }
     }
 }
@@ -1264,6 +1271,343 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
     }
 }
 
+/// A complete second Stream table, built once (at boot) by [`SmmuDriver::prepare_table`] and made
+/// live by [`SmmuDriver::switch_table`]: the crash fence's table.
+///
+/// It has the live table's layout, and every StreamID the live table covers has an STE in it (in
+/// a two-level table: every level 2 table the live one has exists here too), all equal to one
+/// STE. It is complete and made visible (write barrier) before `prepare_table` returns, and
+/// nothing writes to it until it is live; from then on it is the driver's live table.
+///
+/// Its memory is never freed (a [`DmaBlock`] is a handle; [`DmaMemory`] has no way to free), so a
+/// table prepared and never used, like a table switched away from, stays allocated and unused.
+pub struct PreparedTable {
+    strtab: StreamTable,
+    ste: Ste,
+    /// Base of the live table it was prepared from: it may only replace that one.
+    prepared_for: Pa,
+}
+
+impl PreparedTable {
+    /// Where the SMMU finds the table (the future `STRTAB_BASE`).
+    pub fn base(&self) -> Pa {
+        self.strtab.top.pa()
+    }
+
+    pub fn layout(&self) -> StreamTableLayout {
+        self.strtab.layout
+    }
+
+    /// The STE of every StreamID the table covers.
+    pub fn ste(&self) -> &Ste {
+        &self.ste
+    }
+
+    /// Level 2 tables (0 for a linear table).
+    pub fn level2_tables(&self) -> usize {
+        self.strtab.l2.iter().flatten().count()
+    }
+
+    /// The STE in the table for `sid` (an absent level 2 table reads as invalid).
+    pub fn read_ste(&self, sid: StreamId) -> Result<Ste, SmmuError> {
+        self.strtab.read(sid)
+    }
+}
+
+impl fmt::Debug for PreparedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedTable")
+            .field("base", &self.base())
+            .field("layout", &self.strtab.layout)
+            .field("level2_tables", &self.level2_tables())
+            .field("ste", &self.ste)
+            .field("prepared_for", &self.prepared_for)
+            .finish()
+    }
+}
+
+/// What one [`SmmuDriver::switch_table`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchReport {
+    /// Commands in the one batch: CMD_CFGI_ALL, the caller's, and the closing CMD_SYNC.
+    pub commands: u32,
+    /// CMD_SYNCs issued: always 1.
+    pub syncs: u32,
+    /// Register reads spent waiting: `GBPA.Update`, `CR0ACK` twice, `CMDQ_CONS`.
+    pub polls: u32,
+    /// `GBPA` before the switch re-asserted abort (abort since [`SmmuDriver::init`]).
+    pub previous_gbpa: u32,
+    /// The Stream table that was live before (kept allocated, never used again).
+    pub old_base: Pa,
+    /// The Stream table live now.
+    pub new_base: Pa,
+    pub layout: StreamTableLayout,
+    /// Level 2 tables the live table gained after the prepared one was built, so absent from it:
+    /// their StreamIDs are now aborted and recorded as C_BAD_STREAMID rather than translated by
+    /// the prepared STE. Still refused; [`SmmuDriver::write_ste`] creates them on demand.
+    pub uncovered_level2: u32,
+    /// A command of the caller's the SMMU refused (replaced by a CMD_SYNC; the rest of the batch,
+    /// CMD_CFGI_ALL included, ran and the switch completed).
+    pub command_failure: Option<CommandFailure>,
+    /// Clock ticks from the first register write to `CR0ACK.SMMUEN == 1` (0 without a clock).
+    pub window_ticks: u64,
+    /// Clock ticks with `SMMUEN == 0` acknowledged, when GBPA aborts every transaction without
+    /// recording it (0 without a clock).
+    pub disabled_ticks: u64,
+}
+
+impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
+    /// Builds a complete second Stream table with the live table's layout in which every StreamID
+    /// the live table covers (every level 2 table it has, for a two-level table) gets `ste`. The
+    /// level 2 tables are written whole, then a write barrier, then the L1STDs that reach them,
+    /// then another barrier: the table is complete and visible before anything points at it.
+    ///
+    /// Meant to run once, at boot, after [`install_streams`](Self::install_streams): it allocates
+    /// as much DMA memory as the live table, and costs one write per STE word, which the fence
+    /// itself ([`switch_table`](Self::switch_table)) then does not. If it fails (out of memory)
+    /// the blocks already taken stay allocated and unused.
+    pub fn prepare_table(&mut self, ste: &Ste) -> Result<PreparedTable, SmmuError> {
+        let (layout, prepared_for, wanted) = {
+            let live = self.live_ref()?;
+            let wanted: Vec<bool> = live.strtab.l2.iter().map(Option::is_some).collect();
+            (live.strtab.layout, live.strtab.top.pa(), wanted)
+        };
+        let top_bytes = layout.top_level_bytes() as usize;
+        let top = self.alloc(top_bytes, top_bytes.max(64))?;
+        let mut strtab = StreamTable {
+            layout,
+            top,
+            l2: (0..wanted.len()).map(|_| None).collect(),
+        };
+        match layout.format {
+            StreamTableFormat::Linear => {
+                for sid in 0..layout.top_level_entries() {
+                    strtab.write(sid as StreamId, &ste.0, 0..8);
+                }
+            }
+            StreamTableFormat::TwoLevel { split } => {
+                let bytes = STE_SIZE << split;
+                for (l1, _) in wanted.iter().enumerate().filter(|(_, w)| **w) {
+                    let block = self.alloc(bytes, bytes)?;
+                    for i in 0..1usize << split {
+                        for (w, &word) in ste.0.iter().enumerate() {
+                            block.write(i * STE_SIZE / 8 + w, word);
+                        }
+                    }
+                    strtab.l2[l1] = Some(block);
+                }
+                // The level 2 tables are complete before an L1STD makes them reachable.
+                self.dma.wmb();
+                for (l1, l2) in strtab.l2.iter().enumerate() {
+                    if let Some(l2) = l2 {
+                        let desc = L1Std::<Pa> {
+                            span: split + 1,
+                            l2_table: l2.pa(),
+                        };
+                        strtab.top.write(l1, desc.encode());
+                    }
+                }
+            }
+        }
+        // The whole table is visible before its base can reach the SMMU.
+        self.dma.wmb();
+        Ok(PreparedTable {
+            strtab,
+            ste: *ste,
+            prepared_for,
+        })
+    }
+
+    /// [`switch_table_timed`](Self::switch_table_timed) without a clock (the report's tick
+    /// counts are 0).
+    pub fn switch_table(
+        &mut self,
+        table: PreparedTable,
+        extra: &[Command],
+    ) -> Result<SwitchReport, SmmuError> {
+        self.switch_table_timed(table, extra, &mut || 0)
+    }
+
+    /// The fence step: makes `table` the live Stream table at one instant for every stream.
+    ///
+    /// 1. `GBPA.ABORT` re-asserted (Update, polled): while `SMMUEN == 0` GBPA decides;
+    /// 2. `CR0.SMMUEN = 0`, the queues kept enabled, `CR0ACK` awaited: from now on every
+    ///    transaction is aborted (without an event record) and nothing uses the old table;
+    /// 3. `STRTAB_BASE` and `STRTAB_BASE_CFG` = `table` (writable only with `SMMUEN == 0`);
+    /// 4. one batch: CMD_CFGI_ALL, `extra` (the caller's CMD_TLBI_S12_VMALL for the old VMIDs,
+    ///    CMD_ATC_INV for ATS streams, ...), one CMD_SYNC, awaited;
+    /// 5. `CR0.SMMUEN = 1`, `CR0ACK` awaited: every stream translates through `table`.
+    ///
+    /// The register writes and the commands are the same however many streams there are:
+    /// `2 + extra.len()` commands. `now` reads a clock (e.g. `CNTPCT_EL0`) for the report.
+    ///
+    /// Afterwards [`read_ste`](Self::read_ste), [`write_ste`](Self::write_ste) and
+    /// [`install_streams`](Self::install_streams) act on `table`; the old table is left as it
+    /// was, allocated and never used again.
+    ///
+    /// Errors, and the state they leave (the driver fails closed):
+    /// - [`SmmuError::PreparedTableMismatch`]: `table` was not prepared from the live table;
+    ///   nothing was written;
+    /// - a timeout of `GBPA.Update` or of `CR0ACK` for `SMMUEN == 0`: the fence did not happen,
+    ///   the old table may still be in use;
+    /// - a timeout of the command batch or of `CR0ACK` for `SMMUEN == 1`: `SMMUEN` stays (or may
+    ///   be) 0, so GBPA aborts every transaction; the driver already treats `table` as live,
+    ///   since the SMMU's base registers point at it.
+    ///
+    /// A command of `extra` the SMMU refuses does not stop the switch; it is named in
+    /// [`SwitchReport::command_failure`].
+    pub fn switch_table_timed(
+        &mut self,
+        table: PreparedTable,
+        extra: &[Command],
+        now: &mut dyn FnMut() -> u64,
+    ) -> Result<SwitchReport, SmmuError> {
+        let (old_base, uncovered_level2) = {
+            let live = self.live_ref()?;
+            if table.prepared_for != live.strtab.top.pa()
+                || table.strtab.layout != live.strtab.layout
+            {
+                return Err(SmmuError::PreparedTableMismatch);
+            }
+            let uncovered = live
+                .strtab
+                .l2
+                .iter()
+                .zip(&table.strtab.l2)
+                .filter(|(live, prepared)| live.is_some() && prepared.is_none())
+                .count();
+            (live.strtab.top.pa(), uncovered as u32)
+        };
+        let new_base = table.base();
+        let layout = table.strtab.layout;
+        let mut polls = 0u32;
+        let start = now();
+
+        // 1. GBPA = abort (it has been since `init`; the fence does not rely on that).
+        let update = GBPA::UPDATE::SET.value;
+        self.poll_counted("GBPA.Update (earlier update)", &mut polls, |s| {
+            s.mmio.read32(offset::GBPA) & update == 0
+        })?;
+        let previous_gbpa = self.mmio.read32(offset::GBPA);
+        self.mmio.write32(
+            offset::GBPA,
+            previous_gbpa | GBPA::ABORT::SET.value | update,
+        );
+        self.poll_counted("GBPA.Update (fence)", &mut polls, |s| {
+            s.mmio.read32(offset::GBPA) & update == 0
+        })?;
+
+        // 2. SMMUEN = 0, queues kept.
+        let disabled = self.cr0 & !CR0::SMMUEN::SET.value;
+        self.mmio.write32(offset::CR0, disabled);
+        self.cr0 = disabled;
+        self.poll_counted("CR0ACK (fence, SMMUEN off)", &mut polls, |s| {
+            s.mmio.read32(offset::CR0ACK) == disabled
+        })?;
+        let off = now();
+
+        // 3. The prepared table (complete and visible since `prepare_table`).
+        self.dma.wmb();
+        let strtab_base =
+            STRTAB_BASE::ADDR.val(new_base.0 >> STRTAB_BASE::ADDR.shift) + STRTAB_BASE::RA::SET;
+        self.mmio.write64(offset::STRTAB_BASE, strtab_base.value);
+        self.mmio.write32(offset::STRTAB_BASE_CFG, layout.encode());
+        {
+            let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+            // The old table's blocks are never freed: dropping their handles leaves the memory
+            // allocated and unused, as it must stay for an SMMU that may still hold its address.
+            drop(core::mem::replace(&mut live.strtab, table.strtab));
+        }
+
+        // 4. One batch, one CMD_SYNC, whatever the number of streams.
+        let mut batch = Vec::with_capacity(extra.len() + 1);
+        batch.push(Command::CfgiAll);
+        batch.extend_from_slice(extra);
+        let mut failure = None;
+        let cmdq_polls = Cell::new(0u32);
+        let submitted = self.submit_counted(&batch, &mut failure, &cmdq_polls);
+        polls = polls.saturating_add(cmdq_polls.get());
+        submitted?;
+
+        // 5. SMMUEN = 1.
+        let enabled = disabled | CR0::SMMUEN::SET.value;
+        self.mmio.write32(offset::CR0, enabled);
+        self.cr0 = enabled;
+        self.poll_counted("CR0ACK (fence, SMMUEN on)", &mut polls, |s| {
+            s.mmio.read32(offset::CR0ACK) == enabled
+        })?;
+        let on = now();
+
+        Ok(SwitchReport {
+            commands: batch.len() as u32 + 1,
+            syncs: 1,
+            polls,
+            previous_gbpa,
+            old_base,
+            new_base,
+            layout,
+            uncovered_level2,
+            command_failure: failure,
+            window_ticks: on.wrapping_sub(start),
+            disabled_ticks: on.wrapping_sub(off),
+        })
+    }
+
+    /// [`poll`](Self::poll), counting the register reads in `polls`.
+    fn poll_counted(
+        &mut self,
+        what: &'static str,
+        polls: &mut u32,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> Result<(), SmmuError> {
+        for _ in 0..self.poll_limit {
+            *polls = polls.saturating_add(1);
+            if done(self) {
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+        Err(SmmuError::Timeout(what))
+    }
+
+    /// `submit_inner`, counting the `CMDQ_CONS` polls in `polls`.
+    fn submit_counted(
+        &mut self,
+        cmds: &[Command],
+        failure: &mut Option<CommandFailure>,
+        polls: &Cell<u32>,
+    ) -> Result<(), SmmuError> {
+        let tick = || polls.set(polls.get().saturating_add(1));
+        let sync = [Command::Sync(SyncCommand::POLL)];
+        let mut rest = cmds.iter().chain(sync.iter()).peekable();
+        while rest.peek().is_some() {
+            let free = self.wait_cmdq("command queue space", failure, |q| {
+                tick();
+                q.free() > 0
+            })?;
+            let cmdq = &mut self.live.as_mut().ok_or(SmmuError::NotInitialized)?.cmdq;
+            for cmd in rest.by_ref().take(free as usize) {
+                let [w0, w1] = cmd.encode();
+                let slot = cmdq.prod.index() as usize * 2;
+                cmdq.mem.write(slot, w0);
+                cmdq.mem.write(slot + 1, w1);
+                cmdq.prod = cmdq.prod.advance(1);
+            }
+            let prod = cmdq.prod;
+            // The commands are observable before the SMMU is told they are there.
+            self.dma.wmb();
+            self.mmio.write32(offset::CMDQ_PROD, cmdq_prod_value(prod));
+        }
+        self.stats.commands += cmds.len() as u64;
+        self.stats.syncs += 1;
+        self.wait_cmdq("CMD_SYNC", failure, |q| {
+            tick();
+            q.is_empty()
+        })?;
+        Ok(())
+    }
+}
+
 /// Whether the STE keeps its VMID but points it at different stage 2 tables (or walks them
 /// differently), which leaves stale TLB entries under that VMID.
 fn stage2_changed_in_place(cur: &Ste, new: &Ste) -> bool {
@@ -1283,3 +1627,422 @@ fn cfgi_commands(sids: &[StreamId]) -> Vec<Command> {
 
 #[cfg(test)]
 mod tests;
+
+/// The fence's Stream table switch ([`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`])
+/// against the SMMU model.
+#[cfg(test)]
+mod switch_tests {
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::smmu::model::{self, Model, ModelDma, ModelMmio, Trace};
+    use crate::smmu::regs::offset;
+    use crate::stage2::Stage2Table;
+
+    type Driver = SmmuDriver<ModelMmio, ModelDma>;
+
+    /// QEMU-like, with a 48-bit OAS: host heap addresses stand for physical ones.
+    fn features(sid_bits: u8) -> SmmuFeatures {
+        let mut f = model::qemu_features();
+        f.oas_bits = 48;
+        f.sid_bits = sid_bits;
+        f
+    }
+
+    fn up(f: SmmuFeatures, max_sid: StreamId) -> (Model, Driver) {
+        let model = Model::new(f);
+        let mut d = SmmuDriver::probe(model.mmio(), model.dma()).expect("probe");
+        d.set_poll_limit(10_000);
+        d.init(max_sid).expect("init");
+        assert_no_violations(&model);
+        (model, d)
+    }
+
+    fn assert_no_violations(model: &Model) {
+        let v = model.violations();
+        assert!(v.is_empty(), "model violations: {v:#?}");
+    }
+
+    /// A stage-2 STE over a table that maps nothing (the fence's "terminate" stage 2), or over
+    /// one page (standing for a normal policy).
+    fn s2_ste(vmid: u16, maps_something: bool, f: &SmmuFeatures) -> (Stage2Table, Ste) {
+        use crate::stage2::{Access, Region};
+        let regions = if maps_something {
+            alloc::vec![Region {
+                range: platform::addr::PhysRange::from_bounds(0x4000_0000, 0x4000_1000),
+                access: Access::RW,
+            }]
+        } else {
+            Vec::new()
+        };
+        let table = Stage2Table::build(&regions, 40, vmid).expect("stage 2 builds");
+        let ste = stage2_ste(&table, f).expect("stage 2 STE");
+        (table, ste)
+    }
+
+    /// Register writes (offset, value) and commands consumed, in order, from trace entry `mark`.
+    fn activity(model: &Model, mark: usize) -> Vec<Trace> {
+        model.trace()[mark..]
+            .iter()
+            .filter(|t| !matches!(t, Trace::Ste { .. } | Trace::Barrier(_)))
+            .cloned()
+            .collect()
+    }
+
+    fn covered(d: &Driver, sid: StreamId) -> bool {
+        let live = d.live.as_ref().expect("live");
+        match live.strtab.layout.format {
+            StreamTableFormat::Linear => true,
+            StreamTableFormat::TwoLevel { split } => {
+                live.strtab.l2[(sid >> split) as usize].is_some()
+            }
+        }
+    }
+
+    const SYNC: Command = Command::Sync(SyncCommand::POLL);
+
+    /// Switches a driver with `sids` installed on an SMMU of `sid_bits`: the activity the model saw
+    /// and the report. Checks that every StreamID resolves as it should afterwards.
+    fn fence(sid_bits: u8, sids: &[StreamId], extra: &[Command]) -> (Vec<Trace>, SwitchReport) {
+        let f = features(sid_bits);
+        let max_sid = (1u32 << sid_bits) - 1;
+        let (model, mut d) = up(f, max_sid);
+        let (_normal, normal) = s2_ste(2, true, &f);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        d.install_streams(sids.iter().copied(), &normal)
+            .expect("install");
+        // The SMMU caches the STEs of these streams: the switch must invalidate them.
+        model.watch(sids.iter().copied());
+        d.sync().expect("sync");
+        let prepared = d.prepare_table(&terminate).expect("prepare");
+        assert_eq!(prepared.ste(), &terminate);
+        let mark = model.trace().len();
+        let report = d.switch_table(prepared, extra).expect("switch");
+        assert_no_violations(&model);
+        assert_eq!(model.strtab_base(), report.new_base);
+        assert_eq!(model.cr0ack(), 0b1101);
+        assert_ne!(model.gbpa() & GBPA::ABORT::SET.value, 0);
+        for sid in 0..=max_sid {
+            let want = covered(&d, sid).then_some(terminate);
+            assert_eq!(model.ste(sid), want, "sid {sid:#x}");
+            assert_eq!(d.read_ste(sid), Ok(want.unwrap_or(Ste::INVALID)));
+        }
+        for &sid in sids {
+            // The old table is left as it was.
+            assert_eq!(model.ste_in(report.old_base, sid), Some(normal));
+        }
+        (activity(&model, mark), report)
+    }
+
+    fn offsets(activity: &[Trace]) -> Vec<usize> {
+        activity
+            .iter()
+            .filter_map(|t| match *t {
+                Trace::Write32 { off, .. } | Trace::Write64 { off, .. } => Some(off),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn switch_order_linear_and_two_level() {
+        let extra = [Command::TlbiS12Vmall { vmid: 2 }];
+        for (sid_bits, sids) in [
+            (6u8, alloc::vec![0, 5, 63]),
+            (16, alloc::vec![0, 8, 0x100, 0x1234, 0xfff0, 0xffff]),
+        ] {
+            let (activity, report) = fence(sid_bits, &sids, &extra);
+            let w32 = |off, value| Trace::Write32 { off, value };
+            let mut expected = alloc::vec![
+                w32(
+                    offset::GBPA,
+                    GBPA::ABORT::SET.value | GBPA::UPDATE::SET.value
+                ),
+                w32(offset::CR0, 0b1100),
+                Trace::Write64 {
+                    off: offset::STRTAB_BASE,
+                    value: report.new_base.0 | 1 << 62,
+                },
+                w32(offset::STRTAB_BASE_CFG, report.layout.encode()),
+            ];
+            // One CMDQ_PROD write publishes the batch, consumed before SMMUEN is set again.
+            let Some(Trace::Write32 {
+                off: offset::CMDQ_PROD,
+                ..
+            }) = activity.get(4)
+            else {
+                panic!("no CMDQ_PROD write after the base: {activity:#?}");
+            };
+            expected.push(activity[4].clone());
+            expected.extend([
+                Trace::Exec(Command::CfgiAll),
+                Trace::Exec(extra[0]),
+                Trace::Exec(SYNC),
+                w32(offset::CR0, 0b1101),
+            ]);
+            assert_eq!(activity, expected, "SIDSIZE {sid_bits}");
+            assert_eq!(report.commands, 3);
+            assert_eq!(report.syncs, 1);
+            assert_eq!(report.uncovered_level2, 0);
+            assert_eq!(report.command_failure, None);
+            assert_eq!(report.previous_gbpa, GBPA::ABORT::SET.value);
+            assert_ne!(report.old_base, report.new_base);
+            // GBPA twice, CR0ACK twice, CMDQ_CONS at least twice.
+            assert!(report.polls >= 6, "{report:?}");
+            assert_eq!((report.window_ticks, report.disabled_ticks), (0, 0));
+        }
+    }
+
+    #[test]
+    fn switch_command_count_is_constant() {
+        let extra = [
+            Command::TlbiS12Vmall { vmid: 2 },
+            Command::TlbiS12Vmall { vmid: 4 },
+        ];
+        let many: Vec<StreamId> = (0..0x1_0000).step_by(7).collect();
+        let runs = [
+            fence(6, &[1], &extra),
+            fence(6, &(0..64).collect::<Vec<_>>(), &extra),
+            fence(16, &[1], &extra),
+            fence(16, &many, &extra),
+        ];
+        let first = offsets(&runs[0].0);
+        for (activity, report) in &runs {
+            assert_eq!(report.commands, 4);
+            assert_eq!(offsets(activity), first);
+            let execs: Vec<&Trace> = activity
+                .iter()
+                .filter(|t| matches!(t, Trace::Exec(_)))
+                .collect();
+            assert_eq!(execs.len(), 4);
+        }
+    }
+
+    #[test]
+    fn writes_after_the_switch_go_to_the_new_table() {
+        let f = features(16);
+        let (model, mut d) = up(f, 0xffff);
+        let (_normal, normal) = s2_ste(2, true, &f);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        let (_capture, capture) = s2_ste(5, true, &f);
+        d.install_streams([0x10, 0x11, 0x2345], &normal)
+            .expect("install");
+        let prepared = d.prepare_table(&terminate).expect("prepare");
+        assert_eq!(prepared.level2_tables(), 2);
+        assert_eq!(prepared.read_ste(0x2300), Ok(terminate));
+        assert_eq!(prepared.read_ste(0x4000), Ok(Ste::INVALID));
+        let report = d.switch_table(prepared, &[]).expect("switch");
+        assert_eq!(report.commands, 2);
+        model.watch([0x10, 0x11]);
+        let w = d.write_ste(0x10, &capture).expect("write");
+        assert_eq!(w.break_before_make, 1);
+        assert_no_violations(&model);
+        assert_eq!(model.ste(0x10), Some(capture));
+        assert_eq!(model.ste(0x11), Some(terminate));
+        assert_eq!(d.read_ste(0x10), Ok(capture));
+        assert_eq!(model.ste_in(report.old_base, 0x10), Some(normal));
+        // A StreamID without a level 2 table gets one in the new table.
+        let w = d.write_ste(0x8000, &capture).expect("write");
+        assert_eq!(w.new_tables, 1);
+        assert_eq!(model.ste(0x8000), Some(capture));
+        assert_eq!(model.ste_in(report.old_base, 0x8000), None);
+        assert_no_violations(&model);
+    }
+
+    #[test]
+    fn level2_tables_created_after_preparation_are_reported() {
+        let f = features(16);
+        let (model, mut d) = up(f, 0xffff);
+        let (_normal, normal) = s2_ste(2, true, &f);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        d.install_streams([0x10], &normal).expect("install");
+        let prepared = d.prepare_table(&terminate).expect("prepare");
+        d.install_streams([0x4321], &normal).expect("install");
+        let report = d.switch_table(prepared, &[]).expect("switch");
+        assert_eq!(report.uncovered_level2, 1);
+        assert_no_violations(&model);
+        assert_eq!(model.ste(0x10), Some(terminate));
+        // Still refused: no STE, C_BAD_STREAMID.
+        assert_eq!(model.ste(0x4321), None);
+    }
+
+    #[test]
+    fn a_table_prepared_elsewhere_is_refused() {
+        let f = features(16);
+        let (model, mut d) = up(f, 0xffff);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        d.install_streams([1], &terminate).expect("install");
+        let a = d.prepare_table(&terminate).expect("prepare");
+        let b = d.prepare_table(&terminate).expect("prepare");
+        d.switch_table(a, &[]).expect("switch");
+        let mark = model.trace().len();
+        // Prepared from the table that is no longer live.
+        assert_eq!(
+            d.switch_table(b, &[]),
+            Err(SmmuError::PreparedTableMismatch)
+        );
+        assert!(activity(&model, mark).is_empty());
+        // Prepared for another SMMU.
+        let (_other_model, mut other) = up(f, 0xffff);
+        let foreign = other.prepare_table(&terminate).expect("prepare");
+        assert_eq!(
+            d.switch_table(foreign, &[]),
+            Err(SmmuError::PreparedTableMismatch)
+        );
+        assert_eq!(
+            alloc::format!("{}", SmmuError::PreparedTableMismatch),
+            "prepared Stream table does not belong to the live one"
+        );
+        let uninit = Model::new(f);
+        let mut d = SmmuDriver::probe(uninit.mmio(), uninit.dma()).expect("probe");
+        assert_eq!(
+            d.prepare_table(&terminate).map(|_| ()),
+            Err(SmmuError::NotInitialized)
+        );
+    }
+
+    #[test]
+    fn a_refused_extra_command_does_not_stop_the_fence() {
+        // No ATS on this SMMU: CMD_ATC_INV is CERROR_ILL.
+        let f = features(8);
+        let (model, mut d) = up(f, 0xff);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        let atc = Command::AtcInv {
+            sid: 4,
+            ssid: None,
+            global: false,
+            addr: 0,
+            size: 52,
+        };
+        let prepared = d.prepare_table(&terminate).expect("prepare");
+        let report = d
+            .switch_table(prepared, &[atc, Command::TlbiS12Vmall { vmid: 2 }])
+            .expect("switch");
+        let failure = report.command_failure.expect("refused");
+        assert_eq!(failure.command, Some(atc));
+        assert_eq!(model.cr0ack(), 0b1101);
+        assert!((0..=0xff).all(|sid| model.ste(sid) == Some(terminate)));
+        assert!(model.executed().ends_with(&[
+            Command::CfgiAll,
+            SYNC,
+            Command::TlbiS12Vmall { vmid: 2 },
+            SYNC
+        ]));
+        assert_no_violations(&model);
+    }
+
+    #[test]
+    fn switch_timeouts_name_the_step_and_fail_closed() {
+        let attempt = |knobs: fn(&mut model::Knobs)| {
+            let f = features(8);
+            let (model, mut d) = up(f, 0xff);
+            let (_normal, normal) = s2_ste(2, true, &f);
+            let (_terminate, terminate) = s2_ste(3, false, &f);
+            d.install_streams(0..=0xff, &normal).expect("install");
+            let prepared = d.prepare_table(&terminate).expect("prepare");
+            let new_base = prepared.base();
+            d.set_poll_limit(50);
+            knobs(&mut model.state().knobs);
+            let result = d.switch_table(prepared, &[]);
+            let now_live = d.read_ste(7).expect("read") == terminate;
+            (result, model, now_live, new_base)
+        };
+        let smmuen = CR0::SMMUEN::SET.value;
+
+        let (r, model, now_live, _) = attempt(|k| k.gbpa_update_never = true);
+        assert_eq!(r, Err(SmmuError::Timeout("GBPA.Update (fence)")));
+        assert!(!now_live);
+        assert_ne!(model.cr0ack() & smmuen, 0);
+
+        let (r, _, now_live, _) = attempt(|k| k.cr0_ack_never = true);
+        assert_eq!(r, Err(SmmuError::Timeout("CR0ACK (fence, SMMUEN off)")));
+        assert!(!now_live);
+
+        // From here on the SMMU points at the new table but stays off: GBPA aborts everything.
+        let (r, model, now_live, new_base) = attempt(|k| k.cmdq_stalled = true);
+        assert_eq!(r, Err(SmmuError::Timeout("CMD_SYNC")));
+        assert!(now_live);
+        assert_eq!(model.strtab_base(), new_base);
+        assert_eq!(model.cr0ack() & smmuen, 0);
+        assert_ne!(model.gbpa() & GBPA::ABORT::SET.value, 0);
+
+        let (r, model, now_live, _) = attempt(|k| k.smmuen_ack_never = true);
+        assert_eq!(r, Err(SmmuError::Timeout("CR0ACK (fence, SMMUEN on)")));
+        assert!(now_live);
+        assert_eq!(model.cr0ack() & smmuen, 0);
+        assert_no_violations(&model);
+
+        // Slow, but within the limit.
+        let (r, model, now_live, _) = attempt(|k| {
+            k.cr0_ack_delay = 20;
+            k.gbpa_update_delay = 20;
+            k.cmdq_per_poll = Some(1);
+        });
+        let report = r.expect("switch");
+        assert!(now_live);
+        assert!(report.polls > 60, "{report:?}");
+        assert_no_violations(&model);
+    }
+
+    /// The model's own check, which the tests above rely on: setting SMMUEN again over another
+    /// table without CMD_CFGI_ALL leaves the configuration cache stale.
+    #[test]
+    fn the_model_catches_a_switch_without_invalidation() {
+        let f = features(8);
+        let (model, mut d) = up(f, 0xff);
+        let (_normal, normal) = s2_ste(2, true, &f);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        d.install_streams([1, 2], &normal).expect("install");
+        model.watch([1, 2]);
+        d.sync().expect("sync");
+        let prepared = d.prepare_table(&terminate).expect("prepare");
+        let cfg = model.strtab_cfg();
+        let mmio = d.mmio();
+        mmio.write32(offset::CR0, 0b1100);
+        assert_eq!(mmio.read32(offset::CR0ACK), 0b1100);
+        mmio.write64(offset::STRTAB_BASE, prepared.base().0 | 1 << 62);
+        mmio.write32(offset::STRTAB_BASE_CFG, cfg);
+        mmio.write32(offset::CR0, 0b1101);
+        let v = model.violations();
+        assert_eq!(v.len(), 2, "{v:#?}");
+        assert!(v[0].contains("sid 0x1: SMMUEN set while the configuration cache holds"));
+    }
+
+    #[test]
+    fn timed_switch_measures_the_window() {
+        let f = features(8);
+        let (_model, mut d) = up(f, 0xff);
+        let (_terminate, terminate) = s2_ste(3, false, &f);
+        let prepared = d.prepare_table(&terminate).expect("prepare");
+        let mut t = 100u64;
+        let report = d
+            .switch_table_timed(prepared, &[], &mut || {
+                t += 10;
+                t
+            })
+            .expect("switch");
+        // Three readings: start, SMMUEN off acknowledged, SMMUEN on acknowledged.
+        assert_eq!((report.window_ticks, report.disabled_ticks), (20, 10));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Whatever the table's size and the streams installed, the fence costs the same commands
+        /// and register writes, and leaves every covered StreamID on the prepared STE.
+        #[test]
+        fn fence_cost_does_not_depend_on_streams(
+            sid_bits in prop::sample::select(&[6u8, 8, 10, 12][..]),
+            seeds in prop::collection::vec(any::<u32>(), 1..40),
+        ) {
+            let sids: Vec<StreamId> = seeds.iter().map(|s| s % (1 << sid_bits)).collect();
+            let extra = [Command::TlbiS12Vmall { vmid: 2 }];
+            let (activity, report) = fence(sid_bits, &sids, &extra);
+            let (reference, _) = fence(6, &[0], &extra);
+            prop_assert_eq!(report.commands, 3);
+            prop_assert_eq!(offsets(&activity), offsets(&reference));
+        }
+    }
+}

@@ -102,6 +102,8 @@ pub struct Knobs {
     pub cr0_ack_delay: u32,
     /// CR0ACK never follows CR0.
     pub cr0_ack_never: bool,
+    /// CR0ACK never acknowledges a CR0 write that sets SMMUEN (other writes are acknowledged).
+    pub smmuen_ack_never: bool,
     /// GBPA reads that still show Update after an update.
     pub gbpa_update_delay: u32,
     /// GBPA.Update never clears.
@@ -561,13 +563,85 @@ impl State {
         if enabling & CR0::SMMUEN::SET.value != 0 {
             let bytes = self.layout().top_level_bytes();
             self.check_table("SMMUEN", self.strtab_addr(), bytes);
+            self.check_enabling_smmu();
         }
         self.cr0 = value;
         self.cr0_reads_left = self.knobs.cr0_ack_delay;
     }
 
+    /// Setting SMMUEN: the SMMU starts using the Stream table at `STRTAB_BASE` and whatever its
+    /// configuration cache holds. Every block of the table must have been written before the
+    /// last write barrier, and no cached STE may differ from memory (a table switched while the
+    /// SMMU was off needs CMD_CFGI_ALL and a CMD_SYNC before SMMUEN is set again).
+    fn check_enabling_smmu(&mut self) {
+        let layout = self.layout();
+        let base = self.strtab_addr();
+        let mut blocks = Vec::new();
+        if let Some((block, _)) = self.arena.block(base, 8) {
+            blocks.push(block);
+        }
+        if let super::ste::StreamTableFormat::TwoLevel { split } = layout.format {
+            for l1 in 0..layout.top_level_entries() {
+                let Some(raw) = self.arena.read(base + 8 * l1) else {
+                    break;
+                };
+                let desc = L1Std::<Pa>::decode(raw);
+                if desc.span > 0
+                    && desc.span <= split + 1
+                    && let Some((block, _)) = self.arena.block(desc.l2_table.0, 8)
+                {
+                    blocks.push(block);
+                }
+            }
+        }
+        for block in blocks {
+            if self.dirty_since_wmb.contains(&block) {
+                self.violation(format!(
+                    "SMMUEN set with Stream table block {block:#x} written after the last write \
+                     barrier"
+                ));
+            }
+        }
+        let stale: Vec<StreamId> = self
+            .cache
+            .iter()
+            .filter(|&(&sid, words)| self.ste_words(sid) != Some(*words))
+            .map(|(&sid, _)| sid)
+            .collect();
+        for sid in stale {
+            self.violation(format!(
+                "sid {sid:#x}: SMMUEN set while the configuration cache holds an STE that differs \
+                 from the Stream table"
+            ));
+        }
+    }
+
+    /// The STE of `sid` in the table at `base`, laid out like the live one, if reachable there.
+    fn ste_words_in(&self, base: u64, sid: StreamId) -> Option<[u64; 8]> {
+        let layout = self.layout();
+        let at = match layout.locate(sid).ok()? {
+            SteLocation::Linear { offset } => base + offset,
+            SteLocation::TwoLevel {
+                l1_offset,
+                l2_index,
+            } => {
+                let super::ste::StreamTableFormat::TwoLevel { split } = layout.format else {
+                    return None;
+                };
+                let l1 = L1Std::<Pa>::decode(self.arena.read(base + l1_offset)?);
+                l1.l2_table.0 + l1.ste_offset(l2_index, split).ok()?
+            }
+        };
+        let mut words = [0; 8];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = self.arena.read(at + 8 * i as u64)?;
+        }
+        Some(words)
+    }
+
     fn read_cr0ack(&mut self) -> u32 {
-        if self.cr0ack != self.cr0 && !self.knobs.cr0_ack_never {
+        let refused = self.knobs.smmuen_ack_never && self.cr0 & CR0::SMMUEN::SET.value != 0;
+        if self.cr0ack != self.cr0 && !self.knobs.cr0_ack_never && !refused {
             if self.cr0_reads_left > 0 {
                 self.cr0_reads_left -= 1;
             } else {
@@ -837,6 +911,22 @@ impl Model {
     /// The STE the SMMU would fetch for `sid` now, `None` if there is none reachable.
     pub fn ste(&self, sid: StreamId) -> Option<Ste> {
         self.state().ste_words(sid).map(Ste)
+    }
+
+    /// The Stream table base the SMMU uses (`STRTAB_BASE.ADDR`).
+    pub fn strtab_base(&self) -> Pa {
+        Pa(self.state().strtab_addr())
+    }
+
+    /// The raw `STRTAB_BASE_CFG`.
+    pub fn strtab_cfg(&self) -> u32 {
+        self.state().strtab_cfg
+    }
+
+    /// The STE for `sid` in a Stream table at `base` laid out like the live one (say, one that
+    /// was live before a switch), `None` if it has none there.
+    pub fn ste_in(&self, base: Pa, sid: StreamId) -> Option<Ste> {
+        self.state().ste_words_in(base.0, sid).map(Ste)
     }
 
     /// The L1STD for `l1` (two-level tables).

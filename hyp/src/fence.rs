@@ -1,0 +1,539 @@
+//! The crash fence: the portable policy of ARCHITECTURE.md "The kexec trap and the fence" and
+//! "Fault forwarding". The arch layer does what this module decides:
+//!
+//! 1. **The kexec trap.** [`classify_instruction_abort`] tells whether a stage-2 instruction abort
+//!    is the kexec event (a fetch from the execute-never crash region in normal mode) or the host's
+//!    own fault. [`ModeTracker`] holds the mode, which only ever goes from normal to crash, and
+//!    the streams the dead kernel had live when the fence went up.
+//! 2. **The fence.** The driver switches to a Stream table prepared at boot
+//!    ([`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`]) in which every stream gets the
+//!    *terminate* stage 2 ([`terminate_table`]: maps nothing, records every fault), with the
+//!    commands of [`fence_commands`] in the same batch. The window is measured in counter ticks
+//!    and converted with [`ticks_to_ns`].
+//! 3. **After the fence.** [`should_lift`] decides whether a stream may leave the terminate stage
+//!    2 when the capture kernel configures it.
+//! 4. **The fault report.** [`render_report`] writes the text the capture kernel and its user
+//!    space read, in a fixed format other tools parse.
+//!
+//! [`SmmuDriver::prepare_table`]: crate::smmu::driver::SmmuDriver::prepare_table
+//! [`SmmuDriver::switch_table`]: crate::smmu::driver::SmmuDriver::switch_table
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::{self, Write};
+
+use platform::addr::PhysRange;
+
+use crate::smmu::cmd::Command;
+use crate::smmu::event::EventId;
+use crate::smmu::faults::{FaultBook, StreamFaultStats};
+use crate::smmu::regs::SmmuFeatures;
+use crate::smmu::ste::{STE1, Ste, StreamConfig};
+use crate::smmu::{Ipa, Pa, StreamId};
+use crate::stage2::{PolicyError, Stage2Table};
+
+pub use crate::stage2::Mode;
+
+/// What a stage-2 instruction abort from the host means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KexecTrap {
+    /// The capture kernel's entry path fetched its first instruction: raise the fence, then
+    /// resume it where it trapped.
+    Fence,
+    /// Not the kexec event: the host's own fault, handled as any other stage-2 abort.
+    NotOurs,
+}
+
+/// Classifies a stage-2 instruction abort at `ipa`.
+///
+/// In normal mode the crash region is the only host memory mapped execute-never, and nothing
+/// runs there but the capture kernel's entry path (purgatory, relocation code, the kernel), so a
+/// fetch from it is the kexec event. Anything else, and anything at all in crash mode (where the
+/// region is executable and the fence already up), is [`KexecTrap::NotOurs`]. Host RAM is mapped
+/// identically (IPA = PA), so the IPA is compared with the region as is.
+pub fn classify_instruction_abort(
+    ipa: Ipa,
+    crash_region: Option<PhysRange>,
+    mode: Mode,
+) -> KexecTrap {
+    match (mode, crash_region) {
+        (Mode::Normal, Some(crash)) if crash.contains(Pa(ipa.0)) => KexecTrap::Fence,
+        _ => KexecTrap::NotOurs,
+    }
+}
+
+/// The fence as the fault report names it (`state:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReportState {
+    /// Normal mode: the kexec trap is set, the fence not raised.
+    Armed,
+    /// Crash mode: the fence is up.
+    Fenced,
+}
+
+impl ReportState {
+    /// The report's spelling (`state: armed|fenced`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Armed => "armed",
+            Self::Fenced => "fenced",
+        }
+    }
+}
+
+impl From<Mode> for ReportState {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Normal => Self::Armed,
+            Mode::Crash => Self::Fenced,
+        }
+    }
+}
+
+impl fmt::Display for ReportState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The mode Portcullis is in, and the streams the fence cut off. The mode only goes from
+/// [`Mode::Normal`] to [`Mode::Crash`], once: there is one crash per boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeTracker {
+    mode: Mode,
+    /// Sorted, without duplicates.
+    fenced: Vec<StreamId>,
+}
+
+impl Default for ModeTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModeTracker {
+    /// Normal mode, nothing fenced.
+    pub const fn new() -> Self {
+        Self {
+            mode: Mode::Normal,
+            fenced: Vec::new(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn state(&self) -> ReportState {
+        self.mode.into()
+    }
+
+    /// [`classify_instruction_abort`] in the current mode.
+    pub fn classify(&self, ipa: Ipa, crash_region: Option<PhysRange>) -> KexecTrap {
+        classify_instruction_abort(ipa, crash_region, self.mode)
+    }
+
+    /// Enters crash mode, remembering `fenced`: the streams the dead kernel had live (the
+    /// emulation's `live_streams()` at the trap). Returns whether this call changed the mode;
+    /// in crash mode already, nothing changes and the first fence's streams are kept.
+    pub fn enter_crash(&mut self, fenced: impl IntoIterator<Item = StreamId>) -> bool {
+        if self.mode == Mode::Crash {
+            return false;
+        }
+        let mut fenced: Vec<StreamId> = fenced.into_iter().collect();
+        fenced.sort_unstable();
+        fenced.dedup();
+        self.fenced = fenced;
+        self.mode = Mode::Crash;
+        true
+    }
+
+    /// The streams cut off by the fence, by StreamID (empty in normal mode).
+    pub fn fenced_streams(&self) -> &[StreamId] {
+        &self.fenced
+    }
+
+    /// Whether `sid` was live for the dead kernel when the fence went up: the `fenced` argument
+    /// of [`should_lift`].
+    pub fn is_fenced(&self, sid: StreamId) -> bool {
+        self.fenced.binary_search(&sid).is_ok()
+    }
+}
+
+/// The *terminate* stage 2: a table that maps nothing, for the Stream table prepared at boot.
+/// With [`stage2_ste`](crate::smmu::driver::stage2_ste) it gives the STE every stream gets at the
+/// fence: each late transaction of the dead kernel's devices is refused and, as the driver's
+/// stage-2 STEs record faults (S2R), recorded as F_TRANSLATION with its StreamID and address.
+/// `vmid` must be a VMID of its own, so that no TLB entry of another policy can serve it.
+pub fn terminate_table(ipa_bits: u32, vmid: u16) -> Result<Stage2Table, PolicyError> {
+    Stage2Table::build(&[], ipa_bits, vmid)
+}
+
+/// Whether `ste` lets the stream's device use ATS (a valid STE with `EATS` other than abort),
+/// so that its ATC may hold translations the fence must invalidate. Read the STEs before the
+/// switch: they are the dead kernel's.
+pub fn ats_enabled(ste: &Ste) -> bool {
+    ste.config() != StreamConfig::Invalid && ste.word1().read(STE1::EATS) != 0
+}
+
+/// The commands the fence adds to its one batch (after the driver's CMD_CFGI_ALL, before its
+/// CMD_SYNC), for [`SmmuDriver::switch_table`](crate::smmu::driver::SmmuDriver::switch_table):
+/// - CMD_TLBI_S12_VMALL for each VMID of the normal policies (duplicates dropped): nothing may
+///   be translated from their TLB entries any more;
+/// - only if the SMMU has ATS (`IDR0.ATS`; an SMMU without it refuses the command), a
+///   CMD_ATC_INV of the whole address space for each stream in `ats_streams` (see
+///   [`ats_enabled`]). It is sent without a SubstreamID (`SSV == 0`), which PCIe defines as
+///   invalidating every ATC entry in the range whatever its PASID: the dead kernel's translations
+///   for all of its substreams go. `Global` only qualifies a request with a PASID and stays 0.
+///
+/// Their order within the batch does not matter: the SMMU is disabled while the batch runs (ATS
+/// requests are refused by GBPA), and afterwards every stream's STE has ATS off.
+///
+/// The TLB invalidations do not grow with the number of streams; the ATC invalidations are one
+/// per ATS-capable device, as the architecture has no broadcast form.
+pub fn fence_commands(
+    old_vmids: &[u16],
+    ats_streams: &[StreamId],
+    features: &SmmuFeatures,
+) -> Vec<Command> {
+    let mut vmids = old_vmids.to_vec();
+    vmids.sort_unstable();
+    vmids.dedup();
+    let mut cmds: Vec<Command> = vmids
+        .into_iter()
+        .map(|vmid| Command::TlbiS12Vmall { vmid })
+        .collect();
+    if features.ats {
+        let mut sids = ats_streams.to_vec();
+        sids.sort_unstable();
+        sids.dedup();
+        cmds.extend(sids.into_iter().map(|sid| Command::AtcInv {
+            sid,
+            ssid: None,
+            global: false,
+            addr: 0,
+            size: ATC_INV_ALL,
+        }));
+    }
+    cmds
+}
+
+/// CMD_ATC_INV `Size` that covers the whole address space.
+const ATC_INV_ALL: u8 = 52;
+
+/// Whether the physical STE `new_ste`, composed for the capture kernel's configuration of stream
+/// `sid`, may replace the terminate stage 2 the fence gave it. `fenced` is whether the dead
+/// kernel had the stream live ([`ModeTracker::is_fenced`]). When this says no, the caller keeps
+/// (writes) the terminate STE instead.
+///
+/// - An STE without Portcullis' stage 2 (bypass, stage 1 only) is never acceptable, fenced or
+///   not: no composition produces one.
+/// - An STE that lets nothing through (abort, invalid) is always acceptable: the capture kernel
+///   asked for no traffic, which is what the fence wants too.
+/// - A nested STE (the capture kernel's stage 1 over the crash-mode DMA policy) lifts the fence:
+///   the capture kernel has taken the device over with its own page tables, so an address the
+///   dead kernel gave the device means nothing any more unless the new tables map it.
+/// - A stage-2-only STE (what a host *bypass* STE becomes) lifts it only for a stream the dead
+///   kernel did not have. For a fenced stream it never does: the dead kernel's device may still
+///   be DMAing (nothing stopped it but the fence), and in bypass its addresses would be taken
+///   as IPAs of the crash-mode DMA policy, which maps the crash region read-write: a late write
+///   of the dead kernel's device would land in the running capture kernel's memory.
+pub fn should_lift(sid: StreamId, new_ste: &Ste, fenced: bool) -> bool {
+    let lift = match new_ste.config() {
+        StreamConfig::Invalid | StreamConfig::Abort => true,
+        StreamConfig::Nested => true,
+        StreamConfig::Stage2 => !fenced,
+        StreamConfig::Bypass | StreamConfig::Stage1 => false,
+    };
+    if !lift {
+        log::debug!(
+            "fence: sid {sid:#x} stays terminated ({:?} requested, fenced: {fenced})",
+            new_ste.config()
+        );
+    }
+    lift
+}
+
+/// Nanoseconds for `ticks` of a counter running at `freq_hz` (e.g. `CNTPCT_EL0` at
+/// `CNTFRQ_EL0`), rounded down, saturating at `u64::MAX`. A zero frequency (`CNTFRQ_EL0` not
+/// programmed) gives `u64::MAX`: the time is unknown, and must not read as no time at all.
+pub fn ticks_to_ns(ticks: u64, freq_hz: u64) -> u64 {
+    if freq_hz == 0 {
+        return u64::MAX;
+    }
+    let ns = u128::from(ticks) * 1_000_000_000 / u128::from(freq_hz);
+    u64::try_from(ns).unwrap_or(u64::MAX)
+}
+
+/// The first line of every fault report.
+pub const REPORT_HEADER: &str = "PORTCULLIS FAULT REPORT v1";
+
+/// Largest fault report, in bytes.
+pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// Most bytes of a `bdf=` value.
+pub const MAX_BDF_TEXT: usize = 32;
+
+/// Largest `live-streams:` line, newline included: about 4,600 StreamIDs. Longer lists end with
+/// a `truncated=<N>` token counting the StreamIDs left out.
+pub const MAX_LIVE_STREAMS_LINE: usize = 32 * 1024;
+
+/// Where the report's fault numbers come from: a [`FaultBook`], or [`FaultTotals`] given
+/// directly.
+pub trait FaultSource: fmt::Debug {
+    /// `faults-total`: every fault counted.
+    fn total(&self) -> u64;
+    /// `faults-overflowed`: faults that could not be kept.
+    fn overflowed(&self) -> u64;
+    /// The streams with faults (`count > 0`), in report order.
+    fn streams(&self) -> Vec<(StreamId, StreamFaultStats)>;
+}
+
+/// `faults-total` is every fault the per-stream counters counted; `faults-overflowed` the
+/// records the ring refused plus one per Event queue overflow the SMMU reported (each discarded
+/// at least one record, and how many is unknowable). Fault lines by StreamID; faults of the
+/// "other streams" bucket have no StreamID and no line, they are in the total.
+impl FaultSource for FaultBook {
+    fn total(&self) -> u64 {
+        self.streams.total()
+    }
+
+    fn overflowed(&self) -> u64 {
+        self.ring
+            .overflowed()
+            .saturating_add(self.ring.hardware_overflows())
+    }
+
+    fn streams(&self) -> Vec<(StreamId, StreamFaultStats)> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.count > 0)
+            .map(|(sid, s)| (sid, *s))
+            .collect()
+    }
+}
+
+/// Fault numbers given directly; fault lines in the order of `streams`.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultTotals<'a> {
+    pub total: u64,
+    pub overflowed: u64,
+    pub streams: &'a [(StreamId, StreamFaultStats)],
+}
+
+impl FaultSource for FaultTotals<'_> {
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
+    fn streams(&self) -> Vec<(StreamId, StreamFaultStats)> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.count > 0)
+            .copied()
+            .collect()
+    }
+}
+
+/// Everything [`render_report`] needs.
+pub struct ReportInput<'a> {
+    pub state: ReportState,
+    /// The fence window ([`ticks_to_ns`] of the driver's `window_ticks`).
+    pub window_ns: u64,
+    /// Commands in the fence's batch (the driver's `SwitchReport::commands`).
+    pub commands: u64,
+    /// Streams given the terminate stage 2 ([`ModeTracker::fenced_streams`]).
+    pub streams_terminated: u64,
+    /// StreamIDs for `live-streams:` (e.g. the emulation's `live_streams()`), in any order: the
+    /// report sorts them.
+    pub live_streams: &'a [StreamId],
+    /// A `&FaultBook` (or [`FaultTotals`]).
+    pub faults: &'a dyn FaultSource,
+    /// The PCI function behind a StreamID as text (e.g. `PciHost::bdf_for_stream` formatted:
+    /// `00:01.0`), `None` if unknown. The report keeps at most [`MAX_BDF_TEXT`] bytes of it and
+    /// replaces any byte other than ASCII letters, digits, `:`, `.`, `_` and `-` by `_`, so the
+    /// text cannot break the line format.
+    pub bdf: &'a dyn Fn(StreamId) -> Option<String>,
+}
+
+impl fmt::Debug for ReportInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportInput")
+            .field("state", &self.state)
+            .field("window_ns", &self.window_ns)
+            .field("commands", &self.commands)
+            .field("streams_terminated", &self.streams_terminated)
+            .field("live_streams", &self.live_streams.len())
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Renders the fault report, at most [`MAX_REPORT_BYTES`] bytes of ASCII:
+///
+/// ```text
+/// PORTCULLIS FAULT REPORT v1
+/// state: armed|fenced
+/// fence-window-ns: <N>
+/// fence-commands: <N>
+/// streams-terminated: <N>
+/// live-streams: <sid> <sid> ...
+/// faults-total: <N>
+/// faults-overflowed: <N>
+/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
+/// ...
+/// end
+/// ```
+///
+/// - In state `armed` the three fence numbers are 0, whatever the input says.
+/// - `live-streams:` lists the StreamIDs sorted, without duplicates, as `0x%04x`, each after one
+///   space (no StreamIDs: `live-streams:` alone). Beyond [`MAX_LIVE_STREAMS_LINE`] the list
+///   stops at the highest StreamID that fits and ends with the token `truncated=<N>`.
+/// - One `fault:` line per stream with faults: the latest fault's address and direction, the
+///   number of faults. `bdf=-` when the function is unknown (or its text empty); `event=` is the
+///   event's name as `smmu::event` spells it (`0x%02x` for a Reserved number); `dir=-` for
+///   events without an access (configuration errors, fetch aborts).
+/// - When the fault lines would not fit, the last lines are dropped and `truncated: <N> more`
+///   (N = the lines dropped) comes before `end`.
+pub fn render_report(input: &ReportInput<'_>) -> String {
+    let mut out = String::new();
+    // Writing to a `String` cannot fail, nor can the `Display` implementations used here.
+    let _ = render_into(&mut out, input);
+    out
+}
+
+/// Room kept for `truncated: <u64> more\n` and `end\n`.
+const TAIL_RESERVE: usize = "truncated: ".len() + 20 + " more\n".len() + "end\n".len();
+/// Room kept in the `live-streams:` line for ` truncated=<u64>` and the newline.
+const LIVE_TAIL_RESERVE: usize = " truncated=".len() + 20 + 1;
+
+fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
+    let fenced = input.state == ReportState::Fenced;
+    let fence_value = |v: u64| if fenced { v } else { 0 };
+    writeln!(out, "{REPORT_HEADER}")?;
+    writeln!(out, "state: {}", input.state)?;
+    writeln!(out, "fence-window-ns: {}", fence_value(input.window_ns))?;
+    writeln!(out, "fence-commands: {}", fence_value(input.commands))?;
+    writeln!(
+        out,
+        "streams-terminated: {}",
+        fence_value(input.streams_terminated)
+    )?;
+    write_live_streams(out, input.live_streams)?;
+    writeln!(out, "faults-total: {}", input.faults.total())?;
+    writeln!(out, "faults-overflowed: {}", input.faults.overflowed())?;
+
+    let streams = input.faults.streams();
+    let bdfs: Vec<Option<String>> = streams.iter().map(|&(sid, _)| (input.bdf)(sid)).collect();
+    let line_len = |i: usize| {
+        let mut n = Counter(0);
+        let _ = write_fault_line(&mut n, streams[i].0, &streams[i].1, bdfs[i].as_deref());
+        n.0
+    };
+    let all: usize = (0..streams.len()).map(line_len).sum();
+    let fits_all = out.len() + all + "end\n".len() <= MAX_REPORT_BYTES;
+    let mut written = 0;
+    for (i, (sid, stats)) in streams.iter().enumerate() {
+        if !fits_all && out.len() + line_len(i) + TAIL_RESERVE > MAX_REPORT_BYTES {
+            break;
+        }
+        write_fault_line(out, *sid, stats, bdfs[i].as_deref())?;
+        written += 1;
+    }
+    if written < streams.len() {
+        writeln!(out, "truncated: {} more", streams.len() - written)?;
+    }
+    writeln!(out, "end")
+}
+
+fn write_live_streams(out: &mut String, live: &[StreamId]) -> fmt::Result {
+    const PREFIX: &str = "live-streams:";
+    let mut sids = live.to_vec();
+    sids.sort_unstable();
+    sids.dedup();
+    let token_len = |sid: StreamId| {
+        let mut n = Counter(0);
+        let _ = write!(n, " {sid:#06x}");
+        n.0
+    };
+    let all = PREFIX.len() + sids.iter().map(|&s| token_len(s)).sum::<usize>() + 1;
+    out.push_str(PREFIX);
+    let mut len = PREFIX.len();
+    for (i, &sid) in sids.iter().enumerate() {
+        let token = token_len(sid);
+        if all > MAX_LIVE_STREAMS_LINE && len + token + LIVE_TAIL_RESERVE > MAX_LIVE_STREAMS_LINE {
+            write!(out, " truncated={}", sids.len() - i)?;
+            break;
+        }
+        write!(out, " {sid:#06x}")?;
+        len += token;
+    }
+    out.push('\n');
+    Ok(())
+}
+
+fn write_fault_line(
+    out: &mut impl Write,
+    sid: StreamId,
+    stats: &StreamFaultStats,
+    bdf: Option<&str>,
+) -> fmt::Result {
+    write!(out, "fault: sid={sid:#06x} bdf=")?;
+    match bdf.filter(|b| !b.is_empty()) {
+        Some(text) => {
+            for c in text.chars().take(MAX_BDF_TEXT) {
+                let safe = c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-');
+                out.write_char(if safe { c } else { '_' })?;
+            }
+        }
+        None => out.write_char('-')?,
+    }
+    let event = stats.last_event;
+    match event.name() {
+        Some(_) => write!(out, " event={event}")?,
+        None => write!(out, " event={:#04x}", event.0)?,
+    }
+    let dir = match (has_direction(event), stats.last_write) {
+        (false, _) => "-",
+        (true, true) => "write",
+        (true, false) => "read",
+    };
+    writeln!(
+        out,
+        " addr={:#x} dir={dir} count={}",
+        stats.last_addr, stats.count
+    )
+}
+
+/// Whether records of `event` carry the direction of an access (the events
+/// [`FaultRecord::from_event`](crate::smmu::faults::FaultRecord::from_event) takes it from).
+fn has_direction(event: EventId) -> bool {
+    matches!(
+        event,
+        EventId::F_UUT
+            | EventId::F_TRANSL_FORBIDDEN
+            | EventId::F_WALK_EABT
+            | EventId::F_TRANSLATION
+            | EventId::F_ADDR_SIZE
+            | EventId::F_ACCESS
+            | EventId::F_PERMISSION
+            | EventId::F_TLB_CONFLICT
+    )
+}
+
+/// Counts what would be written.
+struct Counter(usize);
+
+impl Write for Counter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,633 @@
+//! The fence policy, and the fence end to end against the SMMU model.
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use platform::devtree::Bdf;
+use proptest::prelude::*;
+
+use super::*;
+use crate::smmu::driver::{SmmuDriver, stage2_ste};
+use crate::smmu::faults::FaultRecord;
+use crate::smmu::model::{self, Model};
+use crate::smmu::ste::STE0;
+
+const MIB: u64 = 1 << 20;
+
+fn crash() -> PhysRange {
+    PhysRange::new(0x7c00_0000, 64 * MIB).expect("range")
+}
+
+// --- The kexec trap and the mode. ---
+
+#[test]
+fn only_a_fetch_from_the_crash_region_in_normal_mode_is_the_kexec_event() {
+    let c = Some(crash());
+    let classify = |ipa: u64, region, mode| classify_instruction_abort(Ipa(ipa), region, mode);
+    assert_eq!(classify(0x7c00_0000, c, Mode::Normal), KexecTrap::Fence);
+    assert_eq!(classify(0x7c12_3456, c, Mode::Normal), KexecTrap::Fence);
+    assert_eq!(classify(0x7fff_fffc, c, Mode::Normal), KexecTrap::Fence);
+    // Just outside, either side.
+    assert_eq!(classify(0x7bff_fffc, c, Mode::Normal), KexecTrap::NotOurs);
+    assert_eq!(classify(0x8000_0000, c, Mode::Normal), KexecTrap::NotOurs);
+    // Elsewhere: the host's own fault.
+    assert_eq!(classify(0x4000_0000, c, Mode::Normal), KexecTrap::NotOurs);
+    // No crash region, or already fenced.
+    assert_eq!(
+        classify(0x7c00_0000, None, Mode::Normal),
+        KexecTrap::NotOurs
+    );
+    assert_eq!(classify(0x7c00_0000, c, Mode::Crash), KexecTrap::NotOurs);
+}
+
+#[test]
+fn mode_goes_from_normal_to_crash_once() {
+    let mut t = ModeTracker::default();
+    assert_eq!(t, ModeTracker::new());
+    assert_eq!((t.mode(), t.state()), (Mode::Normal, ReportState::Armed));
+    assert!(t.fenced_streams().is_empty() && !t.is_fenced(8));
+    assert_eq!(
+        t.classify(Ipa(0x7c00_1000), Some(crash())),
+        KexecTrap::Fence
+    );
+
+    assert!(t.enter_crash([0x10, 8, 0x10, 9]));
+    assert_eq!((t.mode(), t.state()), (Mode::Crash, ReportState::Fenced));
+    assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
+    assert!(t.is_fenced(8) && t.is_fenced(0x10) && !t.is_fenced(0xa));
+    assert_eq!(
+        t.classify(Ipa(0x7c00_1000), Some(crash())),
+        KexecTrap::NotOurs
+    );
+    // A second trap changes nothing.
+    assert!(!t.enter_crash([1, 2]));
+    assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
+
+    assert_eq!(ReportState::from(Mode::Normal).to_string(), "armed");
+    assert_eq!(ReportState::Fenced.as_str(), "fenced");
+}
+
+// --- Commands. ---
+
+fn features(ats: bool) -> SmmuFeatures {
+    let mut f = model::qemu_features();
+    f.oas_bits = 48;
+    f.ats = ats;
+    f
+}
+
+fn atc_inv(sid: StreamId) -> Command {
+    Command::AtcInv {
+        sid,
+        ssid: None,
+        global: false,
+        addr: 0,
+        size: 52,
+    }
+}
+
+#[test]
+fn fence_commands_invalidate_old_vmids_and_ats_streams() {
+    let with_ats = fence_commands(&[2, 1, 2], &[9, 4, 9], &features(true));
+    assert_eq!(
+        with_ats,
+        [
+            Command::TlbiS12Vmall { vmid: 1 },
+            Command::TlbiS12Vmall { vmid: 2 },
+            atc_inv(4),
+            atc_inv(9),
+        ]
+    );
+    // Each is legal on an SMMU with ATS, and encodes as "all addresses, no PASID".
+    for cmd in &with_ats {
+        assert_eq!(cmd.check_features(&features(true)), Ok(()));
+        assert_eq!(Command::decode(cmd.encode()), Ok(*cmd));
+    }
+    // QEMU's SMMU has no ATS: no CMD_ATC_INV, which it would refuse.
+    let without = fence_commands(&[2, 1, 2], &[9, 4, 9], &features(false));
+    assert_eq!(
+        without,
+        [
+            Command::TlbiS12Vmall { vmid: 1 },
+            Command::TlbiS12Vmall { vmid: 2 },
+        ]
+    );
+    assert!(atc_inv(4).check_features(&features(false)).is_err());
+    assert!(fence_commands(&[], &[], &features(true)).is_empty());
+}
+
+#[test]
+fn ats_is_read_from_the_dead_kernels_ste() {
+    let f = features(true);
+    let table = terminate_table(40, 3).expect("table");
+    let s2 = stage2_ste(&table, &f).expect("ste");
+    assert!(!ats_enabled(&s2));
+    let mut ats = s2;
+    ats.0[1] |= STE1::EATS::Full.value;
+    assert!(ats_enabled(&ats));
+    let mut invalid = ats;
+    invalid.0[0] &= !STE0::V::SET.value;
+    assert!(!ats_enabled(&invalid));
+    assert!(!ats_enabled(&Ste::abort()));
+}
+
+// --- After the fence. ---
+
+fn with_config(ste: &Ste, config: u64) -> Ste {
+    let mut s = *ste;
+    s.0[0] = (s.0[0] & !(STE0::CONFIG.mask << STE0::CONFIG.shift)) | config << STE0::CONFIG.shift;
+    s
+}
+
+#[test]
+fn bypass_never_lifts_the_fence_of_a_dead_kernels_stream() {
+    let f = features(false);
+    let table = terminate_table(40, 3).expect("table");
+    let s2 = stage2_ste(&table, &f).expect("ste");
+    let nested = with_config(&s2, 0b111);
+    assert_eq!(nested.config(), StreamConfig::Nested);
+    let bypass = Ste::bypass(&crate::smmu::ste::AttrOverrides::incoming(&f));
+    let stage1 = with_config(&s2, 0b101);
+    assert_eq!(stage1.config(), StreamConfig::Stage1);
+    for fenced in [true, false] {
+        // The capture kernel's own stage 1, or no traffic at all: always.
+        assert!(should_lift(8, &nested, fenced));
+        assert!(should_lift(8, &Ste::abort(), fenced));
+        assert!(should_lift(8, &Ste::INVALID, fenced));
+        // Without Portcullis' stage 2: never.
+        assert!(!should_lift(8, &bypass, fenced));
+        assert!(!should_lift(8, &stage1, fenced));
+    }
+    // Stage 2 only (host bypass): only for a stream the dead kernel did not have.
+    assert!(!should_lift(8, &s2, true));
+    assert!(should_lift(8, &s2, false));
+}
+
+#[test]
+fn the_terminate_stage2_maps_nothing_and_records_faults() {
+    let f = features(false);
+    let table = terminate_table(40, 7).expect("table");
+    for ipa in [0, 0x4000_0000, 0x7c00_0000, 0x80_0000_0000 - 0x1000] {
+        assert_eq!(table.translate(Ipa(ipa)), None);
+    }
+    let ste = stage2_ste(&table, &f).expect("ste");
+    assert_eq!(ste.config(), StreamConfig::Stage2);
+    assert_eq!(ste.vmid(), 7);
+    assert!(ste.word2().is_set(crate::smmu::ste::STE2::S2R));
+    assert!(matches!(
+        terminate_table(20, 1),
+        Err(PolicyError::UnsupportedIpaBits(20))
+    ));
+}
+
+/// The fence end to end on the SMMU model: prepared table, the policy's commands, one switch.
+fn fence_on_model(ats: bool) -> (Vec<Command>, crate::smmu::driver::SwitchReport) {
+    let f = features(ats);
+    let model = Model::new(f);
+    let mut d = SmmuDriver::probe(model.mmio(), model.dma()).expect("probe");
+    d.set_poll_limit(10_000);
+    d.init(0xff).expect("init");
+    let normal_table = Stage2Table::build(
+        &[crate::stage2::Region {
+            range: PhysRange::new(0x4000_0000, MIB).expect("range"),
+            access: crate::stage2::Access::RW,
+        }],
+        40,
+        2,
+    )
+    .expect("normal");
+    let normal = stage2_ste(&normal_table, &f).expect("ste");
+    let mut ats_ste = normal;
+    ats_ste.0[1] |= STE1::EATS::Full.value;
+    if !ats {
+        ats_ste = normal;
+    }
+    d.install_streams([8, 9], &normal).expect("install");
+    d.install_streams([0x10], &ats_ste).expect("install");
+    let terminate = terminate_table(40, 3).expect("table");
+    let terminate = stage2_ste(&terminate, &f).expect("ste");
+    let prepared = d.prepare_table(&terminate).expect("prepare");
+
+    // The trap: which streams use ATS, from the dead kernel's STEs.
+    let ats_streams: Vec<StreamId> = [8, 9, 0x10]
+        .into_iter()
+        .filter(|&sid| d.read_ste(sid).is_ok_and(|s| ats_enabled(&s)))
+        .collect();
+    let cmds = fence_commands(&[normal.vmid()], &ats_streams, d.features());
+    let mark = model.executed().len();
+    let report = d.switch_table(prepared, &cmds).expect("switch");
+    assert!(model.violations().is_empty(), "{:#?}", model.violations());
+    assert_eq!(report.command_failure, None);
+    for sid in 0..=0xff {
+        assert_eq!(model.ste(sid), Some(terminate));
+    }
+    // The capture kernel's bypass of a fenced stream is refused.
+    assert!(!should_lift(8, &normal, true));
+    (model.executed()[mark..].to_vec(), report)
+}
+
+#[test]
+fn atc_inv_is_issued_for_ats_streams_only_with_ats() {
+    let sync = Command::Sync(crate::smmu::cmd::Sync::POLL);
+    let (executed, report) = fence_on_model(true);
+    assert_eq!(
+        executed,
+        [
+            Command::CfgiAll,
+            Command::TlbiS12Vmall { vmid: 2 },
+            atc_inv(0x10),
+            sync
+        ]
+    );
+    assert_eq!(report.commands, 4);
+    let (executed, report) = fence_on_model(false);
+    assert_eq!(
+        executed,
+        [Command::CfgiAll, Command::TlbiS12Vmall { vmid: 2 }, sync]
+    );
+    assert_eq!(report.commands, 3);
+}
+
+// --- The window. ---
+
+#[test]
+fn ticks_to_ns_does_not_overflow() {
+    assert_eq!(ticks_to_ns(0, 62_500_000), 0);
+    assert_eq!(ticks_to_ns(625, 62_500_000), 10_000);
+    assert_eq!(ticks_to_ns(24, 24_000_000), 1_000);
+    assert_eq!(ticks_to_ns(1, 24_000_000), 41);
+    assert_eq!(ticks_to_ns(12_345, 1_000_000_000), 12_345);
+    // Would overflow u64 if multiplied first.
+    assert_eq!(ticks_to_ns(u64::MAX, 1_000_000_000), u64::MAX);
+    assert_eq!(ticks_to_ns(u64::MAX / 4, 4_000_000_000), u64::MAX / 4 / 4);
+    // Saturates, and an unknown frequency is not "no time".
+    assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX);
+    assert_eq!(ticks_to_ns(5, 0), u64::MAX);
+}
+
+// --- The report. ---
+
+fn record(sid: StreamId, event: EventId, addr: u64, write: bool) -> FaultRecord {
+    FaultRecord {
+        sid,
+        event,
+        addr,
+        write,
+        stage2: true,
+        raw: [0; 4],
+    }
+}
+
+fn no_bdf(_: StreamId) -> Option<String> {
+    None
+}
+
+#[test]
+fn report_format() {
+    let mut book = FaultBook::default();
+    book.record(record(8, EventId::F_TRANSLATION, 0x7e00_0000, true));
+    book.record(record(0x10, EventId::C_BAD_STE, 0, false));
+    book.record(record(8, EventId::F_TRANSLATION, 0x7e00_1000, true));
+    book.record(record(0x11, EventId(0x77), 0, false));
+    book.record(record(0x12, EventId::F_PERMISSION, 0x4000_2000, false));
+    book.record(record(0x1_2345, EventId(0xe3), 0x10, true));
+    let bdf = |sid: StreamId| (sid < 0x10).then(|| Bdf::from_rid(sid as u16).to_string());
+    let input = ReportInput {
+        state: ReportState::Fenced,
+        window_ns: 1234,
+        commands: 3,
+        streams_terminated: 2,
+        live_streams: &[0x10, 8, 8, 0x1_2345],
+        faults: &book,
+        bdf: &bdf,
+    };
+    assert_eq!(
+        render_report(&input),
+        "PORTCULLIS FAULT REPORT v1\n\
+         state: fenced\n\
+         fence-window-ns: 1234\n\
+         fence-commands: 3\n\
+         streams-terminated: 2\n\
+         live-streams: 0x0008 0x0010 0x12345\n\
+         faults-total: 6\n\
+         faults-overflowed: 0\n\
+         fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=2\n\
+         fault: sid=0x0010 bdf=- event=C_BAD_STE addr=0x0 dir=- count=1\n\
+         fault: sid=0x0011 bdf=- event=0x77 addr=0x0 dir=- count=1\n\
+         fault: sid=0x0012 bdf=- event=F_PERMISSION addr=0x40002000 dir=read count=1\n\
+         fault: sid=0x12345 bdf=- event=IMPDEF_EVENT0xe3 addr=0x10 dir=- count=1\n\
+         end\n"
+    );
+    assert!(alloc::format!("{input:?}").starts_with("ReportInput { state: Fenced"));
+}
+
+#[test]
+fn armed_report_has_no_fence_numbers() {
+    let book = FaultBook::default();
+    let input = ReportInput {
+        state: ReportState::Armed,
+        window_ns: 99,
+        commands: 5,
+        streams_terminated: 7,
+        live_streams: &[],
+        faults: &book,
+        bdf: &no_bdf,
+    };
+    assert_eq!(
+        render_report(&input),
+        "PORTCULLIS FAULT REPORT v1\n\
+         state: armed\n\
+         fence-window-ns: 0\n\
+         fence-commands: 0\n\
+         streams-terminated: 0\n\
+         live-streams:\n\
+         faults-total: 0\n\
+         faults-overflowed: 0\n\
+         end\n"
+    );
+}
+
+#[test]
+fn report_counts_what_the_book_could_not_keep() {
+    let mut book = FaultBook::default();
+    for i in 0..300 {
+        book.record(record(
+            i % 3,
+            EventId::F_TRANSLATION,
+            u64::from(i) << 12,
+            true,
+        ));
+    }
+    book.ring.note_hardware_overflow();
+    let input = ReportInput {
+        state: ReportState::Fenced,
+        window_ns: 1,
+        commands: 3,
+        streams_terminated: 3,
+        live_streams: &[0, 1, 2],
+        faults: &book,
+        bdf: &no_bdf,
+    };
+    let report = render_report(&input);
+    // 300 counted, 44 refused by the 256-entry ring, and one Event queue overflow.
+    assert!(report.contains("\nfaults-total: 300\nfaults-overflowed: 45\n"));
+    assert!(report.contains(
+        "fault: sid=0x0002 bdf=- event=F_TRANSLATION addr=0x12b000 dir=write count=100\n"
+    ));
+}
+
+fn stats(count: u64, addr: u64) -> StreamFaultStats {
+    StreamFaultStats {
+        count,
+        last_addr: addr,
+        last_event: EventId::F_TRANSLATION,
+        last_write: true,
+    }
+}
+
+fn lines(report: &str) -> Vec<&str> {
+    report.lines().collect()
+}
+
+#[test]
+fn fault_lines_are_truncated_to_64k() {
+    let streams: Vec<(StreamId, StreamFaultStats)> = (0..3000)
+        .map(|sid| (sid, stats(u64::MAX, u64::MAX)))
+        .chain([(5000, stats(0, 0))])
+        .collect();
+    let input = ReportInput {
+        state: ReportState::Fenced,
+        window_ns: u64::MAX,
+        commands: u64::MAX,
+        streams_terminated: u64::MAX,
+        live_streams: &[1, 2, 3],
+        faults: &FaultTotals {
+            total: u64::MAX,
+            overflowed: 17,
+            streams: &streams,
+        },
+        bdf: &|sid| Some(Bdf::from_rid(sid as u16).to_string()),
+    };
+    let report = render_report(&input);
+    assert!(report.len() <= MAX_REPORT_BYTES);
+    assert!(report.len() > MAX_REPORT_BYTES - 200, "{}", report.len());
+    let l = lines(&report);
+    let faults = l.iter().filter(|l| l.starts_with("fault: ")).count();
+    assert_eq!(l[l.len() - 1], "end");
+    assert_eq!(
+        l[l.len() - 2],
+        alloc::format!("truncated: {} more", 3000 - faults)
+    );
+    // The first streams are kept, in order; the stream without faults has no line.
+    assert!(l[8].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
+    assert!(l[9].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
+    assert!(!report.contains("sid=0x1388"));
+    assert!(report.contains("\nfaults-overflowed: 17\n"));
+
+    // Exactly as many as fit without the truncation line: no truncation.
+    let few = &streams[..faults];
+    let report = render_report(&ReportInput {
+        faults: &FaultTotals {
+            total: 1,
+            overflowed: 0,
+            streams: few,
+        },
+        ..input
+    });
+    assert!(report.len() <= MAX_REPORT_BYTES);
+    assert!(!report.contains("truncated"));
+}
+
+#[test]
+fn a_huge_live_stream_list_is_truncated() {
+    let live: Vec<StreamId> = (0..20_000).rev().collect();
+    let book = FaultBook::default();
+    let input = ReportInput {
+        state: ReportState::Fenced,
+        window_ns: 1,
+        commands: 2,
+        streams_terminated: 20_000,
+        live_streams: &live,
+        faults: &book,
+        bdf: &no_bdf,
+    };
+    let report = render_report(&input);
+    let line = lines(&report)[5];
+    assert!(line.len() < MAX_LIVE_STREAMS_LINE);
+    let tokens: Vec<&str> = line.split(' ').skip(1).collect();
+    let (last, sids) = tokens.split_last().expect("tokens");
+    let rest: usize = last
+        .strip_prefix("truncated=")
+        .and_then(|n| n.parse().ok())
+        .expect("truncated=N");
+    assert_eq!(sids.len() + rest, 20_000);
+    assert_eq!(sids[0], "0x0000");
+    assert_eq!(sids[1], "0x0001");
+    assert!(report.ends_with("\nfaults-total: 0\nfaults-overflowed: 0\nend\n"));
+}
+
+/// A loose parser of the format, as a consumer would write it.
+fn parse_fault_line(line: &str) -> Option<()> {
+    let rest = line.strip_prefix("fault: ")?;
+    let keys = ["sid", "bdf", "event", "addr", "dir", "count"];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.len() != keys.len() {
+        return None;
+    }
+    for (field, key) in fields.iter().zip(keys) {
+        let value = field.strip_prefix(key)?.strip_prefix('=')?;
+        match key {
+            "sid" | "addr" => {
+                u64::from_str_radix(value.strip_prefix("0x")?, 16).ok()?;
+            }
+            "count" => {
+                value.parse::<u64>().ok()?;
+            }
+            "dir" => {
+                ["read", "write", "-"].contains(&value).then_some(())?;
+            }
+            _ => (!value.is_empty()).then_some(())?,
+        }
+    }
+    Some(())
+}
+
+proptest! {
+    /// Whatever the input, the report fits in 64 KiB, starts with the header, ends with `end`,
+    /// is ASCII, parses, and accounts for every stream with faults.
+    #[test]
+    fn report_is_bounded_and_well_formed(
+        fenced in any::<bool>(),
+        numbers in any::<[u64; 5]>(),
+        live in prop::collection::vec(any::<u32>(), 0..6000),
+        streams in prop::collection::vec(
+            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u8>(), any::<bool>()),
+            0..1500,
+        ),
+        book_records in prop::collection::vec((0u32..100, any::<u8>(), any::<u64>()), 0..300),
+        use_book in any::<bool>(),
+        bdf_texts in prop::collection::vec(any::<String>(), 1..4),
+    ) {
+        let streams: Vec<(StreamId, StreamFaultStats)> = streams
+            .into_iter()
+            .map(|(sid, count, addr, event, write)| {
+                (sid, StreamFaultStats {
+                    count: count % 4,
+                    last_addr: addr,
+                    last_event: EventId(event),
+                    last_write: write,
+                })
+            })
+            .collect();
+        let mut book = FaultBook::default();
+        for (sid, event, addr) in book_records {
+            book.record(record(sid, EventId(event), addr, addr & 1 != 0));
+        }
+        let totals = FaultTotals { total: numbers[3], overflowed: numbers[4], streams: &streams };
+        let faults: &dyn FaultSource = if use_book { &book } else { &totals };
+        // Well-formed, unknown, and text that would break the format if copied as is.
+        let bdf = |sid: StreamId| match sid % 4 {
+            0 => None,
+            1 => Some(Bdf::from_rid(sid as u16).to_string()),
+            2 => Some(bdf_texts[sid as usize % bdf_texts.len()].clone()),
+            _ => Some(String::new()),
+        };
+        let input = ReportInput {
+            state: if fenced { ReportState::Fenced } else { ReportState::Armed },
+            window_ns: numbers[0],
+            commands: numbers[1],
+            streams_terminated: numbers[2],
+            live_streams: &live,
+            faults,
+            bdf: &bdf,
+        };
+        let report = render_report(&input);
+        prop_assert!(report.len() <= MAX_REPORT_BYTES);
+        prop_assert!(report.starts_with("PORTCULLIS FAULT REPORT v1\n"));
+        prop_assert!(report.ends_with("\nend\n"));
+        prop_assert!(report.is_ascii());
+        let l = lines(&report);
+        let state = if fenced { "state: fenced" } else { "state: armed" };
+        prop_assert_eq!(l[1], state);
+        for (i, key) in [
+            "fence-window-ns: ", "fence-commands: ", "streams-terminated: ",
+        ].iter().enumerate() {
+            let value: u64 = l[2 + i].strip_prefix(key).and_then(|v| v.parse().ok())
+                .ok_or_else(|| TestCaseError::fail(l[2 + i].to_string()))?;
+            prop_assert_eq!(value, if fenced { numbers[i] } else { 0 });
+        }
+        prop_assert!(l[5].starts_with("live-streams:"));
+        prop_assert!(l[5].len() < MAX_LIVE_STREAMS_LINE);
+        prop_assert!(l[6].starts_with("faults-total: "));
+        prop_assert!(l[7].starts_with("faults-overflowed: "));
+        let mut fault_lines = 0;
+        let mut truncated = 0;
+        for line in &l[8..l.len() - 1] {
+            if let Some(n) = line.strip_prefix("truncated: ") {
+                truncated = n.strip_suffix(" more").and_then(|n| n.parse().ok())
+                    .ok_or_else(|| TestCaseError::fail(line.to_string()))?;
+            } else {
+                prop_assert!(parse_fault_line(line).is_some(), "bad line {}", line);
+                prop_assert_eq!(truncated, 0, "fault line after truncation");
+                fault_lines += 1;
+            }
+        }
+        let with_faults = if use_book {
+            book.streams.iter().filter(|(_, s)| s.count > 0).count()
+        } else {
+            streams.iter().filter(|(_, s)| s.count > 0).count()
+        };
+        prop_assert_eq!(fault_lines + truncated, with_faults);
+    }
+}
+
+#[test]
+fn ste_config_helper() {
+    // `with_config` only touches Config.
+    let s = with_config(&Ste::abort(), 0b110);
+    assert_eq!(s.config(), StreamConfig::Stage2);
+    assert_eq!(vec![s.0[1], s.0[2]], [0, 0]);
+}
+
+#[test]
+fn bdf_text_cannot_break_the_format() {
+    let streams = [
+        (1, stats(1, 0x1000)),
+        (2, stats(1, 0x2000)),
+        (3, stats(1, 0x3000)),
+    ];
+    let bdf = |sid: StreamId| match sid {
+        1 => Some("0000:00:01.0 x=y\nend".to_string()),
+        2 => Some("é".repeat(40)),
+        _ => Some(String::new()),
+    };
+    let report = render_report(&ReportInput {
+        state: ReportState::Fenced,
+        window_ns: 0,
+        commands: 0,
+        streams_terminated: 0,
+        live_streams: &[],
+        faults: &FaultTotals {
+            total: 3,
+            overflowed: 0,
+            streams: &streams,
+        },
+        bdf: &bdf,
+    });
+    let l = lines(&report);
+    assert_eq!(
+        l[8],
+        "fault: sid=0x0001 bdf=0000:00:01.0_x_y_end event=F_TRANSLATION addr=0x1000 dir=write \
+         count=1"
+    );
+    assert_eq!(
+        l[9],
+        alloc::format!(
+            "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1",
+            "_".repeat(MAX_BDF_TEXT)
+        )
+    );
+    assert!(l[10].starts_with("fault: sid=0x0003 bdf=- "));
+    assert_eq!(l[11], "end");
+}
