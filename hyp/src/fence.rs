@@ -228,8 +228,10 @@ const ATC_INV_ALL: u8 = 52;
 ///
 /// - An STE without Portcullis' stage 2 (bypass, stage 1 only) is never acceptable, fenced or
 ///   not: no composition produces one.
-/// - An STE that lets nothing through (abort, invalid) is always acceptable: the capture kernel
-///   asked for no traffic, which is what the fence wants too.
+/// - An STE that lets nothing through (abort, invalid) is acceptable for a stream the dead kernel
+///   did not have. For a fenced stream the terminate STE already lets nothing through *and*
+///   records every late transaction (an abort STE records nothing, and a capture kernel resetting
+///   its SMMU asks for abort on every stream), so it stays.
 /// - A nested STE (the capture kernel's stage 1 over the crash-mode DMA policy) lifts the fence:
 ///   the capture kernel has taken the device over with its own page tables, so an address the
 ///   dead kernel gave the device means nothing any more unless the new tables map it.
@@ -240,7 +242,7 @@ const ATC_INV_ALL: u8 = 52;
 ///   of the dead kernel's device would land in the running capture kernel's memory.
 pub fn should_lift(sid: StreamId, new_ste: &Ste, fenced: bool) -> bool {
     let lift = match new_ste.config() {
-        StreamConfig::Invalid | StreamConfig::Abort => true,
+        StreamConfig::Invalid | StreamConfig::Abort => !fenced,
         StreamConfig::Nested => true,
         StreamConfig::Stage2 => !fenced,
         StreamConfig::Bypass | StreamConfig::Stage1 => false,

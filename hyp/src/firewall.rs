@@ -16,10 +16,11 @@ use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
 use portcullis::emul::{EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
+use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
 use portcullis::smmu::driver::{
-    self, DmaBlock, DmaMemory, EventRecord, SmmuDriver, SmmuError, SmmuMmio,
+    self, DmaBlock, DmaMemory, EventRecord, PreparedTable, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::regs::offset;
@@ -82,6 +83,60 @@ struct Firewall {
     /// The physical IRQ_CTRL last mirrored from the host's (the event-queue interrupt is wired
     /// straight to the host through the GIC).
     irq_ctrl: u32,
+    /// Everything the fence needs, prebuilt at boot (none without a crash region).
+    crash: Option<CrashSide>,
+    /// After the fence: which streams still translate through the terminating stage 2.
+    fenced: Option<StreamSet>,
+    fence: FenceStats,
+    /// The fault report region (host RAM, reserved no-map in the host's tree).
+    report: Option<PhysRange>,
+}
+
+/// The crash-mode DMA side, built once at boot and never edited.
+struct CrashSide {
+    /// The crash-mode DMA policy (VMID 4): the crash region only, for the capture kernel's devices.
+    _dma: Stage2Table,
+    dma_stage2: Stage2Config,
+    /// A stage 2 that maps nothing (VMID 5), with fault recording: where the dead kernel's streams go.
+    _terminate: Stage2Table,
+    /// The crash-mode Stream table: every stream on the terminating stage 2. Taken by the fence.
+    table: Option<PreparedTable>,
+}
+
+/// What the fence did, for the console and the report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FenceStats {
+    pub window_ns: u64,
+    pub commands: u64,
+    pub streams: u64,
+    pub live: u64,
+}
+
+/// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
+struct StreamSet(Vec<u64>);
+
+impl StreamSet {
+    fn full(sids: &[StreamId]) -> Self {
+        let max = sids.iter().copied().max().unwrap_or(0) as usize;
+        let mut bits = alloc::vec![0u64; max / 64 + 1];
+        for &sid in sids {
+            bits[sid as usize / 64] |= 1 << (sid % 64);
+        }
+        Self(bits)
+    }
+    fn contains(&self, sid: StreamId) -> bool {
+        self.0
+            .get(sid as usize / 64)
+            .is_some_and(|w| w & (1 << (sid % 64)) != 0)
+    }
+    fn remove(&mut self, sid: StreamId) {
+        if let Some(w) = self.0.get_mut(sid as usize / 64) {
+            *w &= !(1 << (sid % 64));
+        }
+    }
+    fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 /// The physical SMMU as the emulation uses it. Commands are held until `sync`, so a host batch of
@@ -90,6 +145,9 @@ struct Phys<'a> {
     driver: &'a mut Driver,
     stage2: Stage2Config,
     pending: Vec<Command>,
+    /// After the fence: the dead kernel's streams, kept on the terminating stage 2 until the
+    /// capture kernel configures them with a stage 1 of its own.
+    fenced: Option<&'a mut StreamSet>,
 }
 
 impl Phys<'_> {
@@ -110,8 +168,28 @@ impl PhysicalSmmu for Phys<'_> {
     }
 
     fn write_ste(&mut self, sid: StreamId, ste: &Ste) -> Result<(), SmmuError> {
+        if let Some(fenced) = self.fenced.as_deref_mut()
+            && fenced.contains(sid)
+        {
+            if !fence::should_lift(sid, ste, true) {
+                // Abort or bypass for a stream the dead kernel had: it stays terminated, and its
+                // late transactions stay recorded.
+                return Ok(());
+            }
+            log::info!("stream {sid:#x}: configured by the capture kernel, lifted from the fence");
+            fenced.remove(sid);
+        }
         self.flush()?;
-        self.driver.write_ste(sid, ste).map(|_| ())
+        let report = self.driver.write_ste(sid, ste)?;
+        if report.unchanged == 0 {
+            // Portcullis' own record of what each host stream really does (the smoke tests read it).
+            log::info!(
+                "physical STE for stream {sid:#06x}: {:?}, stage 2 VMID {}",
+                ste.config(),
+                self.stage2.vmid
+            );
+        }
+        Ok(())
     }
 
     fn submit(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
@@ -210,6 +288,10 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     config.aidr = drv.mmio().read32(offset::AIDR);
     let emul = EmulatedSmmu::new(&config, sids.iter().copied()).map_err(FirewallError::Emul)?;
     log::info!("emulated SMMU for the host: {}", emul.host_features());
+    let crash = match map.crash {
+        Some(_) => Some(prepare_crash_side(&mut drv, &dma_map)?),
+        None => None,
+    };
     *FIREWALL.lock() = Some(Firewall {
         driver: drv,
         _normal: table,
@@ -218,6 +300,10 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         faults: FaultBook::default(),
         emul,
         irq_ctrl: 0,
+        crash,
+        fenced: None,
+        fence: FenceStats::default(),
+        report: map.report,
     });
     Ok(())
 }
@@ -231,6 +317,8 @@ fn describe_stream(pci: &[PciHost], sid: StreamId) -> Option<platform::devtree::
 pub fn poll() {
     let mut guard = FIREWALL.lock();
     let Some(fw) = guard.as_mut() else { return };
+    let fenced = fw.fenced.is_some();
+    let before = fw.faults.streams.total();
     let Firewall {
         driver,
         pci,
@@ -266,6 +354,18 @@ pub fn poll() {
         Ok(_) => {}
         Err(e) => log::error!("SMMU event queue: {e}"),
     }
+    // After the fence, the dead kernel's refused transactions go to the capture kernel too, once
+    // it has an event queue to take them (the ring keeps them until then, counting any overflow).
+    if fenced && emul.event_queue_enabled() {
+        while let Some(r) = faults.ring.pop() {
+            let delivery = emul.deliver_record(r.raw, &mut HostRam);
+            log::debug!(
+                "fence record for stream {:#x} forwarded to the capture kernel: {delivery}",
+                r.sid
+            );
+        }
+    }
+    let changed = faults.streams.total() != before;
     for s in faults.console.summaries() {
         match s.sid {
             Some(sid) => log::warn!(
@@ -277,6 +377,10 @@ pub fn poll() {
                 s.suppressed
             ),
         }
+    }
+    if fenced && changed {
+        drop(guard);
+        write_report();
     }
 }
 
@@ -309,9 +413,34 @@ pub fn its_doorbells(machine: &Platform) -> Vec<PhysRange> {
         .collect()
 }
 
+/// Logs what the emulation noted, at most a few lines per access: a host that points its tables
+/// somewhere it may not go can make thousands of identical notes in one register write.
 fn log_notes(notes: &[Note]) {
+    const LINES: usize = 4;
+    let mut lost = 0usize;
+    let mut others = 0usize;
     for n in notes {
+        if matches!(n, Note::EventLost { .. }) {
+            lost += 1;
+            if lost > 1 {
+                continue;
+            }
+        } else {
+            others += 1;
+            if others > LINES {
+                continue;
+            }
+        }
         log::warn!("emulated SMMU: {n}");
+    }
+    if lost > 1 {
+        log::warn!(
+            "emulated SMMU: ... {} more events for the host lost",
+            lost - 1
+        );
+    }
+    if others > LINES {
+        log::warn!("emulated SMMU: ... and {} more notes", others - LINES);
     }
 }
 
@@ -328,7 +457,9 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
     let offset = (access.ipa.raw() - frame_base) as usize;
     if access.write {
         let value = access.store_value(&frame.x);
+        let fenced = fw.fenced.as_mut();
         let mut phys = Phys {
+            fenced,
             driver: &mut fw.driver,
             stage2: fw.stage2,
             pending: Vec::new(),
@@ -375,4 +506,128 @@ fn mirror_irq_ctrl(fw: &mut Firewall) {
         core::hint::spin_loop();
     }
     fw.irq_ctrl = want;
+}
+
+/// VMIDs of the physical stage 2s: the normal DMA policy, the crash-mode one, and the one that maps
+/// nothing. (The host's CPU stage 2s are VMID 1 and 3.)
+const VMID_DMA_NORMAL: u16 = 2;
+const VMID_DMA_CRASH: u16 = 4;
+const VMID_TERMINATE: u16 = 5;
+
+/// Builds, at boot, everything the fence switches to: the crash-mode DMA policy, the terminating
+/// stage 2 and a whole Stream table pointing every stream at it.
+fn prepare_crash_side(drv: &mut Driver, dma_map: &AddressMap) -> Result<CrashSide, FirewallError> {
+    let regions = stage2::dma_policy(dma_map, Mode::Crash);
+    let dma = Stage2Table::build(&regions, dma_map.ipa_bits, VMID_DMA_CRASH)
+        .map_err(FirewallError::Policy)?;
+    let dma_stage2 = driver::stage2_config(&dma, drv.features()).map_err(FirewallError::Smmu)?;
+    let terminate =
+        Stage2Table::build(&[], dma_map.ipa_bits, VMID_TERMINATE).map_err(FirewallError::Policy)?;
+    let ste = driver::stage2_ste(&terminate, drv.features()).map_err(FirewallError::Smmu)?;
+    let table = drv.prepare_table(&ste).map_err(FirewallError::Smmu)?;
+    for r in &regions {
+        log::info!("DMA policy (crash): {} {:?}", r.range, r.access);
+    }
+    log::info!(
+        "fence armed: crash-mode Stream table prebuilt, every stream on a stage 2 that maps nothing"
+    );
+    Ok(CrashSide {
+        _dma: dma,
+        dma_stage2,
+        _terminate: terminate,
+        table: Some(table),
+    })
+}
+
+/// Why the DMA fence could not be raised.
+#[derive(Debug)]
+pub enum FenceError {
+    NoFirewall,
+    NotArmed,
+    Smmu(SmmuError),
+}
+
+impl fmt::Display for FenceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoFirewall => write!(f, "no SMMU under Portcullis' control"),
+            Self::NotArmed => write!(
+                f,
+                "no crash-mode Stream table (no crash region, or already fenced)"
+            ),
+            Self::Smmu(e) => write!(f, "SMMU: {e}"),
+        }
+    }
+}
+
+/// The DMA half of the fence: every stream of the dead kernel stops translating through the normal
+/// policy at one instant (the prebuilt Stream table is switched in with a fixed number of commands),
+/// and from then on the capture kernel's streams get the crash-mode DMA policy. `start` is the
+/// counter value at the trap, for the window.
+pub fn fence(start: u64) -> Result<FenceStats, FenceError> {
+    let mut guard = FIREWALL.lock();
+    let fw = guard.as_mut().ok_or(FenceError::NoFirewall)?;
+    let crash = fw.crash.as_mut().ok_or(FenceError::NotArmed)?;
+    let table = crash.table.take().ok_or(FenceError::NotArmed)?;
+    let extra = fence::fence_commands(&[VMID_DMA_NORMAL], &[], fw.driver.features());
+    let switched = fw
+        .driver
+        .switch_table(table, &extra)
+        .map_err(FenceError::Smmu);
+    let end = crate::arch::cpu::counter();
+    let report = switched?;
+    fw.stage2 = crash.dma_stage2;
+    let sids: Vec<StreamId> = fw.emul.streams().map(|(sid, _)| sid).collect();
+    let fenced = StreamSet::full(&sids);
+    fw.fence = FenceStats {
+        window_ns: fence::ticks_to_ns(end.wrapping_sub(start), crate::arch::cpu::counter_hz()),
+        commands: report.commands as u64,
+        streams: fenced.len(),
+        live: fw.emul.live_streams().count() as u64,
+    };
+    fw.fenced = Some(fenced);
+    Ok(fw.fence)
+}
+
+/// Writes the fault report (see `portcullis::fence::render_report` for the format) into the report
+/// region, if there is one.
+pub fn write_report() {
+    let guard = FIREWALL.lock();
+    let Some(fw) = guard.as_ref() else { return };
+    let Some(region) = fw.report else { return };
+    let live: Vec<StreamId> = fw.emul.live_streams().collect();
+    let pci = &fw.pci;
+    let bdf = |sid: StreamId| describe_stream(pci, sid).map(|b| alloc::format!("{b}"));
+    let input = ReportInput {
+        state: if fw.fenced.is_some() {
+            ReportState::Fenced
+        } else {
+            ReportState::Armed
+        },
+        window_ns: fw.fence.window_ns,
+        commands: fw.fence.commands,
+        streams_terminated: fw.fence.streams,
+        live_streams: &live,
+        faults: &fw.faults,
+        bdf: &bdf,
+    };
+    let text = fence::render_report(&input);
+    let len = (text.len() as u64).min(region.size()) as usize;
+    let base = region.start.raw() as *mut u8;
+    for i in 0..region.size() as usize {
+        let b = if i < len { text.as_bytes()[i] } else { 0 };
+        // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's tree,
+        // read-only or unmapped for the host, never mapped for DMA), identity-mapped at EL2.
+        unsafe { base.add(i).write_volatile(b) };
+    }
+}
+
+/// What the fence did (zeros before it).
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+pub fn fence_stats() -> FenceStats {
+    FIREWALL
+        .lock()
+        .as_ref()
+        .map(|fw| fw.fence)
+        .unwrap_or_default()
 }

@@ -5,6 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -74,7 +75,11 @@ impl fmt::Display for HostError {
 
 /// What every CPU needs to run the host; fixed once the boot CPU has prepared it.
 struct Host {
+    /// The normal-mode CPU stage 2 (VMID 1): the crash region execute-never (the kexec trap).
     stage2: Stage2Table,
+    /// The crash-mode CPU stage 2 (VMID 3), prebuilt: the dump read-only, the crash region RWX.
+    crash_stage2: Option<Stage2Table>,
+    crash: Option<PhysRange>,
     vtcr: u64,
     ram: Vec<PhysRange>,
     hyp: PhysRange,
@@ -203,10 +208,21 @@ pub fn prepare(
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
     map.validate().map_err(HostError::Policy)?;
-    // The kexec trap (crash region execute-never) arrives with the crash fence; until then the
-    // capture kernel must be able to run there.
-    let regions = stage2::cpu_policy(&map, Mode::Normal, false);
+    // The crash region is execute-never: the capture kernel's first instruction fetch there is
+    // the kexec event.
+    let regions = stage2::cpu_policy(&map, Mode::Normal, true);
     let table = Stage2Table::build(&regions, map.ipa_bits, 1).map_err(HostError::Policy)?;
+    let crash_table = match crash {
+        Some(_) => Some(
+            Stage2Table::build(
+                &stage2::cpu_policy(&map, Mode::Crash, true),
+                map.ipa_bits,
+                3,
+            )
+            .map_err(HostError::Policy)?,
+        ),
+        None => None,
+    };
     let vtcr = table.vtcr(pa_field, cpu::vmid16());
     log::info!(
         "host stage 2: {} IPA bits, VMID 1, {} regions, {} table pages; Portcullis' memory {hyp} unmapped",
@@ -216,6 +232,8 @@ pub fn prepare(
     );
     HOST.call_once(|| Host {
         stage2: table,
+        crash_stage2: crash_table,
+        crash,
         vtcr,
         ram: machine.memory.clone(),
         hyp,
@@ -241,7 +259,7 @@ pub fn enter(cpu_index: usize, entry: Entry) -> ! {
     let h = host();
     cpu::configure_for_host(cpu::GuestStage2 {
         vtcr: h.vtcr,
-        vttbr: h.stage2.vttbr(),
+        vttbr: live_stage2().vttbr(),
     });
     let mut frame = TrapFrame::default();
     frame.x[0] = entry.x0;
@@ -326,7 +344,7 @@ impl HostRam {
         let Some(end) = ipa.raw().checked_add(len as u64) else {
             return denied;
         };
-        let table = &host().stage2;
+        let table = live_stage2();
         let mut page = ipa.raw() & !0xfff;
         while page < end {
             match table.translate(Ipa(page)) {
@@ -365,5 +383,45 @@ impl HostMemory for HostRam {
             unsafe { ((pa + i as u64) as *mut u8).write_volatile(*b) };
         }
         Ok(())
+    }
+}
+
+/// Whether Portcullis has raised the fence (crash mode). Set once, never cleared.
+static CRASH_MODE: AtomicBool = AtomicBool::new(false);
+
+pub fn in_crash_mode() -> bool {
+    CRASH_MODE.load(Ordering::Acquire)
+}
+
+/// The CPU stage 2 of the current mode.
+fn live_stage2() -> &'static Stage2Table {
+    let h = host();
+    match (&h.crash_stage2, in_crash_mode()) {
+        (Some(t), true) => t,
+        _ => &h.stage2,
+    }
+}
+
+/// The crash region, if the host has one.
+pub fn crash_region() -> Option<PhysRange> {
+    host().crash
+}
+
+/// Enters crash mode for the host's CPUs: from now on every CPU runs the host under the crash-mode
+/// stage 2. This CPU switches now; the others switch on their next trap into Portcullis (the
+/// crashed kernel has stopped them; a capture kernel starting CPUs enters them in crash mode).
+pub fn switch_to_crash_mode() {
+    if host().crash_stage2.is_none() {
+        panic!("crash mode requested without a crash region");
+    }
+    CRASH_MODE.store(true, Ordering::Release);
+    ensure_live_stage2();
+}
+
+/// Makes this CPU's VTTBR_EL2 the live mode's (a no-op when it already is).
+pub fn ensure_live_stage2() {
+    let want = live_stage2().vttbr();
+    if cpu::vttbr() != want {
+        cpu::set_vttbr(want);
     }
 }

@@ -9,6 +9,8 @@
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod crash;
+#[cfg(target_os = "none")]
 mod firewall;
 #[cfg(target_os = "none")]
 mod host;
@@ -125,6 +127,7 @@ mod image {
             // boots either way, and the console says plainly what is not protected.
             log::error!("DMA firewall not raised: {e}");
         }
+        firewall::write_report();
         if cfg!(feature = "test-hooks") {
             log::warn!("test build: test-hooks hypervisor calls are answered");
         }

@@ -7,12 +7,15 @@
 //! | `0xC600_0100` | —         | x0 = 0, x1 = base, x2 = size of the canary area, x3 = checksum   |
 //! | `0xC600_0101` | StreamID  | x0 = 0, x1 = faults recorded for it, x2 = latest input address,  |
 //! |               |           | x3 = (event type << 8) \| 1 if that access was a write            |
+//! | `0xC600_0102` | —         | x0 = 0, x1 = 1 in crash mode (fence raised) else 0,               |
+//! |               |           | x2 = fence window in ns, x3 = streams terminated                   |
 
 use crate::arch::vectors::TrapFrame;
 use core::cell::UnsafeCell;
 
 pub const TEST_CANARY: u32 = 0xc600_0100;
 pub const TEST_FAULTS: u32 = 0xc600_0101;
+pub const TEST_MODE: u32 = 0xc600_0102;
 
 const CANARY_SIZE: usize = 4096;
 
@@ -63,6 +66,14 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[1] = count;
             frame.x[2] = addr;
             frame.x[3] = info;
+            true
+        }
+        TEST_MODE => {
+            let f = crate::firewall::fence_stats();
+            frame.x[0] = 0;
+            frame.x[1] = u64::from(crate::host::in_crash_mode());
+            frame.x[2] = f.window_ns;
+            frame.x[3] = f.streams;
             true
         }
         _ => false,

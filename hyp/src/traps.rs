@@ -10,7 +10,7 @@ use crate::arch::firmware;
 use crate::arch::vectors::{TrapFrame, VectorKind};
 use crate::host;
 use aarch64_cpu::registers::*;
-use portcullis::trap::esr::{self, DataAbort, Exception, InstructionAbort};
+use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
 use portcullis::trap::mmio::MmioAccess;
 use portcullis::trap::psci::{self, Action};
@@ -18,8 +18,10 @@ use portcullis::trap::psci::{self, Action};
 #[unsafe(no_mangle)]
 extern "C" fn handle_trap(frame: &mut TrapFrame, kind: u64) {
     let kind = VectorKind::from_raw(kind);
-    // Portcullis owns the physical event queue and drains it whenever it runs.
+    // Portcullis owns the physical event queue and drains it whenever it runs; a CPU that was
+    // stopped when the fence was raised takes up the crash-mode stage 2 on its first trap.
     if kind != VectorKind::CurrentSpxSync {
+        host::ensure_live_stage2();
         crate::firewall::poll();
     }
     match kind {
@@ -141,6 +143,14 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
 
 fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
     let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    let crash = host::crash_region();
+    let in_crash = crash.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())));
+    if in_crash && !host::in_crash_mode() && matches!(abort.fault, FaultStatus::Permission { .. }) {
+        // A permission fault on an instruction fetch from the crash region: the kexec event.
+        // Resume at the same instruction, which the crash-mode stage 2 lets run.
+        crate::crash::raise(ipa);
+        return;
+    }
     log::warn!(
         "host instruction fetch at {ipa:?} (ELR {:#x}) faulted: {:?}; injecting an external abort",
         frame.elr,

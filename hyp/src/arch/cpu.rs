@@ -133,3 +133,40 @@ fn HSTR_EL2_clear() {
     // SAFETY: HSTR_EL2 = 0 traps no AArch32 system register accesses.
     unsafe { asm!("msr hstr_el2, xzr", options(nostack)) };
 }
+
+/// The host's stage-2 base on this CPU.
+pub fn vttbr() -> u64 {
+    VTTBR_EL2.get()
+}
+
+/// Switches this CPU to another prebuilt host stage 2 (a different VMID), and drops every TLB entry
+/// of the old one, so nothing of the previous policy survives on this CPU.
+pub fn set_vttbr(vttbr: u64) {
+    let old = VTTBR_EL2.get();
+    // SAFETY: stage-2 maintenance for the old VMID, then the switch; no memory-safety effects on
+    // Portcullis (stage 2 applies to EL1/EL0 only).
+    unsafe {
+        asm!(
+            "dsb ish",
+            "tlbi vmalls12e1is",
+            "msr vttbr_el2, {new}",
+            "isb",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            new = in(reg) vttbr,
+            options(nostack),
+        );
+    }
+    let _ = old;
+}
+
+/// The physical counter, for measuring the fence window.
+pub fn counter() -> u64 {
+    CNTPCT_EL0.get()
+}
+
+/// Ticks per second of the physical counter.
+pub fn counter_hz() -> u64 {
+    CNTFRQ_EL0.get()
+}
