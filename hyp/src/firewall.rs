@@ -24,7 +24,7 @@ use portcullis::smmu::driver::{
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::regs::offset;
-use portcullis::smmu::ste::{Stage2Config, Ste};
+use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use portcullis::trap::mmio::MmioAccess;
 use spin::Mutex;
@@ -182,12 +182,56 @@ impl PhysicalSmmu for Phys<'_> {
         self.flush()?;
         let report = self.driver.write_ste(sid, ste)?;
         if report.unchanged == 0 {
-            // Portcullis' own record of what each host stream really does (the smoke tests read it).
-            log::info!(
-                "physical STE for stream {sid:#06x}: {:?}, stage 2 VMID {}",
-                ste.config(),
-                self.stage2.vmid
-            );
+            // Portcullis' own record of what each host stream really does (the smoke tests read
+            // it). Aborts come by the thousand when a host enables or resets its SMMU: debug only.
+            let config = ste.config();
+            if config == StreamConfig::Nested {
+                log::info!(
+                    "physical STE for stream {sid:#06x}: {config:?}, stage 2 VMID {}",
+                    self.stage2.vmid
+                );
+            } else {
+                log::debug!("physical STE for stream {sid:#06x}: {config:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs of identical STEs (a host enabling, disabling or resetting its SMMU recomposes every
+    /// stream, 65 536 on QEMU) are written as one batch: the driver's update rounds then cost a
+    /// few CMD_SYNCs for the whole run instead of a few per stream.
+    fn write_stes(&mut self, stes: &[(StreamId, Ste)]) -> Result<(), SmmuError> {
+        let mut i = 0;
+        while i < stes.len() {
+            let ste = stes[i].1;
+            let run = stes[i..].iter().take_while(|(_, s)| *s == ste).count();
+            let mut sids: Vec<StreamId> = Vec::with_capacity(run);
+            for &(sid, _) in &stes[i..i + run] {
+                if let Some(fenced) = self.fenced.as_deref_mut()
+                    && fenced.contains(sid)
+                {
+                    if !fence::should_lift(sid, &ste, true) {
+                        continue;
+                    }
+                    log::info!(
+                        "stream {sid:#x}: configured by the capture kernel, lifted from the fence"
+                    );
+                    fenced.remove(sid);
+                }
+                sids.push(sid);
+            }
+            if sids.len() == 1 {
+                self.write_ste(sids[0], &ste)?;
+            } else if !sids.is_empty() {
+                self.flush()?;
+                let report = self.driver.write_stes(&sids, &ste)?;
+                log::debug!(
+                    "{} physical STEs: {:?} ({report:?})",
+                    sids.len(),
+                    ste.config()
+                );
+            }
+            i += run;
         }
         Ok(())
     }
