@@ -585,9 +585,10 @@ fn fault_report_region_per_mode() {
     let mut map = qemu_map();
     let report = r(0x7b00_0000, 0x1_0000);
     map.report = Some(report);
-    let normal =
-        Stage2Table::build(&cpu_policy(&map, Mode::Normal, true), map.ipa_bits, 1).expect("table builds");
-    let crash = Stage2Table::build(&cpu_policy(&map, Mode::Crash, true), map.ipa_bits, 3).expect("table builds");
+    let normal = Stage2Table::build(&cpu_policy(&map, Mode::Normal, true), map.ipa_bits, 1)
+        .expect("table builds");
+    let crash = Stage2Table::build(&cpu_policy(&map, Mode::Crash, true), map.ipa_bits, 3)
+        .expect("table builds");
     let first = Ipa(report.start.raw());
     let last = Ipa(report.end.raw() - PAGE_SIZE);
     // Normal mode: Portcullis' alone; the pages around it are ordinary RAM.
@@ -608,7 +609,8 @@ fn fault_report_region_per_mode() {
     assert_eq!(crash.translate(last).map(|t| t.1), Some(Access::RO));
     // Never reachable by DMA, in either mode.
     for mode in [Mode::Normal, Mode::Crash] {
-        let dma = Stage2Table::build(&dma_policy(&map, mode), map.ipa_bits, 2).expect("table builds");
+        let dma =
+            Stage2Table::build(&dma_policy(&map, mode), map.ipa_bits, 2).expect("table builds");
         assert_eq!(dma.translate(first), None, "{mode:?}");
         assert_eq!(dma.translate(last), None, "{mode:?}");
     }
