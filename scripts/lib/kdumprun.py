@@ -139,13 +139,15 @@ def make_media(path, kernel, capture):
 
 
 def command(kernel, initrd, disks, media, *, append="", crashkernel=CRASHKERNEL, mem="1G", smp=2,
-            timeout=300, hyp_args="", bps=BPS):
+            timeout=300, hyp_args="", bps=BPS, capture_append=""):
     vd, nvme = disks
     throttle = f"throttling.bps-total={bps}" if bps else ""
 
     def drive(path, ident):
         return ",".join(x for x in (f"file={path}", "if=none", f"id={ident}", "format=raw", throttle) if x)
 
+    if capture_append:
+        append += " kdump.append=" + capture_append.strip().replace(" ", "+")
     full_append = f"{FIRST_APPEND} crashkernel={crashkernel} {append}".strip()
     cmd = [run_script(), "--kernel", kernel, "--initrd", initrd, "--append", full_append,
            "--mem", mem, "--smp", str(smp), "--timeout", str(timeout)]
@@ -167,7 +169,7 @@ class Run:
 
     def __init__(self, cmd, log_path, echo=None):
         self.cmd, self.log_path, self.echo = cmd, log_path, echo
-        self.times, self.verdict, self.checks, self.lines = {}, None, [], []
+        self.times, self.verdict, self.checks, self.notes, self.lines = {}, None, [], [], []
         self.rc = None
 
     def go(self):
@@ -208,6 +210,9 @@ class Run:
             m = re.match(r"LINUX-KDUMP: check failed: (.*)$", text)
             if m:
                 self.checks.append(m.group(1))
+            m = re.match(r"LINUX-KDUMP: note: (.*)$", text)
+            if m:
+                self.notes.append(m.group(1))
         if self.echo:
             self.echo(now, line)
 

@@ -671,7 +671,7 @@ capture_kernel() {
         elif [ $landed = 0 ]; then
             say "late DMA probe $d: in flight at the crash; none of its $# pages holds disk data in the dump"
         else
-            say "late DMA probe $d: in flight at the crash; $landed of its $# pages hold disk data in the dump: the device wrote after the crash"
+            say "late DMA probe $d: in flight at the crash; $landed of its $# pages hold disk data in the dump: written after the crash (QEMU translates a request's buffers when it takes the request, before the fence; not judged)"
             note "late-dma-data-$d" "$landed pages"
         fi
     done
