@@ -80,6 +80,10 @@ struct Host {
     /// The crash-mode CPU stage 2 (VMID 3), prebuilt: the dump read-only, the crash region RWX.
     crash_stage2: Option<Stage2Table>,
     crash: Option<PhysRange>,
+    /// The address map the policies are built from (for the crash-mode variant built at the trap).
+    map: AddressMap,
+    /// GICv3 redistributor regions: read at the kexec trap for the LPI tables.
+    redistributors: Vec<PhysRange>,
     vtcr: u64,
     ram: Vec<PhysRange>,
     hyp: PhysRange,
@@ -234,6 +238,12 @@ pub fn prepare(
         stage2: table,
         crash_stage2: crash_table,
         crash,
+        map: map.clone(),
+        redistributors: machine
+            .gic
+            .as_ref()
+            .map(|g| g.redistributors.clone())
+            .unwrap_or_default(),
         vtcr,
         ram: machine.memory.clone(),
         hyp,
@@ -393,13 +403,57 @@ pub fn in_crash_mode() -> bool {
     CRASH_MODE.load(Ordering::Acquire)
 }
 
+/// The crash-mode CPU stage 2 with the dead kernel's GIC LPI tables writable, built at the trap.
+static CRASH_WITH_GIC: Once<Stage2Table> = Once::new();
+
 /// The CPU stage 2 of the current mode.
 fn live_stage2() -> &'static Stage2Table {
     let h = host();
-    match (&h.crash_stage2, in_crash_mode()) {
-        (Some(t), true) => t,
-        _ => &h.stage2,
+    if !in_crash_mode() {
+        return &h.stage2;
     }
+    match (CRASH_WITH_GIC.get(), &h.crash_stage2) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => &h.stage2,
+    }
+}
+
+/// The LPI configuration and pending tables the GICv3 redistributors point at: hardware-owned
+/// memory in the dead kernel's RAM that the capture kernel keeps using.
+fn gic_lpi_tables(redistributors: &[PhysRange]) -> Vec<PhysRange> {
+    const GICR_TYPER: u64 = 0x08;
+    const GICR_PROPBASER: u64 = 0x70;
+    const GICR_PENDBASER: u64 = 0x78;
+    const TYPER_VLPIS: u64 = 1 << 1;
+    const TYPER_LAST: u64 = 1 << 4;
+    let read = |addr: u64| {
+        // SAFETY: a 64-bit register of a redistributor frame from the device tree, mapped as
+        // Device memory in Portcullis' EL2 tables; reading it has no side effects.
+        unsafe { (addr as *const u64).read_volatile() }
+    };
+    let mut tables = Vec::new();
+    for region in redistributors {
+        let mut frame = region.start.raw();
+        while frame + 0x2_0000 <= region.end.raw() {
+            let typer = read(frame + GICR_TYPER);
+            let prop = read(frame + GICR_PROPBASER);
+            let pend = read(frame + GICR_PENDBASER);
+            for t in portcullis::fence::lpi_tables(prop, pend) {
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+            if typer & TYPER_LAST != 0 {
+                break;
+            }
+            frame += if typer & TYPER_VLPIS != 0 {
+                0x4_0000
+            } else {
+                0x2_0000
+            };
+        }
+    }
+    tables
 }
 
 /// The crash region, if the host has one.
@@ -411,8 +465,24 @@ pub fn crash_region() -> Option<PhysRange> {
 /// stage 2. This CPU switches now; the others switch on their next trap into Portcullis (the
 /// crashed kernel has stopped them; a capture kernel starting CPUs enters them in crash mode).
 pub fn switch_to_crash_mode() {
-    if host().crash_stage2.is_none() {
+    let h = host();
+    if h.crash_stage2.is_none() {
         panic!("crash mode requested without a crash region");
+    }
+    let lpi = gic_lpi_tables(&h.redistributors);
+    if !lpi.is_empty() {
+        let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &lpi);
+        match Stage2Table::build(&regions, h.map.ipa_bits, 3) {
+            Ok(t) => {
+                for r in &lpi {
+                    log::info!(
+                        "crash mode: GIC LPI table {r} stays writable for the capture kernel"
+                    );
+                }
+                CRASH_WITH_GIC.call_once(|| t);
+            }
+            Err(e) => log::error!("crash mode without writable GIC LPI tables: {e}"),
+        }
     }
     CRASH_MODE.store(true, Ordering::Release);
     ensure_live_stage2();

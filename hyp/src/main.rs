@@ -94,6 +94,10 @@ mod image {
         if let Some(smmu) = &machine.smmu {
             devices.push(smmu.regs);
         }
+        // Read at the kexec trap (the LPI tables the capture kernel keeps).
+        if let Some(gic) = &machine.gic {
+            devices.extend(gic.redistributors.iter().copied());
+        }
         let el2_map = mmu::install_final_tables(&mmu::El2Layout {
             ram: &machine.memory,
             image,

@@ -22,7 +22,7 @@ mod tests;
 
 pub use policy::{
     Access, AddressMap, MAX_IPA_BITS, MIN_IPA_BITS, Mode, PAGE_SIZE, Region, cpu_policy,
-    dma_policy, ipa_bits_for, pa_range_bits,
+    dma_policy, ipa_bits_for, pa_range_bits, with_writable,
 };
 pub use table::Stage2Table;
 

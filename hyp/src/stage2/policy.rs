@@ -287,6 +287,30 @@ pub fn cpu_policy(map: &AddressMap, mode: Mode, kexec_trap: bool) -> Vec<Region>
     normalize(regions)
 }
 
+/// `regions` with the read-only parts that overlap `ranges` made read-write (never executable).
+///
+/// For the crash-mode CPU policy: hardware-owned tables the dead kernel allocated in what is now
+/// the dump, which the capture kernel must keep using and writing (the GICv3 LPI configuration and
+/// pending tables cannot be moved once LPIs are enabled). Only read-only normal memory is widened:
+/// nothing unmapped (Portcullis, the crash region's neighbours, holes) becomes reachable.
+pub fn with_writable(regions: &[Region], ranges: &[PhysRange]) -> Vec<Region> {
+    let ranges: Vec<PhysRange> = ranges.iter().copied().map(align_out).collect();
+    let mut out = Vec::new();
+    for region in regions {
+        if region.access != Access::RO {
+            out.push(*region);
+            continue;
+        }
+        let inside: Vec<PhysRange> = ranges
+            .iter()
+            .filter_map(|r| r.intersection(&region.range))
+            .collect();
+        push_all(&mut out, subtract(&[region.range], &inside), Access::RO);
+        push_all(&mut out, inside, Access::RW);
+    }
+    normalize(out)
+}
+
 /// The stage-2 policy for every device behind the SMMU in `mode`.
 pub fn dma_policy(map: &AddressMap, mode: Mode) -> Vec<Region> {
     let mut regions = Vec::new();

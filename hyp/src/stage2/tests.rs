@@ -615,3 +615,43 @@ fn fault_report_region_per_mode() {
         assert_eq!(dma.translate(last), None, "{mode:?}");
     }
 }
+
+#[test]
+fn crash_mode_keeps_hardware_tables_writable() {
+    let map = qemu_map();
+    let crash = cpu_policy(&map, Mode::Crash, true);
+    // An LPI configuration table in the dump, and a "table" the capture kernel must not get:
+    // Portcullis' own memory.
+    let prop = r(0x5000_0000, 0x1_0000);
+    let sneaky = map.hyp;
+    let widened = with_writable(&crash, &[prop, sneaky]);
+    let table = Stage2Table::build(&widened, map.ipa_bits, 3).expect("table builds");
+    assert_eq!(
+        table.translate(Ipa(prop.start.raw())).map(|t| t.1),
+        Some(Access::RW)
+    );
+    assert_eq!(
+        table
+            .translate(Ipa(prop.end.raw() - PAGE_SIZE))
+            .map(|t| t.1),
+        Some(Access::RW)
+    );
+    // Around it, the dump stays read-only.
+    assert_eq!(
+        table.translate(Ipa(prop.end.raw())).map(|t| t.1),
+        Some(Access::RO)
+    );
+    assert_eq!(
+        table
+            .translate(Ipa(prop.start.raw() - PAGE_SIZE))
+            .map(|t| t.1),
+        Some(Access::RO)
+    );
+    // Nothing unmapped became reachable, nothing else changed.
+    assert_eq!(table.translate(Ipa(sneaky.start.raw())), None);
+    let crash_region = map.crash.expect("qemu map has a crash region");
+    assert_eq!(
+        table.translate(Ipa(crash_region.start.raw())).map(|t| t.1),
+        Some(Access::RWX)
+    );
+}
