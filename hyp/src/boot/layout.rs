@@ -202,16 +202,20 @@ fn highest_fit(free: &[PhysRange], size: u64, align: u64, limit: Option<u64>) ->
         .max()
 }
 
-/// Places top-down: highest below [`LOW_LIMIT`], else highest anywhere (for the device tree).
-fn place_top_down(
+/// A fitting rule: where in the free gaps a `size`-byte, `align`-aligned region goes, ending at or
+/// below the limit if there is one.
+type Fit = fn(&[PhysRange], u64, u64, Option<u64>) -> Option<u64>;
+
+/// Places with `fit`: wholly below [`LOW_LIMIT`] if possible, else anywhere.
+fn place(
     ram: &[PhysRange],
     taken: &[PhysRange],
     size: u64,
     align: u64,
+    fit: Fit,
 ) -> Result<PhysRange, PlacementError> {
     let free = subtract_ranges(ram, taken);
-    let base = highest_fit(&free, size, align, Some(LOW_LIMIT))
-        .or_else(|| highest_fit(&free, size, align, None));
+    let base = fit(&free, size, align, Some(LOW_LIMIT)).or_else(|| fit(&free, size, align, None));
     match base.and_then(|b| PhysRange::new(b, size)) {
         Some(region) => Ok(region),
         None => Err(PlacementError::TooLarge {
@@ -219,6 +223,17 @@ fn place_top_down(
             largest_gap: free.iter().map(PhysRange::size).max().unwrap_or(0),
         }),
     }
+}
+
+/// Places top-down: highest below [`LOW_LIMIT`], else highest anywhere (the device tree, the
+/// fault report).
+fn place_top_down(
+    ram: &[PhysRange],
+    taken: &[PhysRange],
+    size: u64,
+    align: u64,
+) -> Result<PhysRange, PlacementError> {
+    place(ram, taken, size, align, highest_fit)
 }
 
 /// The lowest `align`-aligned, non-zero base of a `size`-byte region inside one of the `free`
@@ -248,16 +263,7 @@ fn place_bottom_up(
     size: u64,
     align: u64,
 ) -> Result<PhysRange, PlacementError> {
-    let free = subtract_ranges(ram, taken);
-    let base = lowest_fit(&free, size, align, Some(LOW_LIMIT))
-        .or_else(|| lowest_fit(&free, size, align, None));
-    match base.and_then(|b| PhysRange::new(b, size)) {
-        Some(region) => Ok(region),
-        None => Err(PlacementError::TooLarge {
-            size,
-            largest_gap: free.iter().map(PhysRange::size).max().unwrap_or(0),
-        }),
-    }
+    place(ram, taken, size, align, lowest_fit)
 }
 
 /// Places the crash region: base and size aligned to [`CRASH_ALIGN`] (the size rounded up).
