@@ -937,27 +937,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
         if self.live.is_none() {
             return Err(SmmuError::NotInitialized);
         }
-        let sync = [Command::Sync(SyncCommand::POLL)];
-        let mut rest = cmds.iter().chain(sync.iter()).peekable();
-        while rest.peek().is_some() {
-            let free = self.wait_cmdq("command queue space", failure, |q| q.free() > 0)?;
-            let cmdq = &mut self.live.as_mut().ok_or(SmmuError::NotInitialized)?.cmdq;
-            for cmd in rest.by_ref().take(free as usize) {
-                let [w0, w1] = cmd.encode();
-                let slot = cmdq.prod.index() as usize * 2;
-                cmdq.mem.write(slot, w0);
-                cmdq.mem.write(slot + 1, w1);
-                cmdq.prod = cmdq.prod.advance(1);
-            }
-            let prod = cmdq.prod;
-            // The commands are observable before the SMMU is told they are there.
-            self.dma.wmb();
-            self.mmio.write32(offset::CMDQ_PROD, cmdq_prod_value(prod));
-        }
-        self.stats.commands += cmds.len() as u64;
-        self.stats.syncs += 1;
-        self.wait_cmdq("CMD_SYNC", failure, |q| q.is_empty())?;
-        Ok(())
+        self.submit_counted(cmds, failure, &Cell::new(0))
     }
 
     /// Polls `CMDQ_CONS` until `done` holds for the queue, recovering from command errors on the
