@@ -260,6 +260,48 @@ impl Edu {
         }
     }
 
+    /// Adopts an edu another kernel enabled (a capture kernel taking over the dead kernel's
+    /// device): nothing is written, the identification register is checked.
+    pub fn adopt(function: &Function) -> Result<Edu, EduError> {
+        if (function.vendor, function.device) != (VENDOR_ID, DEVICE_ID) {
+            return Err(EduError::NotEdu {
+                vendor: function.vendor,
+                device: function.device,
+            });
+        }
+        let bar = function.bar(0).ok_or(EduError::NoBar0)?;
+        let edu = Edu {
+            regs: bar.cpu_addr,
+            function: *function,
+            pending: Cell::new(None),
+        };
+        let id = edu.read32(REG_ID);
+        if id & 0xff != ID_MAGIC {
+            return Err(EduError::BadIdentification(id));
+        }
+        Ok(edu)
+    }
+
+    /// Whether a transfer is in flight (the command register's start/busy bit).
+    pub fn busy(&self) -> bool {
+        self.read64(REG_DMA_CMD) & CMD_START != 0
+    }
+
+    /// The DMA registers as they stand: (source, destination, count, command).
+    pub fn dma_registers(&self) -> (u64, u64, u64, u64) {
+        (
+            self.read64(REG_DMA_SRC),
+            self.read64(REG_DMA_DST),
+            self.read64(REG_DMA_COUNT),
+            self.read64(REG_DMA_CMD),
+        )
+    }
+
+    /// The CPU address of BAR0, the register block.
+    pub fn registers(&self) -> u64 {
+        self.regs
+    }
+
     fn read32(&self, off: u64) -> u32 {
         // SAFETY: `regs` is the edu's BAR0 as `pci::scan` placed it (1 MiB of registers), decoding
         // is enabled and `off` is one of its registers.

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `PORTCULLIS_TEST_CANARY` | — | x0 = 0, x1 = base, x2 = size of a canary area in Portcullis' memory, x3 = a checksum of its contents now |
 //! | `PORTCULLIS_TEST_FAULTS` | x1 = StreamID | x0 = 0, x1 = fault events recorded for it since boot, x2 = input address of the latest, x3 = (event type << 8) \| 1 if it was a write (RnW = 0) |
+//! | `PORTCULLIS_TEST_MODE` | — | x0 = 0, x1 = 1 in crash mode (fence raised) else 0, x2 = the fence window in ns, x3 = streams terminated |
 //!
 //! x0 = -1 (NOT_SUPPORTED) from a Portcullis built without the feature.
 
@@ -16,6 +17,7 @@ use core::fmt;
 
 pub const PORTCULLIS_TEST_CANARY: u32 = 0xC600_0100;
 pub const PORTCULLIS_TEST_FAULTS: u32 = 0xC600_0101;
+pub const PORTCULLIS_TEST_MODE: u32 = 0xC600_0102;
 
 const NOT_SUPPORTED: i64 = -1;
 
@@ -135,5 +137,26 @@ pub fn faults(stream_id: u32) -> Result<Faults, HookError> {
         last_addr: r[2],
         last_type: (r[3] >> 8) as u8,
         last_was_write: r[3] & 1 != 0,
+    })
+}
+
+/// What `PORTCULLIS_TEST_MODE` says about the crash fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FenceMode {
+    /// Portcullis is in crash mode: the fence has been raised.
+    pub crash: bool,
+    /// From the kexec trap to the completed CMD_SYNC of the fence, in ns (0 before the fence).
+    pub window_ns: u64,
+    /// StreamIDs given the terminating stage 2 by the fence (0 before it).
+    pub streams_terminated: u64,
+}
+
+/// `PORTCULLIS_TEST_MODE`.
+pub fn fence_mode() -> Result<FenceMode, HookError> {
+    let r = call(PORTCULLIS_TEST_MODE, 0)?;
+    Ok(FenceMode {
+        crash: r[1] == 1,
+        window_ns: r[2],
+        streams_terminated: r[3],
     })
 }

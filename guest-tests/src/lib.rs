@@ -14,11 +14,16 @@ pub mod dt;
 #[cfg(target_os = "none")]
 pub mod edu;
 #[cfg(target_os = "none")]
+pub mod fence;
+#[cfg(target_os = "none")]
 pub mod hooks;
+#[cfg(target_os = "none")]
+pub mod kexec;
 #[cfg(target_os = "none")]
 pub mod pci;
 #[cfg(target_os = "none")]
 pub mod psci;
+pub mod report;
 #[cfg(target_os = "none")]
 pub mod rt;
 #[cfg(target_os = "none")]

@@ -173,6 +173,34 @@ pub fn image_extent() -> (u64, u64) {
     (start, end)
 }
 
+unsafe extern "C" {
+    static __data_end: u8;
+}
+
+/// Where the payload's image lies and how much of it is file data, as a loader (or kexec) sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// `__image_start`: the Image header, the first byte a loader places.
+    pub start: u64,
+    /// `__image_end`: past the stacks, `image_size` in the header (2 MiB-aligned).
+    pub end: u64,
+    /// Bytes of file data from `start`: text, rodata, relocations and data, everything a copy needs
+    /// (.bss and the stacks are zeroed or set up at entry).
+    pub file_size: u64,
+}
+
+/// The payload's [`ImageLayout`] at its current (relocated, physical) address.
+pub fn image_layout() -> ImageLayout {
+    let (start, end) = image_extent();
+    // As in `image_extent`: only the symbol's PC-relative address is taken.
+    let data_end = core::ptr::addr_of!(__data_end) as u64;
+    ImageLayout {
+        start,
+        end,
+        file_size: data_end - start,
+    }
+}
+
 /// The exception level and stack pointer selection the payload runs at: (EL, SPSel).
 pub fn current_el() -> (u64, u64) {
     let (el, spsel): (u64, u64);

@@ -1114,6 +1114,35 @@ impl Smmu {
         ])
     }
 
+    /// The CMDQ_BASE value of the driver's own Command queue.
+    pub fn own_cmdq_base(&self) -> u64 {
+        queue_base::ADDR.addr(self.mem.cmdq.addr())
+            | queue_base::LOG2SIZE.val(self.cmdq.log2.into())
+    }
+
+    /// The EVENTQ_BASE value of the driver's own Event queue.
+    pub fn own_evtq_base(&self) -> u64 {
+        queue_base::ADDR.addr(self.mem.evtq.addr())
+            | queue_base::LOG2SIZE.val(self.evtq.log2.into())
+    }
+
+    /// Moves the Command queue into the driver's own memory and leaves everything else as it is
+    /// (SMMUEN, the Stream table, the Event queue): what a capture kernel that adopts the crashed
+    /// kernel's SMMU configuration does. CMDQ_BASE and CMDQ_CONS may only change while CMDQEN is 0
+    /// (sections 6.3.26, 6.3.28), which the architecture allows with SMMUEN = 1: CMDQEN off, the
+    /// new base with PROD = CONS = 0, CMDQEN on.
+    pub fn move_command_queue(&self) -> Result<(), SmmuError> {
+        let cr0 = self.cr0();
+        let without = cr0 & !(cr0::CMDQEN.set() as u32);
+        self.set_cr0(without)?;
+        self.mem.cmdq.clear();
+        self.write64(reg::CMDQ_BASE, self.own_cmdq_base());
+        self.write32(reg::CMDQ_PROD, 0);
+        self.write32(reg::CMDQ_CONS, 0);
+        self.cmdq_prod.set(0);
+        self.set_cr0(without | cr0::CMDQEN.set() as u32)
+    }
+
     /// The index of the STE of `sid` in the level 2 array.
     fn ste_slot(&self, sid: u32) -> Result<usize, SmmuError> {
         let first = self.l2_first.get();
