@@ -15,7 +15,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
-use portcullis::emul::{EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
+use portcullis::emul::{Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
 use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
@@ -23,6 +23,7 @@ use portcullis::smmu::driver::{
     self, DmaBlock, DmaMemory, EventRecord, PreparedTable, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
+use portcullis::smmu::queue::QueuePair;
 use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
@@ -88,6 +89,9 @@ struct Firewall {
     /// After the fence: which streams still translate through the terminating stage 2.
     fenced: Option<StreamSet>,
     fence: FenceStats,
+    /// At the fence: the streams the dead kernel had live, and where its Stream table and Event
+    /// queue were (a capture kernel that keeps them gets no lift and no forwarded records there).
+    dead: DeadKernel,
     /// The fault report region (host RAM, reserved no-map in the host's tree).
     report: Option<PhysRange>,
 }
@@ -101,6 +105,21 @@ struct CrashSide {
     _terminate: Stage2Table,
     /// The crash-mode Stream table: every stream on the terminating stage 2. Taken by the fence.
     table: Option<PreparedTable>,
+}
+
+/// What the dead kernel left configured, recorded at the fence.
+#[derive(Debug, Default)]
+struct DeadKernel {
+    live: Vec<StreamId>,
+    strtab_base: u64,
+    evtq_base: u64,
+}
+
+/// The address bits of a host STRTAB_BASE / EVTQ_BASE value.
+const BASE_ADDR: u64 = 0x000f_ffff_ffff_ffe0;
+
+fn host_base(emul: &EmulatedSmmu, reg: usize) -> u64 {
+    emul.read(reg, 8).value & BASE_ADDR
 }
 
 /// What the fence did, for the console and the report.
@@ -148,6 +167,50 @@ struct Phys<'a> {
     /// After the fence: the dead kernel's streams, kept on the terminating stage 2 until the
     /// capture kernel configures them with a stage 1 of its own.
     fenced: Option<&'a mut StreamSet>,
+    /// Whether the STEs composed now come from a Stream table the capture kernel set up after the
+    /// fence. A capture kernel that keeps the dead kernel's table would otherwise re-enable the
+    /// dead kernel's own stage 1 (its CDs and page tables, possibly in the crash region) for the
+    /// dead kernel's still-running DMA.
+    may_lift: bool,
+}
+
+impl Phys<'_> {
+    /// Writes one admitted STE.
+    fn write_one(&mut self, sid: StreamId, ste: &Ste) -> Result<(), SmmuError> {
+        self.flush()?;
+        let report = self.driver.write_ste(sid, ste)?;
+        if report.unchanged == 0 {
+            // Portcullis' own record of what each host stream really does (the smoke tests read
+            // it). Aborts come by the thousand when a host enables or resets its SMMU: debug only.
+            let config = ste.config();
+            if config == StreamConfig::Nested {
+                log::info!(
+                    "physical STE for stream {sid:#06x}: {config:?}, stage 2 VMID {}",
+                    self.stage2.vmid
+                );
+            } else {
+                log::debug!("physical STE for stream {sid:#06x}: {config:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `ste` may replace the terminate STE of `sid` (always, for a stream not fenced).
+    fn admit(&mut self, sid: StreamId, ste: &Ste) -> bool {
+        let may_lift = self.may_lift;
+        let Some(fenced) = self.fenced.as_deref_mut() else {
+            return true;
+        };
+        if !fenced.contains(sid) {
+            return true;
+        }
+        if !may_lift || !fence::should_lift(sid, ste, true) {
+            return false;
+        }
+        log::info!("stream {sid:#x}: configured by the capture kernel, lifted from the fence");
+        fenced.remove(sid);
+        true
+    }
 }
 
 impl Phys<'_> {
@@ -168,33 +231,11 @@ impl PhysicalSmmu for Phys<'_> {
     }
 
     fn write_ste(&mut self, sid: StreamId, ste: &Ste) -> Result<(), SmmuError> {
-        if let Some(fenced) = self.fenced.as_deref_mut()
-            && fenced.contains(sid)
-        {
-            if !fence::should_lift(sid, ste, true) {
-                // Abort or bypass for a stream the dead kernel had: it stays terminated, and its
-                // late transactions stay recorded.
-                return Ok(());
-            }
-            log::info!("stream {sid:#x}: configured by the capture kernel, lifted from the fence");
-            fenced.remove(sid);
+        if !self.admit(sid, ste) {
+            // A stream the dead kernel had stays terminated, and its late transactions recorded.
+            return Ok(());
         }
-        self.flush()?;
-        let report = self.driver.write_ste(sid, ste)?;
-        if report.unchanged == 0 {
-            // Portcullis' own record of what each host stream really does (the smoke tests read
-            // it). Aborts come by the thousand when a host enables or resets its SMMU: debug only.
-            let config = ste.config();
-            if config == StreamConfig::Nested {
-                log::info!(
-                    "physical STE for stream {sid:#06x}: {config:?}, stage 2 VMID {}",
-                    self.stage2.vmid
-                );
-            } else {
-                log::debug!("physical STE for stream {sid:#06x}: {config:?}");
-            }
-        }
-        Ok(())
+        self.write_one(sid, ste)
     }
 
     /// Runs of identical STEs (a host enabling, disabling or resetting its SMMU recomposes every
@@ -207,21 +248,12 @@ impl PhysicalSmmu for Phys<'_> {
             let run = stes[i..].iter().take_while(|(_, s)| *s == ste).count();
             let mut sids: Vec<StreamId> = Vec::with_capacity(run);
             for &(sid, _) in &stes[i..i + run] {
-                if let Some(fenced) = self.fenced.as_deref_mut()
-                    && fenced.contains(sid)
-                {
-                    if !fence::should_lift(sid, &ste, true) {
-                        continue;
-                    }
-                    log::info!(
-                        "stream {sid:#x}: configured by the capture kernel, lifted from the fence"
-                    );
-                    fenced.remove(sid);
+                if self.admit(sid, &ste) {
+                    sids.push(sid);
                 }
-                sids.push(sid);
             }
             if sids.len() == 1 {
-                self.write_ste(sids[0], &ste)?;
+                self.write_one(sids[0], &ste)?;
             } else if !sids.is_empty() {
                 self.flush()?;
                 let report = self.driver.write_stes(&sids, &ste)?;
@@ -347,6 +379,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         crash,
         fenced: None,
         fence: FenceStats::default(),
+        dead: DeadKernel::default(),
         report: map.report,
     });
     Ok(())
@@ -368,6 +401,7 @@ pub fn poll() {
         pci,
         faults,
         emul,
+        dead,
         ..
     } = fw;
     let mut on_record = |rec: EventRecord| {
@@ -398,15 +432,29 @@ pub fn poll() {
         Ok(_) => {}
         Err(e) => log::error!("SMMU event queue: {e}"),
     }
-    // After the fence, the dead kernel's refused transactions go to the capture kernel too, once
-    // it has an event queue to take them (the ring keeps them until then, counting any overflow).
-    if fenced && emul.event_queue_enabled() {
-        while let Some(r) = faults.ring.pop() {
-            let delivery = emul.deliver_record(r.raw, &mut HostRam);
-            log::debug!(
-                "fence record for stream {:#x} forwarded to the capture kernel: {delivery}",
-                r.sid
-            );
+    // After the fence, the dead kernel's refused transactions go to the capture kernel too: into an
+    // Event queue it set up itself (not the dead kernel's, which lies in the read-only dump), as
+    // far as that queue has room; the rest waits in the ring.
+    if fenced && emul.event_queue_enabled() && host_base(emul, offset::EVTQ_BASE) != dead.evtq_base
+    {
+        while let Some(r) = faults.ring.front().copied() {
+            let (prod, cons) = emul.event_queue_indexes();
+            let room = QueuePair::new(prod.wr, cons.rd).is_ok_and(|q| !q.is_full());
+            if !room {
+                break;
+            }
+            match emul.deliver_record(r.raw, &mut HostRam) {
+                Delivery::Written => {
+                    faults.ring.pop();
+                }
+                other => {
+                    log::warn!(
+                        "fence record for stream {:#x} not forwarded yet: {other}",
+                        r.sid
+                    );
+                    break;
+                }
+            }
         }
     }
     let changed = faults.streams.total() != before;
@@ -501,9 +549,11 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
     let offset = (access.ipa.raw() - frame_base) as usize;
     if access.write {
         let value = access.store_value(&frame.x);
+        let may_lift = host_base(&fw.emul, offset::STRTAB_BASE) != fw.dead.strtab_base;
         let fenced = fw.fenced.as_mut();
         let mut phys = Phys {
             fenced,
+            may_lift,
             driver: &mut fw.driver,
             stage2: fw.stage2,
             pending: Vec::new(),
@@ -630,6 +680,14 @@ pub fn fence(start: u64) -> Result<FenceStats, FenceError> {
         live: fw.emul.live_streams().count() as u64,
     };
     fw.fenced = Some(fenced);
+    fw.dead = DeadKernel {
+        live: fw.emul.live_streams().collect(),
+        strtab_base: host_base(&fw.emul, offset::STRTAB_BASE),
+        evtq_base: host_base(&fw.emul, offset::EVTQ_BASE),
+    };
+    // The ring now collects what the fence causes (what came before is counted per stream and
+    // was logged).
+    fw.faults.ring.clear();
     Ok(fw.fence)
 }
 
@@ -639,7 +697,10 @@ pub fn write_report() {
     let guard = FIREWALL.lock();
     let Some(fw) = guard.as_ref() else { return };
     let Some(region) = fw.report else { return };
-    let live: Vec<StreamId> = fw.emul.live_streams().collect();
+    let live: Vec<StreamId> = match fw.fenced {
+        Some(_) => fw.dead.live.clone(),
+        None => fw.emul.live_streams().collect(),
+    };
     let pci = &fw.pci;
     let bdf = |sid: StreamId| describe_stream(pci, sid).map(|b| alloc::format!("{b}"));
     let input = ReportInput {

@@ -127,7 +127,7 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         return;
     }
     log::warn!(
-        "host {} at {ipa:?} (ELR {:#x}) outside its memory: {:?}; injecting an external abort",
+        "host {} at {ipa:?} (ELR {:#x}) refused by its stage 2 ({:?}): not its memory, or read-only in crash mode; injecting an external abort",
         if abort.write { "store" } else { "load" },
         frame.elr,
         abort.fault

@@ -207,6 +207,19 @@ impl<const N: usize> FaultRing<N> {
         self.hardware_overflows += 1;
     }
 
+    /// The oldest record, left in place (for a consumer that may fail to take it).
+    pub fn front(&self) -> Option<&FaultRecord> {
+        (self.len > 0).then(|| &self.slots[self.head])
+    }
+
+    /// Drops every stored record (they stay counted in `pushed` and in the per-stream counters):
+    /// the fence starts the ring over, so that it holds what the fence caused, not the oldest
+    /// records since boot.
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
     /// Takes the oldest record.
     pub fn pop(&mut self) -> Option<FaultRecord> {
         if self.len == 0 {
@@ -422,6 +435,28 @@ mod tests {
     use crate::smmu::event::{AccessAttrs, FaultClass, Origin, TranslationFault};
     use crate::smmu::{Ipa, Pa};
     use proptest::prelude::*;
+
+    #[test]
+    fn front_then_clear() {
+        let mut ring = FaultRing::<4>::new();
+        assert!(ring.front().is_none());
+        for addr in [0x1000, 0x2000, 0x3000] {
+            ring.push(FaultRecord {
+                addr,
+                ..FaultRecord::EMPTY
+            });
+        }
+        assert_eq!(ring.front().map(|r| r.addr), Some(0x1000));
+        assert_eq!(ring.len(), 3, "front leaves the record in place");
+        ring.clear();
+        assert!(ring.is_empty() && ring.front().is_none());
+        assert_eq!(ring.pushed(), 3);
+        ring.push(FaultRecord {
+            addr: 0x4000,
+            ..FaultRecord::EMPTY
+        });
+        assert_eq!(ring.pop().map(|r| r.addr), Some(0x4000));
+    }
 
     fn translation(sid: StreamId, addr: u64, write: bool) -> Event {
         Event::Translation(TranslationFault {
