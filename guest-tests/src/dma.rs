@@ -489,19 +489,50 @@ impl Subject<'_> {
         }
     }
 
+    /// Runs a transfer that must be refused: loads the device's buffer with `seed`'s pattern,
+    /// notes the fault counts, then starts the DMA (`what` names it if the engine fails). The
+    /// counts are kept unchecked until [`Self::expect_recorded`], which reports a hook failure.
+    fn attempt_refused(
+        &self,
+        direction: Direction,
+        target: u64,
+        len: usize,
+        seed: u8,
+        what: core::fmt::Arguments,
+    ) -> Result<FaultsBefore, Failure> {
+        self.staging.load(self.edu, seed)?;
+        let before = FaultsBefore {
+            subject: faults_now(self.sid),
+            bystander: self.bystander_count(),
+        };
+        match direction {
+            Direction::FromDevice => self.edu.from_device(target, len),
+            Direction::ToDevice => self.edu.to_device(target, len),
+        }
+        .map_err(|e| dma_failed(what, e))?;
+        Ok(before)
+    }
+
     /// The refused transfer was recorded for this device's StreamID, and not for the bystander's.
     fn expect_recorded(
         &self,
-        before: Result<Faults, Failure>,
-        bystander_before: Result<u64, Failure>,
+        before: FaultsBefore,
         target: u64,
         len: usize,
         direction: Direction,
         what: core::fmt::Arguments,
     ) -> Result<(), Failure> {
-        expect_fault(self.sid, before, target, len, direction, len == PROBE, what)?;
+        expect_fault(
+            self.sid,
+            before.subject,
+            target,
+            len,
+            direction,
+            len == PROBE,
+            what,
+        )?;
         if let Some((other, sid)) = self.bystander {
-            let (was, now) = (bystander_before?, self.bystander_count()?);
+            let (was, now) = (before.bystander?, self.bystander_count()?);
             check!(
                 was == now,
                 "edu {}'s refused {direction} DMA at {target:#x} ({what}) was also recorded against edu {}'s SID {sid:#x} (count {was} -> {now})",
@@ -525,15 +556,13 @@ impl Subject<'_> {
         // SAFETY: inside the crash region, which `crash_region` checked is host RAM holding neither
         // Portcullis, nor the payload, nor its tree; nothing else runs.
         unsafe { fill_memory(start, size) };
-        self.staging.load(self.edu, seed)?;
-        let before = faults_now(self.sid);
-        let bystander_before = self.bystander_count();
-        self.edu.from_device(target, len).map_err(|e| {
-            dma_failed(
-                format_args!("device->RAM DMA to the crash region at {target:#x}"),
-                e,
-            )
-        })?;
+        let before = self.attempt_refused(
+            Direction::FromDevice,
+            target,
+            len,
+            seed,
+            format_args!("device->RAM DMA to the crash region at {target:#x}"),
+        )?;
         // SAFETY: as above.
         if let Some((addr, got)) = unsafe { memory_changed(start, size) } {
             return Err(Failure::new(format_args!(
@@ -543,14 +572,12 @@ impl Subject<'_> {
                 memory_pattern(addr)
             )));
         }
-        let what = format_args!("crash region");
         self.expect_recorded(
             before,
-            bystander_before,
             target,
             len,
             Direction::FromDevice,
-            what,
+            format_args!("crash region"),
         )
     }
 
@@ -566,15 +593,13 @@ impl Subject<'_> {
         let (start, size) = guarded(crash, target, len);
         // SAFETY: as in `refused_write_to_crash`.
         unsafe { fill_memory(start, size) };
-        self.staging.load(self.edu, seed)?;
-        let before = faults_now(self.sid);
-        let bystander_before = self.bystander_count();
-        self.edu.to_device(target, len).map_err(|e| {
-            dma_failed(
-                format_args!("RAM->device DMA from the crash region at {target:#x}"),
-                e,
-            )
-        })?;
+        let before = self.attempt_refused(
+            Direction::ToDevice,
+            target,
+            len,
+            seed,
+            format_args!("RAM->device DMA from the crash region at {target:#x}"),
+        )?;
         let leaked = |i: usize| memory_pattern(target + i as u64);
         let what = format_args!("the crash region at {target:#x}");
         let how = self
@@ -587,14 +612,12 @@ impl Subject<'_> {
             "a refused DMA read from the crash region changed it at {:#x}",
             changed.map_or(0, |c| c.0)
         );
-        let what = format_args!("crash region");
         self.expect_recorded(
             before,
-            bystander_before,
             target,
             len,
             Direction::ToDevice,
-            what,
+            format_args!("crash region"),
         )?;
         println!(
             "  edu {}: read of {len:#x} bytes from {target:#x} refused, device buffer {how}",
@@ -612,15 +635,13 @@ impl Subject<'_> {
         len: usize,
         seed: u8,
     ) -> Result<(), Failure> {
-        self.staging.load(self.edu, seed)?;
-        let before = faults_now(self.sid);
-        let bystander_before = self.bystander_count();
-        self.edu.from_device(target, len).map_err(|e| {
-            dma_failed(
-                format_args!("device->RAM DMA to Portcullis' canary at {target:#x}"),
-                e,
-            )
-        })?;
+        let before = self.attempt_refused(
+            Direction::FromDevice,
+            target,
+            len,
+            seed,
+            format_args!("device->RAM DMA to Portcullis' canary at {target:#x}"),
+        )?;
         let now = canary_checksum()?;
         check!(
             now == canary.checksum,
@@ -629,14 +650,12 @@ impl Subject<'_> {
             self.sid,
             canary.checksum
         );
-        let what = format_args!("Portcullis' canary");
         self.expect_recorded(
             before,
-            bystander_before,
             target,
             len,
             Direction::FromDevice,
-            what,
+            format_args!("Portcullis' canary"),
         )
     }
 
@@ -650,15 +669,13 @@ impl Subject<'_> {
         len: usize,
         seed: u8,
     ) -> Result<(), Failure> {
-        self.staging.load(self.edu, seed)?;
-        let before = faults_now(self.sid);
-        let bystander_before = self.bystander_count();
-        self.edu.to_device(target, len).map_err(|e| {
-            dma_failed(
-                format_args!("RAM->device DMA from Portcullis' canary at {target:#x}"),
-                e,
-            )
-        })?;
+        let before = self.attempt_refused(
+            Direction::ToDevice,
+            target,
+            len,
+            seed,
+            format_args!("RAM->device DMA from Portcullis' canary at {target:#x}"),
+        )?;
         let what = format_args!("Portcullis' memory at {target:#x}");
         let how = self
             .staging
@@ -669,14 +686,12 @@ impl Subject<'_> {
             "the canary's checksum changed after a DMA read from it: {:#x} -> {now:#x}",
             canary.checksum
         );
-        let what = format_args!("Portcullis' canary");
         self.expect_recorded(
             before,
-            bystander_before,
             target,
             len,
             Direction::ToDevice,
-            what,
+            format_args!("Portcullis' canary"),
         )?;
         println!(
             "  edu {}: read of {len:#x} bytes from the canary refused, device buffer {how}",
@@ -684,6 +699,14 @@ impl Subject<'_> {
         );
         Ok(())
     }
+}
+
+/// The fault counts taken just before a transfer that must be refused: the subject's, and the
+/// bystander's (0 without one). A hook failure here is reported when the counts are compared.
+#[derive(Debug)]
+struct FaultsBefore {
+    subject: Result<Faults, Failure>,
+    bystander: Result<u64, Failure>,
 }
 
 /// `[target - GUARD, target + len + GUARD)`, clipped to the crash region: (start, size).
