@@ -415,6 +415,22 @@ pub const PROBE: usize = 4;
 /// The crash region `crashkernel=SIZE@BASE` names, checked to be host RAM the payload may fill: it
 /// holds neither Portcullis, nor the payload, nor the payload's device tree.
 pub fn crash_region(ctx: &Context, hyp: Reg) -> Result<Reg, Failure> {
+    placed_crash_region(ctx, hyp, CrashUse::DmaTarget)
+}
+
+/// What a scenario does with the crash region, and so what [`placed_crash_region`] checks beyond
+/// its being inside a memory node and clear of Portcullis and the device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashUse {
+    /// Filled with patterns as a DMA target: room for the tests, and clear of the payload.
+    DmaTarget,
+    /// Where a payload copies itself and runs (the fence scenarios' B).
+    PayloadHome,
+}
+
+/// The crash region `crashkernel=SIZE@BASE` names, inside a memory node, clear of Portcullis
+/// (`hyp`) and the device tree, and as `usage` needs.
+pub fn placed_crash_region(ctx: &Context, hyp: Reg, usage: CrashUse) -> Result<Reg, Failure> {
     let crash = match ctx.dtb.crash_region() {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -428,12 +444,14 @@ pub fn crash_region(ctx: &Context, hyp: Reg) -> Result<Reg, Failure> {
             )));
         }
     };
-    check!(
-        crash.size >= 4 * BUFFER_SIZE as u64,
-        "the crash region {:#x}+{:#x} is too small to test (run with crashkernel=32M)",
-        crash.base,
-        crash.size
-    );
+    if usage == CrashUse::DmaTarget {
+        check!(
+            crash.size >= 4 * BUFFER_SIZE as u64,
+            "the crash region {:#x}+{:#x} is too small to test (run with crashkernel=32M)",
+            crash.base,
+            crash.size
+        );
+    }
     check!(
         ctx.dtb
             .memory()
@@ -446,15 +464,17 @@ pub fn crash_region(ctx: &Context, hyp: Reg) -> Result<Reg, Failure> {
         !crash.overlaps(&hyp),
         "the crash region overlaps Portcullis' memory"
     );
-    let (start, end) = image_extent();
-    let image = Reg {
-        base: start,
-        size: end - start,
-    };
-    check!(
-        !crash.overlaps(&image),
-        "the crash region overlaps the payload at {start:#x}..{end:#x}"
-    );
+    if usage == CrashUse::DmaTarget {
+        let (start, end) = image_extent();
+        let image = Reg {
+            base: start,
+            size: end - start,
+        };
+        check!(
+            !crash.overlaps(&image),
+            "the crash region overlaps the payload at {start:#x}..{end:#x}"
+        );
+    }
     let dtb = Reg {
         base: ctx.dtb_addr,
         size: ctx.dtb.total_size(),

@@ -316,41 +316,7 @@ pub fn sleep_ms(ms: u64) {
 /// the device tree. (Unlike `dma::crash_region`, the payload itself may run there: B does.)
 pub fn crash_region(ctx: &Context) -> Result<Reg, Failure> {
     let hyp = dma::hypervisor_region(&ctx.dtb)?;
-    let crash = match ctx.dtb.crash_region() {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return Err(Failure::new(format_args!(
-                "no crashkernel= in bootargs: run with --append crashkernel=32M"
-            )));
-        }
-        Err(ck) => {
-            return Err(Failure::new(format_args!(
-                "crashkernel={ck} is not SIZE@BASE (Portcullis places it)"
-            )));
-        }
-    };
-    check!(
-        ctx.dtb
-            .memory()
-            .any(|m| m.base <= crash.base && crash.end() <= m.end()),
-        "the crash region {:#x}..{:#x} is not inside a memory node",
-        crash.base,
-        crash.end()
-    );
-    check!(
-        !crash.overlaps(&hyp),
-        "the crash region overlaps Portcullis' memory"
-    );
-    let dtb = Reg {
-        base: ctx.dtb_addr,
-        size: ctx.dtb.total_size(),
-    };
-    check!(
-        !crash.overlaps(&dtb),
-        "the crash region overlaps the device tree at {:#x}",
-        ctx.dtb_addr
-    );
-    Ok(crash)
+    dma::placed_crash_region(ctx, hyp, dma::CrashUse::PayloadHome)
 }
 
 /// The fault report region (`/reserved-memory`, compatible "portcullis,fault-report").
