@@ -222,6 +222,14 @@ impl DeadKernel {
         self.edus.iter().flatten()
     }
 
+    /// The first edu the handoff names (the one a single-edu scenario's checks are about).
+    pub fn first_edu(&self) -> Result<DeadEdu, Failure> {
+        self.edus()
+            .next()
+            .copied()
+            .ok_or_else(|| Failure::new(format_args!("the handoff names no edu")))
+    }
+
     /// A's pages B watches: (address, what).
     fn watched(&self) -> impl Iterator<Item = (u64, &'static str)> + '_ {
         self.edus()
@@ -508,6 +516,22 @@ impl Default for StreamTable {
 // ---------------------------------------------------------------------------------------------
 // A: the dead kernel.
 
+/// A fence scenario's run: with no handoff yet the payload is A, [`dead_kernel_with`] `want` edus
+/// and `before_crash`; once the copy in the crash region finds A's handoff, it is B and runs
+/// `capture_kernel`.
+pub fn run_scenario(
+    ctx: &Context,
+    want: usize,
+    before_crash: impl FnOnce(&DeadSetup) -> Outcome,
+    capture_kernel: impl FnOnce(&Context, Reg, &DeadKernel) -> Outcome,
+) -> Outcome {
+    let crash = crash_region(ctx)?;
+    match received(crash)? {
+        None => dead_kernel_with(ctx, crash, want, before_crash),
+        Some(dead) => capture_kernel(ctx, crash, &dead),
+    }
+}
+
 /// A's part: brings `want` edus up behind its own stage 1, checks DMA, starts a DMA on each and
 /// kexecs into the crash region. Returns only if something failed before the jump.
 pub fn dead_kernel(ctx: &Context, crash: Reg, want: usize) -> Outcome {
@@ -523,6 +547,14 @@ pub struct DeadSetup<'a> {
 }
 
 impl DeadSetup<'_> {
+    /// A's first edu and its StreamID.
+    pub fn first_edu(&self) -> Result<(&Edu, u32), Failure> {
+        match &self.edus[0] {
+            Some((edu, sid)) => Ok((edu, *sid)),
+            None => Err(Failure::new(format_args!("no edu"))),
+        }
+    }
+
     /// The stage 1 STE A gave edu `i`.
     pub fn stage1_ste(&self, i: usize) -> Ste {
         Ste::stage1(TABLES[i].cd_addr())

@@ -100,12 +100,10 @@ mod scenario {
     /// A's preparation: the edu's STE re-pointed at the dormant context, which the SMMU cannot
     /// walk in normal mode.
     fn make_dormant(setup: &DeadSetup) -> Outcome {
-        let Some((edu, sid)) = &setup.edus[0] else {
-            return Err(Failure::new(format_args!("no edu")));
-        };
+        let (edu, sid) = setup.first_edu()?;
         let window = fence::window_of(0);
         write_dormant_context(setup.crash, window, setup.smmu.features.oas);
-        setup.configure(*sid, &Ste::stage1(dormant_base(setup.crash)))?;
+        setup.configure(sid, &Ste::stage1(dormant_base(setup.crash)))?;
         println!(
             "A: edu SID {sid:#x} now on a CD at {:#x} in the crash region: IOVA {:#x} -> {:#x}",
             dormant_base(setup.crash),
@@ -127,21 +125,14 @@ mod scenario {
     }
 
     fn run(ctx: &Context) -> Outcome {
-        let crash = fence::crash_region(ctx)?;
-        match fence::received(crash)? {
-            None => fence::dead_kernel_with(ctx, crash, 1, make_dormant),
-            Some(dead) => capture_kernel(ctx, crash, &dead),
-        }
+        fence::run_scenario(ctx, 1, make_dormant, capture_kernel)
     }
 
     #[inline(never)]
     fn capture_kernel(ctx: &Context, crash: Reg, dead: &DeadKernel) -> Outcome {
         let tree = &ctx.dtb;
         let mut findings = Findings::default();
-        let e = *dead
-            .edus()
-            .next()
-            .ok_or_else(|| Failure::new(format_args!("the handoff names no edu")))?;
+        let e = dead.first_edu()?;
         let target = dormant_target(crash);
         fence::check_mode(dead)?;
         let edus = fence::adopt_edus(dead)?;

@@ -40,21 +40,19 @@ mod scenario {
     }
 
     fn make_noise(setup: &DeadSetup) -> Outcome {
-        let Some((edu, sid)) = &setup.edus[0] else {
-            return Err(Failure::new(format_args!("no edu")));
-        };
+        let (edu, sid) = setup.first_edu()?;
         let page = noise_page(setup.crash);
         // SAFETY: a crash-region page clear of the loaded capture kernel (the first 2 MiB).
         unsafe { fill_memory(page, PAGE) };
-        setup.configure(*sid, &Ste::bypass())?;
+        setup.configure(sid, &Ste::bypass())?;
         let mut recorded = 0;
         for k in 0..NOISE_TRANSFERS {
-            let before = guest::dma::faults_now(*sid)?.count;
+            let before = guest::dma::faults_now(sid)?.count;
             let target = page + (k % 4) * 0x400;
             edu.from_device(target, NOISE_LEN)
                 .map_err(|e| Failure::new(format_args!("A: a noisy DMA: {e}")))?;
             // The hook is a trap: Portcullis drains its Event queue before it overflows.
-            recorded += guest::dma::faults_now(*sid)?.count - before;
+            recorded += guest::dma::faults_now(sid)?.count - before;
         }
         // SAFETY: as above.
         let landed = unsafe { memory_changed(page, PAGE) };
@@ -67,7 +65,7 @@ mod scenario {
             "A: {NOISE_TRANSFERS} refused DMAs into the crash region at {page:#x} before the \
              crash: {recorded} records by Portcullis"
         );
-        setup.configure(*sid, &setup.stage1_ste(0))?;
+        setup.configure(sid, &setup.stage1_ste(0))?;
         let on = setup.smmu.cr0();
         setup
             .smmu
@@ -78,21 +76,14 @@ mod scenario {
     }
 
     fn run(ctx: &Context) -> Outcome {
-        let crash = fence::crash_region(ctx)?;
-        match fence::received(crash)? {
-            None => fence::dead_kernel_with(ctx, crash, 1, make_noise),
-            Some(dead) => capture_kernel(ctx, crash, &dead),
-        }
+        fence::run_scenario(ctx, 1, make_noise, capture_kernel)
     }
 
     #[inline(never)]
     fn capture_kernel(ctx: &Context, crash: Reg, dead: &DeadKernel) -> Outcome {
         let tree = &ctx.dtb;
         let mut findings = Findings::default();
-        let e = *dead
-            .edus()
-            .next()
-            .ok_or_else(|| Failure::new(format_args!("the handoff names no edu")))?;
+        let e = dead.first_edu()?;
         let mode = fence::check_mode(dead)?;
         let edus = fence::adopt_edus(dead)?;
         fence::await_in_flight(dead, &edus)?;

@@ -43,21 +43,14 @@ mod scenario {
     guest::scenario!("fence", run);
 
     fn run(ctx: &Context) -> Outcome {
-        let crash = fence::crash_region(ctx)?;
-        match fence::received(crash)? {
-            None => fence::dead_kernel(ctx, crash, 1),
-            Some(dead) => capture_kernel(ctx, crash, &dead),
-        }
+        fence::run_scenario(ctx, 1, |_| Ok(()), capture_kernel)
     }
 
     #[inline(never)]
     fn capture_kernel(ctx: &Context, crash: Reg, dead: &DeadKernel) -> Outcome {
         let tree = &ctx.dtb;
         let mut findings = Findings::default();
-        let e = *dead
-            .edus()
-            .next()
-            .ok_or_else(|| Failure::new(format_args!("the handoff names no edu")))?;
+        let e = dead.first_edu()?;
 
         let mode = fence::check_mode(dead)?;
         findings.soft(
