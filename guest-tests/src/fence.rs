@@ -1028,19 +1028,9 @@ pub fn check_dead_memory_read_only(dead: &DeadKernel) -> Outcome {
     Ok(())
 }
 
-/// A device -> RAM transfer of `PROBE` bytes by `edu` to `target` that must not land: the page
-/// `watch` (filled with [`memory_pattern`]) keeps its bytes, and the refusal is recorded for `sid`
-/// with `target` exactly (and not for `bystander`).
-pub fn kick_write(
-    edu: &Edu,
-    sid: u32,
-    target: u64,
-    watch: u64,
-    bystander: Option<u32>,
-    what: &str,
-) -> Outcome {
-    let before = faults_now(sid);
-    let other_before = bystander.map(|s| faults_now(s).map(|f| f.count));
+/// Kicks `edu` (StreamID `sid`) to write `PROBE` bytes to `target`; the page `watch` (filled with
+/// [`memory_pattern`]) must keep its bytes.
+fn kick_write_not_landed(edu: &Edu, sid: u32, target: u64, watch: u64, what: &str) -> Outcome {
     edu.from_device(target, PROBE).map_err(|e| {
         dma_failed(
             format_args!("B: kicking edu {} ({what})", edu.function.bdf),
@@ -1058,6 +1048,23 @@ pub fn kick_write(
         landed.map_or(0, |l| l.1),
         landed.map_or(0, |l| memory_pattern(l.0))
     );
+    Ok(())
+}
+
+/// A device -> RAM transfer of `PROBE` bytes by `edu` to `target` that must not land: the page
+/// `watch` (filled with [`memory_pattern`]) keeps its bytes, and the refusal is recorded for `sid`
+/// with `target` exactly (and not for `bystander`).
+pub fn kick_write(
+    edu: &Edu,
+    sid: u32,
+    target: u64,
+    watch: u64,
+    bystander: Option<u32>,
+    what: &str,
+) -> Outcome {
+    let before = faults_now(sid);
+    let other_before = bystander.map(|s| faults_now(s).map(|f| f.count));
+    kick_write_not_landed(edu, sid, target, watch, what)?;
     let after = dma::expect_fault(
         sid,
         before,
@@ -1105,23 +1112,7 @@ pub fn kick_write_recorded(
     what: &str,
 ) -> Result<Recorded, Failure> {
     let before = faults_now(sid)?;
-    edu.from_device(target, PROBE).map_err(|e| {
-        dma_failed(
-            format_args!("B: kicking edu {} ({what})", edu.function.bdf),
-            e,
-        )
-    })?;
-    // SAFETY: RAM readable in crash mode (A's, or B's own).
-    let landed = unsafe { memory_changed(watch, PAGE) };
-    check!(
-        landed.is_none(),
-        "edu {} (SID {sid:#x}) kicked to write {target:#x} ({what}): it landed at {:#x} ({:#x}, \
-         was {:#x})",
-        edu.function.bdf,
-        landed.map_or(0, |l| l.0),
-        landed.map_or(0, |l| l.1),
-        landed.map_or(0, |l| memory_pattern(l.0))
-    );
+    kick_write_not_landed(edu, sid, target, watch, what)?;
     let after = faults_now(sid)?;
     check!(
         after.count > before.count && after.last_addr == target && after.last_type == F_TRANSLATION,
