@@ -862,29 +862,33 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
     fn poll(
         &mut self,
         what: &'static str,
-        mut done: impl FnMut(&mut Self) -> bool,
+        done: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), SmmuError> {
-        for _ in 0..self.poll_limit {
-            if done(self) {
-                return Ok(());
-            }
-            core::hint::spin_loop();
-        }
-        Err(SmmuError::Timeout(what))
+        self.poll_counted(what, &mut 0, done)
     }
 
     /// `GBPA.ABORT = 1` through the Update procedure; returns the previous GBPA.
     fn abort_incoming(&mut self) -> Result<u32, SmmuError> {
+        self.abort_incoming_counted("GBPA.Update", &mut 0)
+    }
+
+    /// [`abort_incoming`](Self::abort_incoming), counting the register polls in `polls`; `what`
+    /// names the wait for this update to complete.
+    fn abort_incoming_counted(
+        &mut self,
+        what: &'static str,
+        polls: &mut u32,
+    ) -> Result<u32, SmmuError> {
         let update = GBPA::UPDATE::SET.value;
         // GBPA is read-only while an earlier update is in progress.
-        self.poll("GBPA.Update (earlier update)", |s| {
+        self.poll_counted("GBPA.Update (earlier update)", polls, |s| {
             s.mmio.read32(offset::GBPA) & update == 0
         })?;
         let previous = self.mmio.read32(offset::GBPA);
         // The other fields only describe bypass, which ABORT overrides; keep them.
         self.mmio
             .write32(offset::GBPA, previous | GBPA::ABORT::SET.value | update);
-        self.poll("GBPA.Update", |s| s.mmio.read32(offset::GBPA) & update == 0)?;
+        self.poll_counted(what, polls, |s| s.mmio.read32(offset::GBPA) & update == 0)?;
         Ok(previous)
     }
 
@@ -1464,18 +1468,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
         let start = now();
 
         // 1. GBPA = abort (it has been since `init`; the fence does not rely on that).
-        let update = GBPA::UPDATE::SET.value;
-        self.poll_counted("GBPA.Update (earlier update)", &mut polls, |s| {
-            s.mmio.read32(offset::GBPA) & update == 0
-        })?;
-        let previous_gbpa = self.mmio.read32(offset::GBPA);
-        self.mmio.write32(
-            offset::GBPA,
-            previous_gbpa | GBPA::ABORT::SET.value | update,
-        );
-        self.poll_counted("GBPA.Update (fence)", &mut polls, |s| {
-            s.mmio.read32(offset::GBPA) & update == 0
-        })?;
+        let previous_gbpa = self.abort_incoming_counted("GBPA.Update (fence)", &mut polls)?;
 
         // 2. SMMUEN = 0, queues kept.
         let disabled = self.cr0 & !CR0::SMMUEN::SET.value;
