@@ -7,7 +7,7 @@
 //! exception taken at EL2 itself is a Portcullis bug and does.
 
 use crate::arch::firmware;
-use crate::arch::vectors::{TrapFrame, VectorKind};
+use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
 use aarch64_cpu::registers::*;
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
@@ -16,38 +16,30 @@ use portcullis::trap::mmio::MmioAccess;
 use portcullis::trap::psci::{self, Action};
 
 #[unsafe(no_mangle)]
-extern "C" fn handle_trap(frame: &mut TrapFrame, kind: u64) {
-    let kind = VectorKind::from_raw(kind);
-    // Portcullis owns the physical event queue and drains it whenever it runs; a CPU that was
-    // stopped when the fence was raised takes up the crash-mode stage 2 on its first trap.
-    if kind != VectorKind::CurrentSpxSync {
-        host::ensure_live_stage2();
-        crate::firewall::poll();
-    }
-    match kind {
-        VectorKind::LowerA64Sync => lower_sync(frame),
-        VectorKind::LowerA64Irq
-        | VectorKind::LowerA64Fiq
-        | VectorKind::LowerA64SError
-        | VectorKind::LowerA32Irq
-        | VectorKind::LowerA32Fiq
-        | VectorKind::LowerA32SError => {
-            // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
-            log::warn!(
-                "unexpected {kind:?} from the host, ESR {:#x}; ignored",
-                ESR_EL2.get()
-            );
-        }
-        VectorKind::LowerA32Sync => {
-            // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
-            // traps to EL2 (an SMC): refuse it like any unknown instruction.
-            inject_undefined(frame);
-        }
-        _ => panic!(
-            "exception {kind:?} taken at EL2: ESR_EL2 {:#x} FAR_EL2 {:#x} ELR_EL2 {:#x}",
+extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
+    let vector = Vector::from_raw(index);
+    if !vector.from_lower_el {
+        // Before anything that takes a lock: this is a Portcullis bug, possibly inside one.
+        panic!(
+            "exception {vector:?} taken at EL2: ESR_EL2 {:#x} FAR_EL2 {:#x} ELR_EL2 {:#x}",
             ESR_EL2.get(),
             FAR_EL2.get(),
             ELR_EL2.get()
+        );
+    }
+    // Portcullis owns the physical event queue and drains it whenever it runs; a CPU that was
+    // stopped when the fence was raised takes up the crash-mode stage 2 on its first trap.
+    host::ensure_live_stage2();
+    crate::firewall::poll();
+    match (vector.kind, vector.aarch32) {
+        (ExceptionType::Sync, false) => lower_sync(frame),
+        // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
+        // traps to EL2 (an SMC): refuse it like any unknown instruction.
+        (ExceptionType::Sync, true) => inject_undefined(frame),
+        // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
+        _ => log::warn!(
+            "unexpected {vector:?} from the host, ESR {:#x}; ignored",
+            ESR_EL2.get()
         ),
     }
 }

@@ -21,50 +21,44 @@ pub struct TrapFrame {
 const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
 const _: () = assert!(FRAME_SIZE == 34 * 8 && FRAME_SIZE.is_multiple_of(16));
 
-/// Which vector an exception came through.
-#[repr(u64)]
+/// What kind of exception a vector is for (its position within a group of four).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VectorKind {
-    CurrentSp0Sync = 0,
-    CurrentSp0Irq,
-    CurrentSp0Fiq,
-    CurrentSp0SError,
-    CurrentSpxSync,
-    CurrentSpxIrq,
-    CurrentSpxFiq,
-    CurrentSpxSError,
-    LowerA64Sync,
-    LowerA64Irq,
-    LowerA64Fiq,
-    LowerA64SError,
-    LowerA32Sync,
-    LowerA32Irq,
-    LowerA32Fiq,
-    LowerA32SError,
+pub enum ExceptionType {
+    Sync,
+    Irq,
+    Fiq,
+    SError,
 }
 
-impl VectorKind {
+/// Which vector an exception came through, decoded from its index in the table (0..=15): four
+/// groups of four (current EL with SP0, current EL with SPx, lower EL AArch64, lower EL AArch32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vector {
+    /// Taken from EL1/EL0 (the host), not from EL2 itself.
+    pub from_lower_el: bool,
+    /// The lower EL was in AArch32.
+    pub aarch32: bool,
+    pub kind: ExceptionType,
+    /// The raw vector index, for messages.
+    pub index: u64,
+}
+
+impl Vector {
     pub fn from_raw(raw: u64) -> Self {
-        use VectorKind::*;
-        const ALL: [VectorKind; 16] = [
-            CurrentSp0Sync,
-            CurrentSp0Irq,
-            CurrentSp0Fiq,
-            CurrentSp0SError,
-            CurrentSpxSync,
-            CurrentSpxIrq,
-            CurrentSpxFiq,
-            CurrentSpxSError,
-            LowerA64Sync,
-            LowerA64Irq,
-            LowerA64Fiq,
-            LowerA64SError,
-            LowerA32Sync,
-            LowerA32Irq,
-            LowerA32Fiq,
-            LowerA32SError,
-        ];
-        ALL[(raw & 15) as usize]
+        let index = raw & 15;
+        let group = index >> 2;
+        let kind = match index & 3 {
+            0 => ExceptionType::Sync,
+            1 => ExceptionType::Irq,
+            2 => ExceptionType::Fiq,
+            _ => ExceptionType::SError,
+        };
+        Self {
+            from_lower_el: group >= 2,
+            aarch32: group == 3,
+            kind,
+            index,
+        }
     }
 }
 
