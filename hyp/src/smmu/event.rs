@@ -896,6 +896,28 @@ impl fmt::Display for Event {
     }
 }
 
+/// A stage-2 F_TRANSLATION for a data access of `sid` at `addr`, as the SMMU records a refused
+/// transaction of a stage-2-only stream: what the fault bookkeeping and driver tests feed in.
+#[cfg(test)]
+pub(crate) fn stage2_translation_fault(sid: StreamId, addr: u64, write: bool) -> Event {
+    Event::Translation(TranslationFault {
+        origin: Origin::stream(sid),
+        stag: 0,
+        stall: false,
+        access: AccessAttrs {
+            read: !write,
+            instruction: false,
+            privileged: false,
+        },
+        nsipa: false,
+        stage2: true,
+        class: FaultClass::Input,
+        ttrnw: false,
+        input_addr: addr,
+        ipa: Ipa(addr & !0xfff),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -432,8 +432,8 @@ impl FaultBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smmu::event::{AccessAttrs, FaultClass, Origin, TranslationFault};
-    use crate::smmu::{Ipa, Pa};
+    use crate::smmu::Pa;
+    use crate::smmu::event::Origin;
     use proptest::prelude::*;
 
     #[test]
@@ -459,22 +459,7 @@ mod tests {
     }
 
     fn translation(sid: StreamId, addr: u64, write: bool) -> Event {
-        Event::Translation(TranslationFault {
-            origin: Origin::stream(sid),
-            stag: 0,
-            stall: false,
-            access: AccessAttrs {
-                read: !write,
-                instruction: false,
-                privileged: false,
-            },
-            nsipa: false,
-            stage2: true,
-            class: FaultClass::Input,
-            ttrnw: false,
-            input_addr: addr,
-            ipa: Ipa(addr & !0xfff),
-        })
+        crate::smmu::event::stage2_translation_fault(sid, addr, write)
     }
 
     fn record(sid: StreamId, addr: u64) -> FaultRecord {

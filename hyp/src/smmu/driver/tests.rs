@@ -9,7 +9,6 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::smmu::cmd::{CommandError, TlbiScope};
-use crate::smmu::event::{AccessAttrs, FaultClass, Origin, TranslationFault};
 use crate::smmu::faults::{FaultBook, FaultRecord};
 use crate::smmu::model::{self, Barrier, Injected, Model, ModelDma, ModelMmio, Trace};
 use crate::smmu::regs::{CR0, GERROR, STRTAB_BASE_CFG, offset};
@@ -75,23 +74,7 @@ fn writes(trace: &[Trace]) -> Vec<(usize, u64)> {
 }
 
 fn translation_fault(sid: StreamId, addr: u64, write: bool) -> [u64; 4] {
-    Event::Translation(TranslationFault {
-        origin: Origin::stream(sid),
-        stag: 0,
-        stall: false,
-        access: AccessAttrs {
-            read: !write,
-            instruction: false,
-            privileged: false,
-        },
-        nsipa: false,
-        stage2: true,
-        class: FaultClass::Input,
-        ttrnw: false,
-        input_addr: addr,
-        ipa: Ipa(addr & !0xfff),
-    })
-    .encode()
+    crate::smmu::event::stage2_translation_fault(sid, addr, write).encode()
 }
 
 fn since(model: &Model, mark: usize) -> Vec<Trace> {
