@@ -94,6 +94,8 @@ struct Firewall {
     dead: DeadKernel,
     /// The fault report region (host RAM, reserved no-map in the host's tree).
     report: Option<PhysRange>,
+    /// Bytes of the report region that may be non-zero (all of it, until the first write).
+    report_written: usize,
 }
 
 /// The crash-mode DMA side, built once at boot and never edited.
@@ -381,6 +383,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         fence: FenceStats::default(),
         dead: DeadKernel::default(),
         report: map.report,
+        report_written: map.report.map_or(0, |r| r.size() as usize),
     });
     Ok(())
 }
@@ -694,8 +697,8 @@ pub fn fence(start: u64) -> Result<FenceStats, FenceError> {
 /// Writes the fault report (see `portcullis::fence::render_report` for the format) into the report
 /// region, if there is one.
 pub fn write_report() {
-    let guard = FIREWALL.lock();
-    let Some(fw) = guard.as_ref() else { return };
+    let mut guard = FIREWALL.lock();
+    let Some(fw) = guard.as_mut() else { return };
     let Some(region) = fw.report else { return };
     let live: Vec<StreamId> = match fw.fenced {
         Some(_) => fw.dead.live.clone(),
@@ -719,7 +722,11 @@ pub fn write_report() {
     let text = fence::render_report(&input);
     let len = (text.len() as u64).min(region.size()) as usize;
     let base = region.start.raw() as *mut u8;
-    for i in 0..region.size() as usize {
+    // Rewritten on every new fault in crash mode: touch only the new text and what is left of the
+    // previous (longer) one, not the whole 64 KiB.
+    let end = len.max(fw.report_written);
+    fw.report_written = len;
+    for i in 0..end {
         let b = if i < len { text.as_bytes()[i] } else { 0 };
         // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's tree,
         // read-only or unmapped for the host, never mapped for DMA), identity-mapped at EL2.
