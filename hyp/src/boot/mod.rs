@@ -14,5 +14,6 @@
 //!    result (with the crash region added to the taken ranges).
 
 pub mod cmdline;
+pub mod devices;
 pub mod host_tree;
 pub mod layout;
