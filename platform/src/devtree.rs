@@ -7,8 +7,11 @@
 //! from a `reg` or `ranges` property, decoded with the `#address-cells` / `#size-cells` of the node's
 //! parent and translated through every `ranges` on the way up to the root.
 //!
+//! Every other node with registers or bus windows the CPU can reach is listed in
+//! [`Platform::devices`] with its `compatible`, its status (inherited from its ancestors) and its
+//! translated ranges, undecided: the hypervisor's device map decides what the host may have.
+//!
 //! The tree is boot-loader input, so every malformed property is a [`DtError`], never a panic.
-//! Devices Portcullis does not rely on are only looked at for [`Platform::max_address`].
 
 use alloc::borrow::ToOwned;
 use alloc::format;

@@ -101,8 +101,7 @@ mod scenario {
             return Err(Failure::new(format_args!(
                 "{what} at {addr:#x}: esr={:#x} far={:#x}, want EC {EC_DABT_CUR:#x} DFSC \
                  {DFSC_SEA:#x} WnR {write} FAR {addr:#x}",
-                c.esr,
-                c.far
+                c.esr, c.far
             )));
         }
         Ok(())
@@ -205,7 +204,8 @@ mod scenario {
             }
         }
         // Portcullis is alive and answering after all of it.
-        hooks::canary().map_err(|e| Failure::new(format_args!("Portcullis stopped answering: {e}")))?;
+        hooks::canary()
+            .map_err(|e| Failure::new(format_args!("Portcullis stopped answering: {e}")))?;
         match first {
             Some(f) => Err(f),
             None => Ok(()),
