@@ -610,6 +610,45 @@ proptest! {
 }
 
 #[test]
+fn devices_never_win_over_ram_holes_or_the_crash_region() {
+    // A tree whose device ranges cover everything: only the device map's pages are devices, and
+    // RAM, Portcullis, the SMMU frame, the crash region and the report keep their own policy.
+    let mut map = qemu_map();
+    map.report = Some(r(0x7b00_0000, 0x1_0000));
+    map.devices = vec![r(0, 0x100_0000_0000)];
+    assert_eq!(map.validate(), Ok(()));
+    for mode in [Mode::Normal, Mode::Crash] {
+        let table = check_against_oracle(&map, true, mode, true);
+        assert_eq!(access_at(&table, 0x0905_0000), None, "SMMU");
+        assert_eq!(access_at(&table, 0x4020_0000), None, "Portcullis");
+        assert_ne!(
+            access_at(&table, 0x7c00_0000),
+            Some(Access::Device),
+            "crash region"
+        );
+        assert_ne!(
+            access_at(&table, 0x7b00_0000),
+            Some(Access::Device),
+            "report"
+        );
+        assert!(access_at(&table, 0x4000_0000).is_some());
+        assert_ne!(access_at(&table, 0x4000_0000), Some(Access::Device), "RAM");
+        assert_eq!(access_at(&table, 0x0902_0000), Some(Access::Device));
+    }
+    // Device pages past the IPA space are cut off, not an error.
+    map.devices = vec![r(0xff_ffff_0000, 0x2_0000)];
+    assert_eq!(map.validate(), Ok(()));
+    let table = check_against_oracle(&map, true, Mode::Normal, true);
+    assert_eq!(access_at(&table, 0xff_ffff_f000), Some(Access::Device));
+    // Without device pages, nothing outside RAM is mapped at all.
+    map.devices.clear();
+    let table = check_against_oracle(&map, true, Mode::Normal, true);
+    for pa in [0, 0x0900_0000, 0x3eff_0000, 0x80_0000_0000] {
+        assert_eq!(access_at(&table, pa), None, "{pa:#x}");
+    }
+}
+
+#[test]
 fn fault_report_region_per_mode() {
     let mut map = qemu_map();
     let report = r(0x7b00_0000, 0x1_0000);
