@@ -274,10 +274,10 @@ fn log_device_map(map: &DeviceMap) {
         map.count(Decision::Mediated)
     );
     log::info!(
-        "  {:<36} {:<44} {:<8} reason",
+        "  {:<36} {:<8} {:<44} reason",
         "device",
-        "range",
-        "decision"
+        "decision",
+        "ranges"
     );
     for entry in &map.entries {
         log::info!("  {entry}");

@@ -139,22 +139,22 @@ pub struct DeviceEntry {
 }
 
 impl fmt::Display for DeviceEntry {
+    /// One table line: path, every range, decision, reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let first = self
-            .ranges
-            .first()
-            .map_or_else(|| String::from("-"), |r| alloc::format!("{r}"));
-        let more = match self.ranges.len() {
-            0 | 1 => String::new(),
-            n => alloc::format!(" (+{})", n - 1),
-        };
+        let mut ranges = String::new();
+        for (i, r) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                ranges.push(' ');
+            }
+            ranges.push_str(&alloc::format!("{r}"));
+        }
+        if ranges.is_empty() {
+            ranges.push('-');
+        }
         write!(
             f,
-            "{:<36} {:<44} {:<8} {}",
-            self.path,
-            alloc::format!("{first}{more}"),
-            self.decision,
-            self.reason
+            "{:<36} {:<8} {:<44} {}",
+            self.path, self.decision, ranges, self.reason
         )
     }
 }
