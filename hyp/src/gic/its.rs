@@ -293,8 +293,8 @@ impl EmulatedIts {
             // ID and status registers: the physical ITS's.
             _ => {
                 return match size {
-                    8 if offset % 8 == 0 => phys.read64(offset),
-                    4 if offset % 4 == 0 => u64::from(phys.read32(offset)),
+                    8 if offset.is_multiple_of(8) => phys.read64(offset),
+                    4 if offset.is_multiple_of(4) => u64::from(phys.read32(offset)),
                     _ => 0,
                 };
             }
@@ -547,7 +547,7 @@ impl EmulatedIts {
                     phys.put_command(s, sync.encode());
                     s = (s + 1) % slots;
                 }
-                phys.write64(gits::CWRITER, (self.phys_next as u64) * COMMAND_BYTES | 1);
+                phys.write64(gits::CWRITER, ((self.phys_next as u64) * COMMAND_BYTES) | 1);
                 self.wait_idle(phys);
                 return Err((done, ItsNote::PhysicalStall { offset: 0 }));
             }

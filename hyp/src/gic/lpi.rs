@@ -12,6 +12,7 @@ use platform::addr::PhysRange;
 use tock_registers::LocalRegisterCopy;
 
 use super::regs::{GICD_TYPER, GICR_PENDBASER, GICR_PROPBASER};
+use super::window::Outside;
 
 /// The first LPI INTID.
 pub const LPI_BASE: u64 = 8192;
@@ -25,8 +26,8 @@ pub fn implemented_id_bits(gicd_typer: u64) -> u32 {
 }
 
 /// The LPI configuration table PROPBASER names, or `None` when it names no LPIs (fewer than 14
-/// ID bits: the redistributor then reads nothing). `None` too when the range would wrap.
-pub fn property_table(propbaser: u64, id_bits: u32) -> Result<Option<PhysRange>, ()> {
+/// ID bits: the redistributor then reads nothing); `Err` when the range would wrap.
+pub fn property_table(propbaser: u64, id_bits: u32) -> Result<Option<PhysRange>, Outside> {
     let reg = LocalRegisterCopy::<u64, GICR_PROPBASER::Register>::new(propbaser);
     let bits = (reg.read(GICR_PROPBASER::IDbits) as u32 + 1).min(id_bits);
     if bits < 14 {
@@ -34,16 +35,18 @@ pub fn property_table(propbaser: u64, id_bits: u32) -> Result<Option<PhysRange>,
     }
     let start = reg.read(GICR_PROPBASER::Physical_Address) << 12;
     let len = (1u64 << bits.min(32)) - LPI_BASE;
-    PhysRange::new(start, len).map(Some).ok_or(())
+    PhysRange::new(start, len)
+        .map(Some)
+        .ok_or(Outside::Wraps { start, len })
 }
 
 /// The LPI pending table PENDBASER names, sized for every INTID the GIC implements; `Err` when
 /// the range would wrap.
-pub fn pending_table(pendbaser: u64, id_bits: u32) -> Result<PhysRange, ()> {
+pub fn pending_table(pendbaser: u64, id_bits: u32) -> Result<PhysRange, Outside> {
     let reg = LocalRegisterCopy::<u64, GICR_PENDBASER::Register>::new(pendbaser);
     let start = reg.read(GICR_PENDBASER::Physical_Address) << 16;
     let len = ((1u64 << id_bits.clamp(14, 32)) / 8).next_multiple_of(PENDING_ALIGN);
-    PhysRange::new(start, len).ok_or(())
+    PhysRange::new(start, len).ok_or(Outside::Wraps { start, len })
 }
 
 #[cfg(test)]
@@ -63,7 +66,7 @@ mod tests {
         );
         assert_eq!(
             pending_table(0x4801_0000, 16),
-            PhysRange::new(0x4801_0000, 0x1_0000).ok_or(())
+            PhysRange::new(0x4801_0000, 0x1_0000).ok_or(Outside::Wraps { start: 0, len: 0 })
         );
         // PROPBASER asking for more than the GIC implements is capped by it.
         assert_eq!(
@@ -73,7 +76,7 @@ mod tests {
         // A GIC with 24 ID bits: the pending table is 2 MiB, whatever PROPBASER says.
         assert_eq!(
             pending_table(0x4801_0000, 24),
-            PhysRange::new(0x4801_0000, 2 << 20).ok_or(())
+            PhysRange::new(0x4801_0000, 2 << 20).ok_or(Outside::Wraps { start: 0, len: 0 })
         );
         assert_eq!(
             property_table(0x4800_0000 | 23, 24),
@@ -84,7 +87,7 @@ mod tests {
         // Low bits that are not address bits are ignored.
         assert_eq!(
             pending_table(0x4801_0000 | 0xffff | (1 << 62), 16),
-            PhysRange::new(0x4801_0000, 0x1_0000).ok_or(())
+            PhysRange::new(0x4801_0000, 0x1_0000).ok_or(Outside::Wraps { start: 0, len: 0 })
         );
     }
 

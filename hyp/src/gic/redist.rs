@@ -203,8 +203,8 @@ impl Redistributors {
     pub fn read(&self, at: Located, size: u8, phys: &mut impl PhysRedist) -> u64 {
         let pa = self.pa(at);
         match size {
-            8 if pa % 8 == 0 => phys.read64(pa),
-            4 if pa % 4 == 0 => u64::from(phys.read32(pa)),
+            8 if pa.is_multiple_of(8) => phys.read64(pa),
+            4 if pa.is_multiple_of(4) => u64::from(phys.read32(pa)),
             _ => 0,
         }
     }
@@ -251,19 +251,16 @@ impl Redistributors {
                 if self.lpis_enabled(at.index, phys) {
                     return Some(RdRefusal::WhileEnabled { register });
                 }
+                // A PROPBASER naming fewer than 14 ID bits names no table: nothing to check.
                 let table = if prop {
-                    lpi::property_table(new, self.id_bits).map(|t| {
-                        t.map(|r| (r.start.raw(), r.size()))
-                            .unwrap_or((new & 0x000f_ffff_ffff_f000, 0))
-                    })
+                    lpi::property_table(new, self.id_bits)
                 } else {
-                    lpi::pending_table(new, self.id_bits).map(|r| (r.start.raw(), r.size()))
+                    lpi::pending_table(new, self.id_bits).map(Some)
                 };
-                let checked = match table {
-                    Ok((start, len)) if len == 0 => Ok((start, len)),
-                    Ok((start, len)) => window.check(start, len).map(|_| (start, len)),
-                    Err(()) => Err(Outside::Wraps { start: new, len: 0 }),
-                };
+                let checked = table.and_then(|t| match t {
+                    Some(r) => window.check(r.start.raw(), r.size()).map(|_| ()),
+                    None => Ok(()),
+                });
                 if let Err(outside) = checked {
                     return Some(RdRefusal::Table {
                         register,
@@ -348,8 +345,8 @@ impl Redistributors {
 
 fn forward(phys: &mut impl PhysRedist, pa: u64, size: u8, value: u64) {
     match size {
-        8 if pa % 8 == 0 => phys.write64(pa, value),
-        4 if pa % 4 == 0 => phys.write32(pa, value as u32),
+        8 if pa.is_multiple_of(8) => phys.write64(pa, value),
+        4 if pa.is_multiple_of(4) => phys.write32(pa, value as u32),
         _ => {}
     }
 }
