@@ -208,6 +208,7 @@ pub fn prepare(
         crash,
         smmu: machine.smmu.as_ref().map(|s| s.regs),
         its_doorbells: crate::firewall::its_doorbells(machine),
+        trapped: Vec::new(),
         report,
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };

@@ -4,7 +4,9 @@
 //! Sizes follow IHI 0069 (5.1.1, "LPI Configuration tables"; 5.1.2, "LPI Pending tables"): the
 //! configuration table has one byte per LPI, INTIDs 8192 .. 2^(IDbits+1); the pending table one
 //! bit per INTID from 0, 64 KiB aligned. The configuration table's IDbits is the smaller of
-//! PROPBASER's and the distributor's (an implementation ignores IDs it does not implement). The
+//! PROPBASER's and the distributor's (an implementation ignores IDs it does not implement); its
+//! extent is rounded up to 64 KiB, the unit in which Linux allocates it and in which a capture
+//! kernel reusing it clears it (`gic_reset_prop_table` writes all of `LPI_PROPBASE_SZ`). The
 //! pending table's extent uses the distributor's alone: PROPBASER.IDbits may be rewritten later,
 //! the implemented maximum cannot, so the bound holds whatever the host does afterwards.
 
@@ -16,7 +18,7 @@ use super::window::Outside;
 
 /// The first LPI INTID.
 pub const LPI_BASE: u64 = 8192;
-/// The alignment of a pending table.
+/// The alignment of a pending table, and the unit LPI table extents are rounded up to.
 const PENDING_ALIGN: u64 = 64 << 10;
 
 /// The interrupt ID bits the GIC implements: `GICD_TYPER.IDbits + 1`.
@@ -34,7 +36,7 @@ pub fn property_table(propbaser: u64, id_bits: u32) -> Result<Option<PhysRange>,
         return Ok(None);
     }
     let start = reg.read(GICR_PROPBASER::Physical_Address) << 12;
-    let len = (1u64 << bits.min(32)) - LPI_BASE;
+    let len = ((1u64 << bits.min(32)) - LPI_BASE).next_multiple_of(PENDING_ALIGN);
     PhysRange::new(start, len)
         .map(Some)
         .ok_or(Outside::Wraps { start, len })
@@ -59,10 +61,11 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(implemented_id_bits(GICD_16), 16);
-        // 16 ID bits: 2^16 - 8192 bytes of configuration, 8 KiB of pending bits padded to 64 KiB.
+        // 16 ID bits: 2^16 - 8192 bytes of configuration and 8 KiB of pending bits, each
+        // padded to 64 KiB.
         assert_eq!(
             property_table(0x4800_0000 | 15, 16),
-            Ok(PhysRange::new(0x4800_0000, 0xe000))
+            Ok(PhysRange::new(0x4800_0000, 0x1_0000))
         );
         assert_eq!(
             pending_table(0x4801_0000, 16),
@@ -71,7 +74,7 @@ mod tests {
         // PROPBASER asking for more than the GIC implements is capped by it.
         assert_eq!(
             property_table(0x4800_0000 | 31, 16),
-            Ok(PhysRange::new(0x4800_0000, 0xe000))
+            Ok(PhysRange::new(0x4800_0000, 0x1_0000))
         );
         // A GIC with 24 ID bits: the pending table is 2 MiB, whatever PROPBASER says.
         assert_eq!(
@@ -80,7 +83,7 @@ mod tests {
         );
         assert_eq!(
             property_table(0x4800_0000 | 23, 24),
-            Ok(PhysRange::new(0x4800_0000, (1 << 24) - 8192))
+            Ok(PhysRange::new(0x4800_0000, 1 << 24))
         );
         // Fewer than 14 bits: no LPIs, no table.
         assert_eq!(property_table(0x4800_0000 | 12, 16), Ok(None));

@@ -93,6 +93,7 @@ mod tests {
             crash: Some(r(0x7c00_0000, 0x200_0000)),
             smmu: Some(r(0x0905_0000, 0x2_0000)),
             its_doorbells: alloc::vec![r(0x0809_0000, 0x1000)],
+            trapped: alloc::vec::Vec::new(),
             report: Some(r(0x7e00_0000, 0x1_0000)),
             ipa_bits: 40,
         }

@@ -6,6 +6,7 @@
 //! | crash region           | RW, XN (kexec trap)   | unmapped       | RWX        | RW             |
 //! | rest of host RAM       | RWX                   | RW             | read-only  | unmapped       |
 //! | SMMU MMIO              | unmapped (emulated)   | —              | unmapped   | —              |
+//! | trapped GIC MMIO       | unmapped (mediated)   | —              | unmapped   | —              |
 //! | other MMIO             | device RW             | ITS doorbells  | device RW  | ITS doorbells  |
 //!
 //! "Other MMIO" for the CPU is literally every IPA below `2^ipa_bits` that is none of the above,
@@ -48,6 +49,10 @@ pub struct AddressMap {
     pub smmu: Option<PhysRange>,
     /// The GITS_TRANSLATER pages of the GIC ITSs: the only MMIO a device may write (MSIs).
     pub its_doorbells: Vec<PhysRange>,
+    /// MMIO Portcullis mediates (the GIC's ITS control and redistributor LPI register pages):
+    /// never mapped for the CPU, so that every access traps. They win every overlap with device
+    /// mappings.
+    pub trapped: Vec<PhysRange>,
     /// The fault report region (host RAM, reserved `no-map` in the host's tree): written by
     /// Portcullis alone, so unmapped for the host in normal mode, read-only for the capture kernel
     /// in crash mode, and never reachable by DMA.
@@ -206,11 +211,13 @@ impl AddressMap {
         Ok(())
     }
 
-    /// Portcullis' memory and the SMMU frame, widened to whole pages: never mapped for anyone.
+    /// Portcullis' memory, the SMMU frame and the trapped MMIO pages, widened to whole pages:
+    /// never mapped for anyone.
     fn holes(&self) -> Vec<PhysRange> {
         [Some(self.hyp), self.smmu]
             .into_iter()
             .flatten()
+            .chain(self.trapped.iter().copied())
             .map(align_out)
             .collect()
     }
@@ -463,6 +470,7 @@ mod tests {
             crash: Some(r(0x7c00_0000, 0x400_0000)),
             smmu: Some(r(0x0905_0000, 0x2_0000)),
             its_doorbells: alloc::vec![r(0x080a_0000, 0x1000)],
+            trapped: alloc::vec::Vec::new(),
             report: Some(r(0x7b00_0000, 0x1_0000)),
             ipa_bits: 40,
         };

@@ -88,6 +88,7 @@ fn lpi_tables_must_be_device_writable() {
     for (reg, value) in [
         (gicr::PROPBASER, 0x4030_0000 | 15),
         (gicr::PROPBASER, 0x401f_8000 | 15),
+        (gicr::PROPBASER, 0x401f_f000 | 15),
         (gicr::PROPBASER, 0x7c00_0000 | 15),
         (gicr::PENDBASER, 0x4030_0000),
         (gicr::PENDBASER, 0x4020_0000),
@@ -185,7 +186,7 @@ fn crash_mode_keeps_only_accepted_tables_of_enabled_redistributors() {
     assert_eq!(
         keep,
         vec![
-            PhysRange::from_bounds(0x4800_0000, 0x4800_e000),
+            PhysRange::from_bounds(0x4800_0000, 0x4801_0000),
             PhysRange::from_bounds(0x4801_0000, 0x4802_0000)
         ]
     );
