@@ -230,10 +230,13 @@ impl Tree {
         let csc = gic
             .property("#size-cells")
             .map_or(sc, |p| be32(p.value()) as usize);
-        let its = gic.children().find(|n| is(n, b"arm,gic-v3-its")).and_then(|n| {
-            let v = value(n.property("reg")?);
-            (v.len() >= 4 * (cac + csc)).then(|| reg(v, cac, csc))
-        });
+        let its = gic
+            .children()
+            .find(|n| is(n, b"arm,gic-v3-its"))
+            .and_then(|n| {
+                let v = value(n.property("reg")?);
+                (v.len() >= 4 * (cac + csc)).then(|| reg(v, cac, csc))
+            });
         Some(GicV3 {
             distributor,
             redistributors,

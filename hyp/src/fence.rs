@@ -256,38 +256,6 @@ pub fn should_lift(sid: StreamId, new_ste: &Ste, fenced: bool) -> bool {
     lift
 }
 
-/// The memory a GICv3 redistributor's LPI tables occupy, from its GICR_PROPBASER and
-/// GICR_PENDBASER: the capture kernel has to keep using (and writing) them, because they cannot be
-/// moved once the dead kernel enabled LPIs (Linux then says "Using preallocated redistributor
-/// tables"). Empty when LPIs are not configured. Sizes per the GICv3 architecture (the configuration
-/// table holds one byte per LPI, INTIDs 8192 .. 2^(IDbits+1); the pending table one bit per INTID),
-/// rounded up to 64 KiB: the pending table's alignment, and the unit in which Linux allocates and
-/// clears both (a capture kernel clears the whole 64 KiB it believes the table has).
-pub fn lpi_tables(propbaser: u64, pendbaser: u64) -> Vec<PhysRange> {
-    const LPI_BASE: u64 = 8192;
-    const GRANULE: u64 = 64 << 10;
-    // IDbits + 1 interrupt ID bits; LPIs need at least 14. Capped so a corrupt value cannot name
-    // gigabytes (Linux uses 16 bits).
-    let id_bits = ((propbaser & 0x1f) + 1).min(24);
-    if id_bits < 14 {
-        return Vec::new();
-    }
-    let ids = 1u64 << id_bits;
-    let mut out = Vec::new();
-    let prop_pa = propbaser & 0x000f_ffff_ffff_f000;
-    if prop_pa != 0 {
-        out.extend(PhysRange::new(
-            prop_pa,
-            (ids - LPI_BASE).next_multiple_of(GRANULE),
-        ));
-    }
-    let pend_pa = pendbaser & 0x000f_ffff_ffff_0000;
-    if pend_pa != 0 {
-        out.extend(PhysRange::new(pend_pa, (ids / 8).next_multiple_of(GRANULE)));
-    }
-    out
-}
-
 /// Nanoseconds for `ticks` of a counter running at `freq_hz` (e.g. `CNTPCT_EL0` at
 /// `CNTFRQ_EL0`), rounded down, saturating at `u64::MAX`. A zero frequency (`CNTFRQ_EL0` not
 /// programmed) gives `u64::MAX`: the time is unknown, and must not read as no time at all.

@@ -45,7 +45,11 @@ mod scenario {
         }
         fn byte(&self, i: usize) -> u8 {
             // SAFETY: `i` is checked against N.
-            unsafe { (self.0.get() as *const u8).add(i.min(N - 1)).read_volatile() }
+            unsafe {
+                (self.0.get() as *const u8)
+                    .add(i.min(N - 1))
+                    .read_volatile()
+            }
         }
     }
 
@@ -187,8 +191,13 @@ mod scenario {
         let gic = ctx.dtb.gic_v3();
         check!(gic.is_some(), "no arm,gic-v3 node");
         let Some(gic) = gic else { return Ok(()) };
-        check!(gic.its.is_some(), "no ITS (QEMU virt gic-version=3 has one)");
-        let Some(its_reg) = gic.its else { return Ok(()) };
+        check!(
+            gic.its.is_some(),
+            "no ITS (QEMU virt gic-version=3 has one)"
+        );
+        let Some(its_reg) = gic.its else {
+            return Ok(());
+        };
         let canary = hooks::canary().map_err(|e| Failure::new(format_args!("{e}")))?;
         let version = psci::version();
         let gicr = gic.redistributors.base;
@@ -229,7 +238,12 @@ mod scenario {
         // B: an ITT in Portcullis' memory.
         let before = checksum()?;
         its.setup(table(&DEVICES), table(&COLLECTIONS), QUEUE.pa());
-        let cmds = [its.mapc(0), mapd(2, canary.base), mapti(2, 0, 8192, 0), its.sync()];
+        let cmds = [
+            its.mapc(0),
+            mapd(2, canary.base),
+            mapti(2, 0, 8192, 0),
+            its.sync(),
+        ];
         let r = its.send(&cmds);
         v.expect(
             checksum()? == before,
@@ -251,7 +265,9 @@ mod scenario {
         );
         v.expect(
             r == 1,
-            format_args!("C: the queue stalls before its first command (GITS_CREADR {r:#x}, want 0x1)"),
+            format_args!(
+                "C: the queue stalls before its first command (GITS_CREADR {r:#x}, want 0x1)"
+            ),
         );
 
         // D: the redistributor's LPI tables in Portcullis' memory, an LPI made pending.
@@ -307,7 +323,9 @@ mod scenario {
         if intid < 1 << 16 {
             v.expect(
                 checksum()? == before,
-                format_args!("D: LPI {intid} made pending with PENDBASER at the canary: canary unchanged"),
+                format_args!(
+                    "D: LPI {intid} made pending with PENDBASER at the canary: canary unchanged"
+                ),
             );
         } else {
             println!("D: canary too far into its 64 KiB block to aim an LPI at it; not tried");

@@ -642,29 +642,6 @@ fn bdf_text_cannot_break_the_format() {
 }
 
 #[test]
-fn lpi_tables_from_redistributor_registers() {
-    // Linux on QEMU: 16 ID bits (IDbits = 15), the configuration table at 0x4680_0000, a pending
-    // table at 0x4690_0000 (64 KiB aligned); cacheability/shareability bits set as Linux does.
-    let propbaser = 0x4680_0000 | (0b111 << 7) | (0b01 << 10) | 15;
-    let pendbaser = 0x4690_0000 | (0b111 << 7) | (0b01 << 10) | (1 << 62);
-    assert_eq!(
-        lpi_tables(propbaser, pendbaser),
-        [
-            // 2^16 - 8192 bytes and 2^16 / 8 bytes, each rounded up to 64 KiB.
-            PhysRange::new(0x4680_0000, 0x1_0000).expect("range"),
-            PhysRange::new(0x4690_0000, 0x1_0000).expect("range"),
-        ]
-    );
-    // LPIs not configured (reset values, or too few ID bits): nothing.
-    assert!(lpi_tables(0, 0).is_empty());
-    assert!(lpi_tables(0x4680_0000 | 12, 0x4690_0000).is_empty());
-    // A corrupt IDbits cannot name more than 16 MiB.
-    let huge = lpi_tables(0x4680_0000 | 31, 0);
-    assert_eq!(huge.len(), 1);
-    assert!(huge[0].size() <= 1 << 24);
-}
-
-#[test]
 fn lpi_tables_line() {
     let book = FaultBook::default();
     let tables = [

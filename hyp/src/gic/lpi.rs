@@ -95,6 +95,22 @@ mod tests {
     }
 
     #[test]
+    fn linux_register_values() {
+        // Linux on QEMU: IDbits = 15, cacheability and shareability bits set, PTZ on the pending
+        // table: only the address bits count.
+        let propbaser = 0x4680_0000 | (0b111 << 7) | (0b01 << 10) | 15;
+        let pendbaser = 0x4690_0000 | (0b111 << 7) | (0b01 << 10) | (1 << 62);
+        assert_eq!(
+            property_table(propbaser, 16),
+            Ok(PhysRange::new(0x4680_0000, 0x1_0000))
+        );
+        assert_eq!(
+            pending_table(pendbaser, 16),
+            PhysRange::new(0x4690_0000, 0x1_0000).ok_or(Outside::Wraps { start: 0, len: 0 })
+        );
+    }
+
+    #[test]
     fn top_of_the_address_space_does_not_wrap_silently() {
         // The highest 52-bit addresses: representable, no wrap in u64.
         let prop = (0xf_ffff_ffffu64 << 12) | 15;

@@ -36,6 +36,11 @@ impl core::fmt::Display for Outside {
 }
 
 impl DmaWindow {
+    /// A window that admits nothing.
+    pub const fn empty() -> Self {
+        Self { ranges: Vec::new() }
+    }
+
     /// The device-writable part of the DMA policy of `mode` over `map` (ITS doorbells excluded:
     /// they are MMIO).
     pub fn for_mode(map: &AddressMap, mode: Mode) -> Self {
