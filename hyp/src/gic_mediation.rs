@@ -161,7 +161,7 @@ pub fn init(machine: &Platform) -> Vec<PhysRange> {
     for frame in &gic.its {
         match take_its(frame.start.raw(), &frames) {
             Some(unit) => {
-                trapped.extend(PhysRange::new(frame.start.raw(), 0x1000));
+                trapped.push(unit.frame);
                 units.push(Mutex::new(unit));
             }
             None => log::error!(
@@ -171,7 +171,7 @@ pub fn init(machine: &Platform) -> Vec<PhysRange> {
     }
     trapped.sort_unstable();
     log::info!(
-        "GIC mediation: {} redistributors ({id_bits} interrupt ID bits), {} ITS; {} pages trapped",
+        "GIC mediation: {} redistributors ({id_bits} interrupt ID bits), {} ITS; {} frames trapped",
         frames.len(),
         units.len(),
         trapped.len()
@@ -250,7 +250,8 @@ fn take_its(base: u64, frames: &[redist::RdFrame]) -> Option<Its> {
         max_polls: MAX_POLLS,
     });
     Some(Its {
-        frame: PhysRange::new(base, 0x1000)?,
+        // The control frame (ITS_base); the translation frame above it stays the host's.
+        frame: PhysRange::new(base, gits::TRANSLATION_FRAME)?,
         hw,
         emul,
     })

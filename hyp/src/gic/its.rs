@@ -20,8 +20,8 @@ use tock_registers::LocalRegisterCopy;
 
 use super::its_cmd::{self, DeviceBitmap, ItsCommand, Limits, RdBase, Refusal};
 use super::regs::{
-    COMMAND_BYTES, GITS_BASER, GITS_CBASER, GITS_CQ_INDEX, GITS_CTLR, GITS_TYPER, gits,
-    queue_offset,
+    COMMAND_BYTES, GITS_BASER, GITS_CBASER, GITS_CQ_INDEX, GITS_CTLR, GITS_TYPER, architected,
+    gits, queue_offset,
 };
 use super::window::DmaWindow;
 use crate::emul::HostMemory;
@@ -290,6 +290,8 @@ impl EmulatedIts {
             r if (gits::BASER..gits::BASER + 8 * gits::BASER_COUNT).contains(&r) => {
                 self.basers[(r - gits::BASER) / 8]
             }
+            // The IMPLEMENTATION DEFINED range reads as zero.
+            _ if !architected(offset) => return 0,
             // ID and status registers: the physical ITS's.
             _ => {
                 return match size {

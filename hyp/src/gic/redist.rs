@@ -3,10 +3,11 @@
 //! whole table it names is device-writable in the current mode, and `GICR_CTLR.EnableLPIs` only
 //! when both registers hold values Portcullis accepted. Every other access is the hardware's.
 //!
-//! Only the first 4 KiB page of each `RD_base` frame is trapped (every register there is read or
-//! written through Portcullis; the rest of the frame holds ID registers), and with GICv4 the
-//! first page of `VLPI_base`, whose `GICR_VPROPBASER` / `GICR_VPENDBASER` writes are ignored
-//! (virtual LPIs are not offered).
+//! The whole `RD_base` frame of each redistributor is trapped, and with GICv4 its `VLPI_base`
+//! frame, whose `GICR_VPROPBASER` / `GICR_VPENDBASER` writes are ignored (virtual LPIs are not
+//! offered). The architected registers (the first 4 KiB) and the ID registers (from `0xFFD0`) are
+//! the hardware's; the IMPLEMENTATION DEFINED range in between reads as zero and ignores writes, as
+//! a vendor register there might hold an address too.
 
 use alloc::vec::Vec;
 
@@ -15,7 +16,7 @@ use tock_registers::LocalRegisterCopy;
 
 use super::its_cmd::RdBase;
 use super::lpi;
-use super::regs::{GICR_CTLR, GICR_TYPER, gicr};
+use super::regs::{GICR_CTLR, GICR_TYPER, architected, gicr};
 use super::window::{DmaWindow, Outside};
 
 /// One redistributor, as found by walking the redistributor regions.
@@ -78,13 +79,13 @@ pub fn targets(frames: &[RdFrame], pta: bool) -> Vec<RdBase> {
         .collect()
 }
 
-/// The pages Portcullis traps: page 0 of each `RD_base`, and of each `VLPI_base`.
+/// The frames Portcullis traps: each `RD_base`, and each `VLPI_base`.
 pub fn trapped_pages(frames: &[RdFrame]) -> Vec<PhysRange> {
     let mut out = Vec::new();
     for f in frames {
-        out.extend(PhysRange::new(f.rd_base, 0x1000));
+        out.extend(PhysRange::new(f.rd_base, gicr::FRAME));
         if f.vlpis {
-            out.extend(PhysRange::new(f.rd_base + gicr::VLPI_FRAME, 0x1000));
+            out.extend(PhysRange::new(f.rd_base + gicr::VLPI_FRAME, gicr::FRAME));
         }
     }
     out
@@ -181,13 +182,13 @@ impl Redistributors {
     pub fn locate(&self, pa: u64) -> Option<Located> {
         self.frames.iter().enumerate().find_map(|(index, f)| {
             let off = pa.checked_sub(f.rd_base)?;
-            if off < 0x1000 {
+            if off < gicr::FRAME {
                 Some(Located {
                     index,
                     offset: off as usize,
                     vlpi: false,
                 })
-            } else if f.vlpis && (gicr::VLPI_FRAME..gicr::VLPI_FRAME + 0x1000).contains(&off) {
+            } else if f.vlpis && (gicr::VLPI_FRAME..gicr::VLPI_FRAME + gicr::FRAME).contains(&off) {
                 Some(Located {
                     index,
                     offset: (off - gicr::VLPI_FRAME) as usize,
@@ -201,6 +202,9 @@ impl Redistributors {
 
     /// A host read: the hardware's value.
     pub fn read(&self, at: Located, size: u8, phys: &mut impl PhysRedist) -> u64 {
+        if !architected(at.offset) {
+            return 0;
+        }
         let pa = self.pa(at);
         match size {
             8 if pa.is_multiple_of(8) => phys.read64(pa),
@@ -225,6 +229,10 @@ impl Redistributors {
     ) -> Option<RdRefusal> {
         let pa = self.pa(at);
         let reg = at.offset & !7;
+        if at.offset >= 0x1000 {
+            // ID registers are read-only; the IMPLEMENTATION DEFINED range is not the host's.
+            return None;
+        }
         if at.vlpi {
             if reg == gicr::VPROPBASER || reg == gicr::VPENDBASER {
                 return Some(RdRefusal::Virtual);

@@ -156,3 +156,13 @@ pub const COMMAND_BYTES: u64 = 32;
 pub fn queue_offset(value: u64) -> u64 {
     value & 0xf_ffe0
 }
+
+/// Whether `offset` in a trapped frame is an architected or ID register (the hardware's), rather
+/// than the IMPLEMENTATION DEFINED range (`0x1000..0xFFD0`, of which `0xC000..0xFFD0` is defined
+/// as such and the rest reserved).
+pub fn architected(offset: usize) -> bool {
+    offset < 0x1000 || (ID_REGISTERS..gicr::FRAME as usize).contains(&offset)
+}
+
+/// The ID registers at the end of every GIC frame.
+const ID_REGISTERS: usize = 0xffd0;

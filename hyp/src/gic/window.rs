@@ -133,4 +133,105 @@ mod tests {
         assert!(w.check(0x7dff_f000, 0x2000).is_err());
         assert_eq!(w.ranges(), &[r(0x7c00_0000, 0x200_0000)]);
     }
+
+    /// The checks that decide, against the policy of a whole address map: the ITT of a MAPD, a
+    /// PROPBASER and a PENDBASER, each inside Portcullis, straddling into it, in the report, in the
+    /// crash region, and wrapping, in normal mode; in the dump, in crash mode.
+    #[test]
+    fn itts_and_lpi_tables_against_the_policy() {
+        use crate::gic::its_cmd::{self, Limits, Refusal};
+        use crate::gic::redist::{Located, RdFrame, RdRefusal, Redistributors};
+
+        let normal = DmaWindow::for_mode(&map(), Mode::Normal);
+        let crash = DmaWindow::for_mode(&map(), Mode::Crash);
+        let mapd = |itt: u64| its_cmd::ItsCommand::Mapd {
+            device: 1,
+            size: 15,
+            itt,
+            valid: true,
+        };
+        let limits = |w| Limits {
+            window: w,
+            itt_entry_bytes: 8,
+            event_id_bits: 16,
+            devices: 1 << 16,
+            collections: 64,
+            targets: &[0],
+            remapped: None,
+        };
+        // 2^16 entries of 8 bytes: 512 KiB.
+        let bad = [
+            0x4030_0000,           // inside Portcullis
+            0x4020_0000 - 0x1000,  // straddling into it
+            0x7e00_0000,           // the report
+            0x7dff_0000,           // straddling into the report
+            0x7c00_0000,           // the crash region
+            0x000f_ffff_ffff_ff00, // wrapping past the top
+        ];
+        for itt in bad {
+            assert!(
+                matches!(
+                    its_cmd::check(&mapd(itt), &limits(&normal)),
+                    Err(Refusal::Itt { .. })
+                ),
+                "ITT at {itt:#x}"
+            );
+        }
+        assert_eq!(its_cmd::check(&mapd(0x5000_0000), &limits(&normal)), Ok(()));
+        assert!(its_cmd::check(&mapd(0x5000_0000), &limits(&crash)).is_err());
+        assert_eq!(its_cmd::check(&mapd(0x7c00_0000), &limits(&crash)), Ok(()));
+
+        let frames = alloc::vec![RdFrame {
+            rd_base: 0x080a_0000,
+            processor: 0,
+            vlpis: false,
+        }];
+        struct Regs([u64; 0x80 / 8]);
+        impl crate::gic::redist::PhysRedist for Regs {
+            fn read32(&mut self, pa: u64) -> u32 {
+                self.0[((pa & 0x7f) / 8) as usize] as u32
+            }
+            fn write32(&mut self, pa: u64, v: u32) {
+                self.0[((pa & 0x7f) / 8) as usize] = u64::from(v);
+            }
+            fn read64(&mut self, pa: u64) -> u64 {
+                self.0[((pa & 0x7f) / 8) as usize]
+            }
+            fn write64(&mut self, pa: u64, v: u64) {
+                self.0[((pa & 0x7f) / 8) as usize] = v;
+            }
+        }
+        let mut rd = Redistributors::new(frames, 16);
+        let mut regs = Regs([0; 16]);
+        // A pending table is 64 KiB aligned and (here) 64 KiB long: it cannot straddle a 64 KiB
+        // boundary, so its straddling case is a property table's.
+        let prop_bad: alloc::vec::Vec<u64> = bad.iter().map(|b| b & !0xfff).collect();
+        let pend_bad: alloc::vec::Vec<u64> =
+            [0x4030_0000, 0x7e00_0000, 0x7c00_0000, 0x000f_ffff_ffff_0000].to_vec();
+        for (offset, base, list) in [(0x70usize, 15u64, &prop_bad), (0x78, 0, &pend_bad)] {
+            let at = Located {
+                index: 0,
+                offset,
+                vlpi: false,
+            };
+            for &table in list {
+                assert!(
+                    matches!(
+                        rd.write(at, 8, table | base, &normal, &mut regs),
+                        Some(RdRefusal::Table { .. })
+                    ),
+                    "{offset:#x} at {table:#x}"
+                );
+            }
+            assert_eq!(regs.0[offset / 8], 0);
+            assert!(
+                rd.write(at, 8, 0x5000_0000 | base, &crash, &mut regs)
+                    .is_some()
+            );
+            assert_eq!(
+                rd.write(at, 8, 0x5000_0000 | base, &normal, &mut regs),
+                None
+            );
+        }
+    }
 }

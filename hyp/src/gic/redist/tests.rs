@@ -68,10 +68,12 @@ fn frames_targets_and_trapped_pages() {
     assert_eq!(targets(&f, true), vec![RD0 >> 16, (RD0 + 0x2_0000) >> 16]);
     assert_eq!(
         trapped_pages(&f)[1],
-        PhysRange::from_bounds(RD0 + 0x2_0000, RD0 + 0x2_1000)
+        PhysRange::from_bounds(RD0 + 0x2_0000, RD0 + 0x3_0000)
     );
     let r = Redistributors::new(f, 16);
     assert_eq!(r.locate(RD0 + 0x2_0078), Some(at(1, 0x78)));
+    assert_eq!(r.locate(RD0 + 0x2_ffe8), Some(at(1, 0xffe8)));
+    // SGI_base is the host's.
     assert_eq!(r.locate(RD0 + 0x1_0000), None);
     // A region without Last ends at its end; a hostile-looking huge region is capped.
     let many = enumerate(&[PhysRange::from_bounds(0, 1 << 40)], 8, |_| 0);
@@ -137,6 +139,22 @@ fn lpi_tables_must_be_device_writable() {
     // Other registers pass through (GICR_WAKER).
     assert_eq!(r.write(at(1, 0x14), 4, 0, &w, &mut g), None);
     assert_eq!(g.writes.last(), Some(&(RD0 + 0x2_0014, 0)));
+}
+
+#[test]
+fn implementation_defined_registers_are_not_the_hosts() {
+    let mut r = Redistributors::new(frames(), 16);
+    let mut g = FakeGicr::default();
+    g.regs.insert(RD0 + 0xc000, 0x1234);
+    g.regs.insert(RD0 + 0xffe8, 0x3b);
+    assert_eq!(r.read(at(0, 0xc000), 8, &mut g), 0);
+    assert_eq!(r.read(at(0, 0xffe8), 4, &mut g), 0x3b);
+    assert_eq!(
+        r.write(at(0, 0xc000), 8, 0x4030_0000, &window(), &mut g),
+        None
+    );
+    assert_eq!(r.write(at(0, 0xffe8), 4, 0, &window(), &mut g), None);
+    assert!(g.writes.is_empty());
 }
 
 #[test]
@@ -210,7 +228,10 @@ fn vlpi_base_writes_are_ignored() {
         processor: 0,
         vlpis: true,
     }];
-    assert_eq!(trapped_pages(&f).len(), 2);
+    assert_eq!(
+        trapped_pages(&f)[1],
+        PhysRange::from_bounds(RD0 + 0x2_0000, RD0 + 0x3_0000)
+    );
     let mut r = Redistributors::new(f, 16);
     let mut g = FakeGicr::default();
     let loc = r.locate(RD0 + 0x2_0078).expect("VLPI page");
