@@ -18,6 +18,7 @@
 #[cfg(target_os = "none")]
 mod scenario {
     use core::cell::UnsafeCell;
+    use guest::rt;
     use guest::rt::{Context, mmio_read32, mmio_write32, read64, write64};
     use guest::{Failure, Outcome, check, hooks, println, psci};
 
@@ -349,6 +350,22 @@ mod scenario {
         v.expect(
             byte & (1 << (own % 8)) != 0,
             format_args!("E: LPI {own} pending in the payload's own table (byte {byte:#x})"),
+        );
+
+        // Informational: the cost of one ITS command round trip (write it, GITS_CWRITER, read
+        // GITS_CREADR), which under Portcullis is two traps and a checked copy.
+        const ROUNDS: u64 = 64;
+        let start = rt::ticks();
+        for _ in 0..ROUNDS {
+            let sync = its.sync();
+            its.send(&[sync]);
+        }
+        let elapsed = rt::ticks() - start;
+        let hz = rt::tick_hz().max(1);
+        println!(
+            "gic-mediation: {ROUNDS} SYNC round trips in {} us ({} us each)",
+            elapsed * 1_000_000 / hz,
+            elapsed * 1_000_000 / hz / ROUNDS
         );
 
         let again = psci::version();
