@@ -215,8 +215,9 @@ pub struct EmulatedIts {
     stalled: bool,
     /// The next free slot of Portcullis' queue (the physical GITS_CWRITER).
     phys_next: usize,
-    /// Crash mode: devices mapped since the fence.
-    remapped: Option<DeviceBitmap>,
+    /// Devices mapped since the fence (allocated at boot: the fence allocates nothing here).
+    remapped: DeviceBitmap,
+    crash: bool,
 }
 
 const BASER_RO: u64 = (0x1f << 48) | (0x7 << 56);
@@ -241,6 +242,7 @@ impl EmulatedIts {
                 + GITS_TYPER::CIDbits.val(u64::from(log2(cfg.collections).clamp(1, 16) - 1)),
         );
         let basers = cfg.basers.map(|b| Self::visible_type(b) & BASER_RO);
+        let cfg_devices = cfg.devices;
         Self {
             typer: t.get(),
             cfg,
@@ -251,7 +253,8 @@ impl EmulatedIts {
             creadr: 0,
             stalled: false,
             phys_next: 0,
-            remapped: None,
+            remapped: DeviceBitmap::new(cfg_devices),
+            crash: false,
         }
     }
 
@@ -271,7 +274,8 @@ impl EmulatedIts {
 
     /// Crash mode from now on: the ITS may only write ITTs of devices mapped after this call.
     pub fn enter_crash(&mut self) {
-        self.remapped = Some(DeviceBitmap::new(self.cfg.devices));
+        self.remapped.clear();
+        self.crash = true;
     }
 
     /// A host read of `size` bytes at `offset` of the control frame.
@@ -494,19 +498,17 @@ impl EmulatedIts {
             devices: self.cfg.devices,
             collections: self.cfg.collections,
             targets: &self.cfg.targets,
-            remapped: self.remapped.as_ref(),
+            remapped: self.crash.then_some(&self.remapped),
         };
         its_cmd::check(&cmd, &limits).map_err(refused)?;
-        if let (
-            Some(remapped),
-            ItsCommand::Mapd {
-                device,
-                valid: true,
-                ..
-            },
-        ) = (self.remapped.as_mut(), cmd)
+        if let ItsCommand::Mapd {
+            device,
+            valid: true,
+            ..
+        } = cmd
+            && self.crash
         {
-            remapped.set(device);
+            self.remapped.set(device);
         }
         Ok(cmd)
     }

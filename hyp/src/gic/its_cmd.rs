@@ -345,6 +345,10 @@ impl DeviceBitmap {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.words.fill(0);
+    }
+
     pub fn set(&mut self, device: u32) {
         if let Some(w) = self.words.get_mut(device as usize / 64) {
             *w |= 1 << (device % 64);
