@@ -242,3 +242,48 @@ fn vlpi_base_writes_are_ignored() {
     );
     assert!(g.writes.is_empty());
 }
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the host writes, in any order and width, the hardware's PROPBASER and
+        /// PENDBASER only ever name tables inside the window, and EnableLPIs needs them.
+        #[test]
+        fn hardware_registers_stay_inside_the_window(
+            writes in proptest::collection::vec((0usize..0x100, any::<bool>(), any::<u64>()), 1..64)
+        ) {
+            let mut r = Redistributors::new(frames(), 16);
+            let mut g = FakeGicr::default();
+            let w = window();
+            for (offset, wide, value) in writes {
+                let (size, offset) = if wide { (8, offset & !7) } else { (4, offset & !3) };
+                // Aim often at the interesting registers.
+                let offset = match offset % 4 {
+                    0 => gicr::PROPBASER + (offset & 4),
+                    1 => gicr::PENDBASER + (offset & 4),
+                    2 => gicr::CTLR,
+                    _ => offset,
+                };
+                let _ = r.write(at(0, offset), size, value, &w, &mut g);
+                let prop = g.read64(RD0 + gicr::PROPBASER as u64);
+                let pend = g.read64(RD0 + gicr::PENDBASER as u64);
+                if prop != 0 {
+                    if let Ok(Some(t)) = lpi::property_table(prop, 16) {
+                        prop_assert!(w.check(t.start.raw(), t.size()).is_ok(), "PROPBASER {prop:#x}");
+                    }
+                }
+                if pend != 0 {
+                    let t = lpi::pending_table(pend, 16).expect("no wrap");
+                    prop_assert!(w.check(t.start.raw(), t.size()).is_ok(), "PENDBASER {pend:#x}");
+                }
+                // EnableLPIs only after an accepted PENDBASER (address 0 is outside the window; a
+                // PROPBASER of fewer than 14 ID bits names no table and is accepted).
+                if g.read64(RD0) & 1 != 0 {
+                    prop_assert!(pend != 0);
+                }
+            }
+        }
+    }
+}
