@@ -269,10 +269,10 @@ mod property {
                 let _ = r.write(at(0, offset), size, value, &w, &mut g);
                 let prop = g.read64(RD0 + gicr::PROPBASER as u64);
                 let pend = g.read64(RD0 + gicr::PENDBASER as u64);
-                if prop != 0 {
-                    if let Ok(Some(t)) = lpi::property_table(prop, 16) {
-                        prop_assert!(w.check(t.start.raw(), t.size()).is_ok(), "PROPBASER {prop:#x}");
-                    }
+                if let Ok(Some(t)) = lpi::property_table(prop, 16)
+                    && prop != 0
+                {
+                    prop_assert!(w.check(t.start.raw(), t.size()).is_ok(), "PROPBASER {prop:#x}");
                 }
                 if pend != 0 {
                     let t = lpi::pending_table(pend, 16).expect("no wrap");
