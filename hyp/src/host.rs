@@ -83,8 +83,6 @@ struct Host {
     crash: Option<PhysRange>,
     /// The address map the policies are built from (for the crash-mode variant built at the trap).
     map: AddressMap,
-    /// GICv3 redistributor regions: read at the kexec trap for the LPI tables.
-    redistributors: Vec<PhysRange>,
     vtcr: u64,
     ram: Vec<PhysRange>,
     hyp: PhysRange,
@@ -214,6 +212,7 @@ pub fn prepare(
         smmu: machine.smmu.as_ref().map(|s| s.regs),
         its_doorbells: crate::firewall::its_doorbells(machine),
         devices: devices.allowed,
+        trapped: crate::gic_mediation::trapped(),
         report,
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
@@ -245,11 +244,6 @@ pub fn prepare(
         crash_stage2: crash_table,
         crash,
         map: map.clone(),
-        redistributors: machine
-            .gic
-            .as_ref()
-            .map(|g| g.redistributors.clone())
-            .unwrap_or_default(),
         vtcr,
         ram: machine.memory.clone(),
         hyp,
@@ -451,44 +445,6 @@ fn live_stage2() -> &'static Stage2Table {
     }
 }
 
-/// The LPI configuration and pending tables the GICv3 redistributors point at: hardware-owned
-/// memory in the dead kernel's RAM that the capture kernel keeps using.
-fn gic_lpi_tables(redistributors: &[PhysRange]) -> Vec<PhysRange> {
-    const GICR_TYPER: u64 = 0x08;
-    const GICR_PROPBASER: u64 = 0x70;
-    const GICR_PENDBASER: u64 = 0x78;
-    const TYPER_VLPIS: u64 = 1 << 1;
-    const TYPER_LAST: u64 = 1 << 4;
-    let read = |addr: u64| {
-        // SAFETY: a 64-bit register of a redistributor frame from the device tree, mapped as
-        // Device memory in Portcullis' EL2 tables; reading it has no side effects.
-        unsafe { (addr as *const u64).read_volatile() }
-    };
-    let mut tables = Vec::new();
-    for region in redistributors {
-        let mut frame = region.start.raw();
-        while frame + 0x2_0000 <= region.end.raw() {
-            let typer = read(frame + GICR_TYPER);
-            let prop = read(frame + GICR_PROPBASER);
-            let pend = read(frame + GICR_PENDBASER);
-            for t in portcullis::fence::lpi_tables(prop, pend) {
-                if !tables.contains(&t) {
-                    tables.push(t);
-                }
-            }
-            if typer & TYPER_LAST != 0 {
-                break;
-            }
-            frame += if typer & TYPER_VLPIS != 0 {
-                0x4_0000
-            } else {
-                0x2_0000
-            };
-        }
-    }
-    tables
-}
-
 /// The crash region, if the host has one.
 pub fn crash_region() -> Option<PhysRange> {
     host().crash
@@ -502,7 +458,14 @@ pub fn switch_to_crash_mode() {
     if h.crash_stage2.is_none() {
         panic!("crash mode requested without a crash region");
     }
-    let lpi = gic_lpi_tables(&h.redistributors);
+    // The dead kernel's LPI tables, as Portcullis accepted them (never as the hardware says).
+    let forbidden: Vec<PhysRange> = [Some(h.hyp), h.map.report].into_iter().flatten().collect();
+    let (lpi, skipped) = crate::gic_mediation::enter_crash(&forbidden);
+    for r in &skipped {
+        log::error!(
+            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
+        );
+    }
     if !lpi.is_empty() {
         let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &lpi);
         match Stage2Table::build(&regions, h.map.ipa_bits, 3) {
