@@ -12,8 +12,10 @@ extern crate alloc;
 pub use platform;
 
 pub mod boot;
+pub mod diag;
 pub mod emul;
 pub mod fence;
+pub mod pmu;
 pub mod smmu;
 pub mod stage2;
 pub mod trap;

@@ -76,11 +76,15 @@ pub fn configure_for_host(stage2: GuestStage2) {
         ICH_HCR_EL2.set(0);
     }
 
-    // Debug and performance monitors: give EL1 all event counters, trap nothing.
+    // Debug and performance monitors: give EL1 all event counters, trap nothing, count nothing
+    // at EL2 where the PMU version allows it.
     let pmcr: u64;
     // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
     unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
-    MDCR_EL2.set((pmcr >> 11) & 0x1f);
+    MDCR_EL2.set(portcullis::pmu::mdcr_el2_for_host(
+        pmcr,
+        ID_AA64DFR0_EL1.get(),
+    ));
 
     // FP/SIMD, SVE and SME are the host's; give it the largest vector lengths.
     if ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0 {
