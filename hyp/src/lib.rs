@@ -19,3 +19,6 @@ pub mod pmu;
 pub mod smmu;
 pub mod stage2;
 pub mod trap;
+
+#[cfg(test)]
+mod test_alloc;

@@ -40,8 +40,8 @@ use core::ops::RangeInclusive;
 
 use tock_registers::LocalRegisterCopy;
 
-use super::commands::PhysBatch;
-use super::device::{EmulatedSmmu, Note};
+use super::commands::{OutOfMemory, PhysBatch};
+use super::device::{EmulatedSmmu, Note, push_note};
 use super::{AccessDenied, HostMemory, PhysicalSmmu};
 use crate::smmu::event::{Event, Origin};
 use crate::smmu::regs::{GBPA, STRTAB_BASE, StallModel};
@@ -253,44 +253,48 @@ impl EmulatedSmmu {
         }
     }
 
-    /// Composes the physical STEs of `sids` (physical streams) into `batch`, recording their new
-    /// state and writing any event into the host's Event queue.
+    /// Composes the physical STEs of the physical streams in `range` into `batch` (published a
+    /// chunk at a time), recording their new state and writing any event into the host's Event
+    /// queue. Fails only for want of memory, before the stream it could not hold is touched.
     pub(super) fn recompose<M: HostMemory, P: PhysicalSmmu>(
         &mut self,
-        sids: &[StreamId],
+        range: RangeInclusive<StreamId>,
         trigger: Trigger,
         mem: &mut M,
-        phys: &P,
+        phys: &mut P,
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
-    ) {
+    ) -> Result<(), OutOfMemory> {
         let s2 = phys.stage2();
-        for &sid in sids {
+        let last = *range.end();
+        let mut from = *range.start();
+        while from <= last {
+            let Some(sid) = self.streams.range(from..=last).next().map(|(sid, _)| *sid) else {
+                break;
+            };
+            let buffered = match self.reserve_ste(batch, phys, notes) {
+                Ok(()) => true,
+                Err(e) if !batch.unbuffered_fallback => return Err(e),
+                Err(_) => false,
+            };
             let c = self.compose(sid, &s2, trigger, mem);
             self.streams.insert(sid, c.state);
-            batch.push_ste(sid, c.ste);
+            if buffered {
+                batch.stes.push((sid, c.ste));
+            } else if let Err(e) = phys.write_stes(&[(sid, c.ste)]) {
+                push_note(notes, Note::physical("STE write", &e));
+                self.streams.insert(sid, StreamState::Unknown);
+                batch.failed = true;
+            }
             if let Some(event) = c.event {
                 self.deliver_event_noted(&event, mem, notes);
             }
+            match sid.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
         }
-    }
-
-    /// The physical streams among `range`.
-    pub(super) fn streams_in(&self, range: RangeInclusive<StreamId>) -> Vec<StreamId> {
-        self.streams.range(range).map(|(sid, _)| *sid).collect()
-    }
-
-    /// Publishes `batch` on the physical SMMU, in order. A failed STE write leaves its streams
-    /// [`StreamState::Unknown`].
-    pub(super) fn flush<P: PhysicalSmmu>(
-        &mut self,
-        batch: &mut PhysBatch,
-        phys: &mut P,
-        notes: &mut Vec<Note>,
-    ) {
-        for failed in batch.flush(phys, notes) {
-            self.streams.insert(failed, StreamState::Unknown);
-        }
+        Ok(())
     }
 }
 
