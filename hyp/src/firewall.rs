@@ -248,7 +248,15 @@ impl PhysicalSmmu for Phys<'_> {
         while i < stes.len() {
             let ste = stes[i].1;
             let run = stes[i..].iter().take_while(|(_, s)| *s == ste).count();
-            let mut sids: Vec<StreamId> = Vec::with_capacity(run);
+            // The emulation hands over a chunk at most; without heap for the run, one at a time.
+            let mut sids: Vec<StreamId> = Vec::new();
+            if sids.try_reserve_exact(run).is_err() {
+                for (sid, ste) in &stes[i..i + run] {
+                    self.write_ste(*sid, ste)?;
+                }
+                i += run;
+                continue;
+            }
             for &(sid, _) in &stes[i..i + run] {
                 if self.admit(sid, &ste) {
                     sids.push(sid);
@@ -271,6 +279,11 @@ impl PhysicalSmmu for Phys<'_> {
     }
 
     fn submit(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+        if self.pending.try_reserve(cmds.len()).is_err() {
+            // No heap to hold them until the sync: submit now (order is kept).
+            self.flush()?;
+            return self.driver.submit(cmds);
+        }
         self.pending.extend_from_slice(cmds);
         Ok(())
     }
