@@ -79,6 +79,10 @@ fn smccc_call(frame: &mut TrapFrame) {
             let r = firmware::call(function_id, args);
             frame.x[..4].copy_from_slice(&r);
         }
+        Action::CpuOff { function_id } => {
+            let r = host::cpu_off(function_id);
+            frame.x[..4].copy_from_slice(&r);
+        }
         Action::CpuOn {
             target_cpu,
             entry,
