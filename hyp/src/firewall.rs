@@ -9,6 +9,7 @@
 use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
 use crate::host::HostRam;
+use crate::limited::limited;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
@@ -464,7 +465,8 @@ pub fn poll() {
                     faults.ring.pop();
                 }
                 other => {
-                    log::warn!(
+                    limited!(
+                        Warn,
                         "fence record for stream {:#x} not forwarded yet: {other}",
                         r.sid
                     );
@@ -539,16 +541,17 @@ fn log_notes(notes: &[Note]) {
                 continue;
             }
         }
-        log::warn!("emulated SMMU: {n}");
+        limited!(Warn, "emulated SMMU: {n}");
     }
     if lost > 1 {
-        log::warn!(
+        limited!(
+            Warn,
             "emulated SMMU: ... {} more events for the host lost",
             lost - 1
         );
     }
     if others > LINES {
-        log::warn!("emulated SMMU: ... and {} more notes", others - LINES);
+        limited!(Warn, "emulated SMMU: ... and {} more notes", others - LINES);
     }
 }
 

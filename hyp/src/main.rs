@@ -14,6 +14,8 @@ mod crash;
 mod firewall;
 #[cfg(target_os = "none")]
 mod host;
+#[cfg(target_os = "none")]
+mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
 #[cfg(target_os = "none")]

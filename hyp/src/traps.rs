@@ -9,6 +9,7 @@
 use crate::arch::firmware;
 use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
+use crate::limited::limited;
 use aarch64_cpu::registers::*;
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
@@ -37,7 +38,8 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
         // traps to EL2 (an SMC): refuse it like any unknown instruction.
         (ExceptionType::Sync, true) => inject_undefined(frame),
         // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
-        _ => log::warn!(
+        _ => limited!(
+            Warn,
             "unexpected {vector:?} from the host, ESR {:#x}; ignored",
             ESR_EL2.get()
         ),
@@ -57,7 +59,8 @@ fn lower_sync(frame: &mut TrapFrame) {
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
         other => {
-            log::warn!(
+            limited!(
+                Warn,
                 "host trap {other:?} (ESR {esr:#x}) at {:#x}: injecting an undefined instruction",
                 frame.elr
             );
@@ -107,7 +110,8 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
             Err(e) => {
-                log::warn!(
+                limited!(
+                    Warn,
                     "host access to the SMMU at {ipa:?} refused: {e} (ELR {:#x})",
                     frame.elr
                 );
@@ -122,7 +126,8 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         }
         return;
     }
-    log::warn!(
+    limited!(
+        Warn,
         "host {} at {ipa:?} (ELR {:#x}) refused by its stage 2 ({:?}): not its memory, or read-only in crash mode; injecting an external abort",
         if abort.write { "store" } else { "load" },
         frame.elr,
@@ -147,7 +152,8 @@ fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
         crate::crash::raise(ipa);
         return;
     }
-    log::warn!(
+    limited!(
+        Warn,
         "host instruction fetch at {ipa:?} (ELR {:#x}) faulted: {:?}; injecting an external abort",
         frame.elr,
         abort.fault

@@ -62,9 +62,17 @@ mod scenario {
 
         if let Some(&victim) = cpus[..n].iter().find(|&&m| m != me) {
             let hyp = ctx.dtb.reserved_with_compatible("portcullis,hypervisor");
-            check!(hyp.is_some(), "no portcullis,hypervisor node in /reserved-memory");
+            check!(
+                hyp.is_some(),
+                "no portcullis,hypervisor node in /reserved-memory"
+            );
             let hyp = hyp.unwrap_or(guest::dt::Reg { base: 0, size: 0 });
-            for entry in [hyp.base, hyp.base + hyp.size / 2, hyp.end() - 4, 0x0900_0000] {
+            for entry in [
+                hyp.base,
+                hyp.base + hyp.size / 2,
+                hyp.end() - 4,
+                0x0900_0000,
+            ] {
                 let r = psci::cpu_on(victim, entry, 0);
                 check!(
                     r == -9,
@@ -76,7 +84,9 @@ mod scenario {
                 aff == AFF_OFF,
                 "AFFINITY_INFO({victim:#x}) = {aff} after refused CPU_ONs, want OFF (1)"
             );
-            println!("CPU_ON into Portcullis' memory or outside RAM: INVALID_ADDRESS, CPU stays off");
+            println!(
+                "CPU_ON into Portcullis' memory or outside RAM: INVALID_ADDRESS, CPU stays off"
+            );
         }
 
         for (i, &mpidr) in cpus[..n].iter().enumerate() {
