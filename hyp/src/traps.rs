@@ -101,8 +101,47 @@ fn smccc_call(frame: &mut TrapFrame) {
     }
 }
 
+/// The IPA of a stage-2 abort, from HPFAR_EL2 only where the architecture promises it.
+enum FaultIpa {
+    Known(platform::addr::Ipa),
+    /// A permission fault whose VA the host's stage 1 no longer translates (it changed its tables
+    /// since): return to the instruction and let it fault again, or not.
+    Retry,
+    /// Nothing says (FAR not valid, or no address for this kind of fault).
+    Unknown,
+}
+
+fn fault_ipa(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> FaultIpa {
+    let far = FAR_EL2.get();
+    match esr::ipa_source(s1ptw, far_not_valid, fault) {
+        esr::IpaSource::Hpfar => FaultIpa::Known(esr::fault_ipa(HPFAR_EL2.get(), far)),
+        esr::IpaSource::TranslateFar => {
+            match esr::ipa_from_par(crate::arch::cpu::translate_el1_read(far), far) {
+                Some(ipa) => FaultIpa::Known(ipa),
+                None => FaultIpa::Retry,
+            }
+        }
+        esr::IpaSource::Unknown => FaultIpa::Unknown,
+    }
+}
+
 fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
-    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
+        FaultIpa::Known(ipa) => ipa,
+        FaultIpa::Retry => return,
+        FaultIpa::Unknown => {
+            limited!(
+                Warn,
+                "host {} abort at an unknown IPA (ELR {:#x}, {:?}); injecting an external abort",
+                if abort.write { "store" } else { "load" },
+                frame.elr,
+                abort.fault
+            );
+            let far = FAR_EL2.get();
+            let write = abort.write;
+            return inject_abort(frame, Abort::Data { far, write });
+        }
+    };
     if host::is_emulated_smmu(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
@@ -143,7 +182,20 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
 }
 
 fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
-    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
+        FaultIpa::Known(ipa) => ipa,
+        FaultIpa::Retry => return,
+        FaultIpa::Unknown => {
+            limited!(
+                Warn,
+                "host instruction fetch at an unknown IPA (ELR {:#x}, {:?}); injecting an external abort",
+                frame.elr,
+                abort.fault
+            );
+            let far = FAR_EL2.get();
+            return inject_abort(frame, Abort::Instruction { far });
+        }
+    };
     let crash = host::crash_region();
     let in_crash = crash.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())));
     if in_crash && !host::in_crash_mode() && matches!(abort.fault, FaultStatus::Permission { .. }) {

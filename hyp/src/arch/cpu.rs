@@ -174,3 +174,27 @@ pub fn counter() -> u64 {
 pub fn counter_hz() -> u64 {
     CNTFRQ_EL0.get()
 }
+
+/// `AT S1E1R` of `va` through the host's current EL1&0 stage 1 (and, for its table walk, the
+/// host's stage 2); returns the PAR_EL1 it produced. PAR_EL1 is the host's register: it is
+/// restored before returning. Used to find the IPA of a stage-2 permission fault, for which
+/// HPFAR_EL2 is not reliable (`portcullis::trap::esr::ipa_source`).
+pub fn translate_el1_read(va: u64) -> u64 {
+    let par: u64;
+    // SAFETY: an address translation instruction only writes PAR_EL1 (saved and restored here);
+    // a stage-2 fault on its walk is reported in PAR_EL1, not taken as an exception.
+    unsafe {
+        asm!(
+            "mrs {saved}, par_el1",
+            "at s1e1r, {va}",
+            "isb",
+            "mrs {par}, par_el1",
+            "msr par_el1, {saved}",
+            va = in(reg) va,
+            saved = out(reg) _,
+            par = out(reg) par,
+            options(nostack),
+        );
+    }
+    par
+}
