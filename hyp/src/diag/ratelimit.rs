@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(rl.check(HZ, HZ), Verdict::Log { suppressed: 1 });
         // A zero frequency (a broken CNTFRQ) still limits.
         let rl = RateLimit::new(2);
-        let n = (1..100).filter(|&t| logged(rl.check(1, 0 * t))).count();
+        let n = (1..100).filter(|_| logged(rl.check(1, 0))).count();
         assert!(n <= 3);
     }
 }

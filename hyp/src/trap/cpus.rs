@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn off_and_on_again() {
         let t = CpuTable::<4>::new();
-        t.request_on(2, E1).unwrap();
+        assert_eq!(t.request_on(2, E1), Ok(()));
         t.arrive(2);
         t.turning_off(2);
         assert_eq!(t.request_on(2, E2), Ok(()));
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn firmware_refusal_turns_it_off_again() {
         let t = CpuTable::<4>::new();
-        t.request_on(3, E1).unwrap();
+        assert_eq!(t.request_on(3, E1), Ok(()));
         t.firmware_refused(3);
         assert_eq!(t.state(3), Some(CpuState::Off));
         assert_eq!(t.request_on(3, E2), Ok(()));
@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(t.arrive(0), Arrival::Unexpected(CpuState::On));
         assert_eq!(t.arrive(9), Arrival::Unexpected(CpuState::Off));
         // Arriving twice for one CPU_ON: the second is parked.
-        t.request_on(2, E1).unwrap();
+        assert_eq!(t.request_on(2, E1), Ok(()));
         assert_eq!(t.arrive(2), Arrival::Enter(E1));
         assert_eq!(t.arrive(2), Arrival::Unexpected(CpuState::On));
     }
@@ -282,7 +282,10 @@ mod tests {
                     Arrival::Unexpected(_) => std::hint::spin_loop(),
                 }
             };
-            let results: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+            let results: Vec<_> = threads
+                .into_iter()
+                .map(|h| h.join().expect("CPU_ON thread"))
+                .collect();
             let winners: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
             assert_eq!(winners.len(), 1);
             assert_eq!(winners[0].0, arrival);
