@@ -93,7 +93,16 @@ pub(super) enum Trigger {
     Bulk,
 }
 
+/// The level 1 descriptor read last while recomposing a range: 2^SPLIT consecutive StreamIDs
+/// share it, so a bulk invalidation reads each once instead of once per stream (a host batch is
+/// atomic to the host, see `commands::Covered`, so one reading serves the whole range).
+#[derive(Default)]
+struct L1Cache {
+    last: Option<(Ipa, Result<u64, Ipa>)>,
+}
+
 /// Why no host STE could be read.
+#[derive(Clone, Copy)]
 enum Fetch {
     NoSte(StreamTableError),
     Denied(Ipa),
@@ -159,7 +168,12 @@ impl EmulatedSmmu {
     }
 
     /// Reads the host's STE for `sid`: the level 1 descriptor first for a two-level table.
-    fn fetch_host_ste<M: HostMemory>(&self, sid: StreamId, mem: &M) -> Result<[u64; 8], Fetch> {
+    fn fetch_host_ste<M: HostMemory>(
+        &self,
+        sid: StreamId,
+        mem: &M,
+        l1_cache: &mut L1Cache,
+    ) -> Result<[u64; 8], Fetch> {
         let base = self.strtab_base();
         let at = |base: Ipa, offset: u64| base.checked_add(offset).ok_or(Fetch::Denied(base));
         let layout = self.strtab_layout();
@@ -173,7 +187,17 @@ impl EmulatedSmmu {
                 StreamTableFormat::TwoLevel { split },
             ) => {
                 let l1_addr = at(base, l1_offset)?;
-                let [raw] = read_words::<1, M>(mem, l1_addr).map_err(|d| Fetch::Denied(d.ipa))?;
+                let raw = match l1_cache.last {
+                    Some((addr, read)) if addr == l1_addr => read,
+                    _ => {
+                        let read = read_words::<1, M>(mem, l1_addr)
+                            .map(|[w]| w)
+                            .map_err(|d| d.ipa);
+                        l1_cache.last = Some((l1_addr, read));
+                        read
+                    }
+                }
+                .map_err(Fetch::Denied)?;
                 let l1 = L1Std::<Ipa>::decode(raw);
                 let offset = l1.ste_offset(l2_index, split).map_err(Fetch::NoSte)?;
                 at(l1.l2_table, offset)?
@@ -193,6 +217,7 @@ impl EmulatedSmmu {
         s2: &Stage2Config,
         trigger: Trigger,
         mem: &M,
+        l1_cache: &mut L1Cache,
     ) -> Composition {
         let origin = Origin::stream(sid);
         if !self.smmu_enabled() {
@@ -208,7 +233,7 @@ impl EmulatedSmmu {
                 }
             };
         }
-        let raw = match self.fetch_host_ste(sid, mem) {
+        let raw = match self.fetch_host_ste(sid, mem, l1_cache) {
             Ok(raw) => raw,
             Err(Fetch::NoSte(e)) => {
                 let record = trigger == Trigger::Named && self.recinvsid();
@@ -266,30 +291,45 @@ impl EmulatedSmmu {
         notes: &mut Vec<Note>,
     ) -> Result<(), OutOfMemory> {
         let s2 = phys.stage2();
+        let mut l1_cache = L1Cache::default();
         let last = *range.end();
         let mut from = *range.start();
+        // StreamIDs are taken from the map a few at a time (one search per group, not per
+        // stream), into a small array on the stack.
+        const GROUP: usize = 64;
+        let mut group = [0 as StreamId; GROUP];
         while from <= last {
-            let Some(sid) = self.streams.range(from..=last).next().map(|(sid, _)| *sid) else {
+            let mut n = 0;
+            for (&sid, _) in self.streams.range(from..=last).take(GROUP) {
+                group[n] = sid;
+                n += 1;
+            }
+            if n == 0 {
                 break;
-            };
-            let buffered = match self.reserve_ste(batch, phys, notes) {
-                Ok(()) => true,
-                Err(e) if !batch.unbuffered_fallback => return Err(e),
-                Err(_) => false,
-            };
-            let c = self.compose(sid, &s2, trigger, mem);
-            self.streams.insert(sid, c.state);
-            if buffered {
-                batch.stes.push((sid, c.ste));
-            } else if let Err(e) = phys.write_stes(&[(sid, c.ste)]) {
-                push_note(notes, Note::physical("STE write", &e));
-                self.streams.insert(sid, StreamState::Unknown);
-                batch.failed = true;
             }
-            if let Some(event) = c.event {
-                self.deliver_event_noted(&event, mem, notes);
+            for &sid in &group[..n] {
+                let buffered = match self.reserve_ste(batch, phys, notes) {
+                    Ok(()) => true,
+                    Err(e) if !batch.unbuffered_fallback => return Err(e),
+                    Err(_) => false,
+                };
+                let c = self.compose(sid, &s2, trigger, mem, &mut l1_cache);
+                let mut state = c.state;
+                if buffered {
+                    batch.stes.push((sid, c.ste));
+                } else if let Err(e) = phys.write_stes(&[(sid, c.ste)]) {
+                    push_note(notes, Note::physical("STE write", &e));
+                    state = StreamState::Unknown;
+                    batch.failed = true;
+                }
+                if let Some(s) = self.streams.get_mut(&sid) {
+                    *s = state;
+                }
+                if let Some(event) = c.event {
+                    self.deliver_event_noted(&event, mem, notes);
+                }
             }
-            match sid.checked_add(1) {
+            match group[n - 1].checked_add(1) {
                 Some(next) => from = next,
                 None => break,
             }

@@ -235,3 +235,30 @@ fn covered_at_the_edges_of_the_streamid_space() {
     let g: Vec<_> = c.gaps(&(StreamId::MAX - 3..=StreamId::MAX)).collect();
     assert_eq!(g, [StreamId::MAX - 3..=StreamId::MAX - 2]);
 }
+
+#[test]
+fn a_bulk_invalidation_reads_each_level_1_descriptor_once() {
+    // Streams 0x08, 0x10, 0x11 share level 1 descriptor 0 (SPLIT 8); 0x300 has descriptor 3.
+    let mut rig = Rig::new();
+    reset_and_enable(&mut rig);
+    rig.mem.clear_log();
+    rig.issue(&[cmd::CFGI_ALL, cmd::SYNC_SEV]);
+    let l1_reads: Vec<u64> = rig
+        .mem
+        .accesses()
+        .iter()
+        .filter(|a| !a.write && a.len == 8)
+        .map(|a| a.ipa)
+        .collect();
+    assert_eq!(l1_reads, [STRTAB, STRTAB + 3 * 8]);
+    // A named invalidation reads its own descriptor.
+    rig.mem.clear_log();
+    rig.issue(&[cmd::cfgi_ste(0x10), cmd::cfgi_ste(0x11), cmd::SYNC_SEV]);
+    let l1_reads = rig
+        .mem
+        .accesses()
+        .iter()
+        .filter(|a| !a.write && a.len == 8)
+        .count();
+    assert_eq!(l1_reads, 2);
+}
