@@ -71,6 +71,10 @@ pub(super) struct PhysBatch {
     /// Without memory for a chunk, write STEs one at a time instead of failing (register writes,
     /// which have no error to report).
     pub(super) unbuffered_fallback: bool,
+    /// A stream composed to the same aborting state as before keeps its physical abort STE
+    /// (host command batches: most of 65 536 streams of a CFGI_ALL have no STE at all, and used to
+    /// be rewritten, unchanged, on every one). Register writes and policy switches rewrite all.
+    pub(super) skip_unchanged_aborts: bool,
 }
 
 impl PhysBatch {
@@ -306,7 +310,10 @@ impl EmulatedSmmu {
             return;
         }
         let base = queue_base_addr(self.regs.cmdq_base);
-        let mut batch = PhysBatch::default();
+        let mut batch = PhysBatch {
+            skip_unchanged_aborts: true,
+            ..PhysBatch::default()
+        };
         let mut cons = cons_reg.rd;
         let mut first_sync = None;
         let mut error = None;

@@ -75,6 +75,20 @@ pub enum StreamState {
 }
 
 impl StreamState {
+    /// Whether the physical STE of this state is [`Ste::abort`] whatever the policy and the
+    /// attributes (so that composing the same state again need not rewrite it).
+    pub fn aborts(&self) -> bool {
+        matches!(
+            self,
+            Self::Global { abort: true }
+                | Self::NoSte(_)
+                | Self::FetchAborted { .. }
+                | Self::Invalid
+                | Self::Illegal(_)
+                | Self::Abort
+        )
+    }
+
     /// Whether the stream's device can reach memory through it.
     pub fn is_live(&self) -> bool {
         matches!(
@@ -315,7 +329,12 @@ impl EmulatedSmmu {
                 };
                 let c = self.compose(sid, &s2, trigger, mem, &mut l1_cache);
                 let mut state = c.state;
-                if buffered {
+                let unchanged_abort = batch.skip_unchanged_aborts
+                    && state.aborts()
+                    && self.streams.get(&sid) == Some(&state);
+                if unchanged_abort {
+                    // Its physical STE is the abort STE already written for it.
+                } else if buffered {
                     batch.stes.push((sid, c.ste));
                 } else if let Err(e) = phys.write_stes(&[(sid, c.ste)]) {
                     push_note(notes, Note::physical("STE write", &e));

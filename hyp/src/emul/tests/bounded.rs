@@ -6,7 +6,7 @@
 
 use std::vec::Vec;
 
-use super::bringup::{cmd, reset_and_enable};
+use super::bringup::{bypass_ste, cmd, reset_and_enable};
 use super::fakes::*;
 use crate::emul::Note;
 use crate::emul::commands::{Covered, STE_CHUNK};
@@ -51,6 +51,14 @@ fn linear_host(illegal: u32) -> Rig {
     rig
 }
 
+/// Makes the valid-looking STEs from `first` on STE.V = 1, Config = abort: a change of every
+/// such stream's state (invalid to abort), so the next invalidation writes its physical STE.
+fn abort_all_from(rig: &mut Rig, first: u32) {
+    for sid in first..1 << 16 {
+        rig.mem.poke_words(LINEAR + 64 * u64::from(sid), &[1]);
+    }
+}
+
 /// Puts `cmds` on the host's queue and writes `CMDQ_PROD` with the heap accounted (and limited to
 /// `limit` bytes): returns (peak heap bytes, allocations refused).
 fn issue_accounted(rig: &mut Rig, cmds: &[[u64; 2]], limit: Option<usize>) -> (usize, u64) {
@@ -76,6 +84,7 @@ fn issue_accounted(rig: &mut Rig, cmds: &[[u64; 2]], limit: Option<usize>) -> (u
 #[test]
 fn eight_range_31_invalidations_take_a_chunk_of_heap() {
     let mut rig = linear_host(4096);
+    abort_all_from(&mut rig, 4096);
     let mut batch = vec![cmd::CFGI_ALL; 8];
     batch.push(cmd::SYNC_SEV);
     let (peak, refused) = issue_accounted(&mut rig, &batch, None);
@@ -84,8 +93,9 @@ fn eight_range_31_invalidations_take_a_chunk_of_heap() {
     // One chunk of composed STEs (72 bytes each) and change: was 8 x 65 536 STEs held at once.
     assert!(peak < 128 * 1024, "peak heap {peak} bytes");
     assert!(peak >= STE_CHUNK * 72);
-    // The batch recomposed every stream once, not eight times.
-    assert_eq!(rig.phys.stes_written, 1 << 16);
+    // The batch recomposed every stream once, not eight times; the ILLEGAL ones kept their
+    // abort STE.
+    assert_eq!(rig.phys.stes_written, (1 << 16) - 4096);
     // 4096 C_BAD_STE records the host has no queue for: a bounded handful of notes.
     let notes = rig.take_notes();
     assert!(notes.len() <= 32, "{} notes", notes.len());
@@ -98,6 +108,7 @@ fn eight_range_31_invalidations_take_a_chunk_of_heap() {
 #[test]
 fn ranges_in_a_batch_are_recomposed_once_whatever_their_order() {
     let mut rig = linear_host(0);
+    abort_all_from(&mut rig, 0);
     let batch = [
         cfgi_ste_range(0x1234, 7),  // 0x1200..=0x12ff
         cfgi_ste_range(0x1000, 11), // 0x1000..=0x1fff (covers the first)
@@ -110,15 +121,22 @@ fn ranges_in_a_batch_are_recomposed_once_whatever_their_order() {
     let (_, refused) = issue_accounted(&mut rig, &batch, None);
     assert_eq!(refused, 0);
     assert_eq!(rig.r32(o::CMDQ_CONS), batch.len() as u32);
-    assert_eq!(rig.phys.stes_written, (1 << 16) + 1);
+    // Every stream once; the named one again, but its abort STE is unchanged.
+    assert_eq!(rig.phys.stes_written, 1 << 16);
     // A new batch starts afresh: the host may have changed its table in between.
+    rig.mem.poke_words(LINEAR + 64 * 0x1210, &[0]);
+    rig.mem.poke_words(LINEAR + 64 * 0xfffe, &bypass_ste());
     issue_accounted(&mut rig, &[cmd::CFGI_ALL, cmd::SYNC_NONE], None);
-    assert_eq!(rig.phys.stes_written, 2 * (1 << 16) + 1);
+    assert_eq!(rig.phys.stes_written, (1 << 16) + 2);
+    // Nothing changed: nothing written, but a stream that is not aborted is always rewritten.
+    issue_accounted(&mut rig, &[cmd::CFGI_ALL, cmd::SYNC_NONE], None);
+    assert_eq!(rig.phys.stes_written, (1 << 16) + 3);
 }
 
 #[test]
 fn out_of_heap_is_cerror_abt_and_the_host_can_retry() {
     let mut rig = linear_host(0);
+    abort_all_from(&mut rig, 0);
     let (_, refused) = issue_accounted(&mut rig, &[cmd::CFGI_ALL, cmd::SYNC_SEV], Some(16 * 1024));
     assert!(refused > 0);
     // CERROR_ABT (0x02) at the CFGI_ALL, GERROR.CMDQ_ERR active, nothing written.
