@@ -175,12 +175,39 @@ pub fn counter_hz() -> u64 {
     CNTFRQ_EL0.get()
 }
 
-/// `AT S1E1R` of `va` through the host's current EL1&0 stage 1 (and, for its table walk, the
-/// host's stage 2); returns the PAR_EL1 it produced. PAR_EL1 is the host's register: it is
-/// restored before returning. Used to find the IPA of a stage-2 permission fault, for which
-/// HPFAR_EL2 is not reliable (`portcullis::trap::esr::ipa_source`).
+/// ID_AA64ISAR2_EL1.ATS1A, bits [63:60]: `AT S1E1A` (address translation without a permission
+/// check) is implemented.
+const ISAR2_ATS1A_SHIFT: u64 = 60;
+
+/// Translates `va` through the host's current EL1&0 stage 1 (and, for its table walk, the host's
+/// stage 2); returns the PAR_EL1 it produced. `AT S1E1A` where the CPU has it (no permission
+/// check: a page the host may execute but not read, with permission indirection, still
+/// translates), `AT S1E1R` otherwise. PAR_EL1 is the host's register: it is restored before
+/// returning. Used to find the IPA of a stage-2 permission fault, for which HPFAR_EL2 is not
+/// reliable (`portcullis::trap::esr::ipa_source`).
 pub fn translate_el1_read(va: u64) -> u64 {
+    let isar2: u64;
+    // SAFETY: ID_AA64ISAR2_EL1 is in the ID register space (RAZ where not implemented); reading it
+    // has no side effects.
+    unsafe { asm!("mrs {}, S3_0_C0_C6_2", out(reg) isar2, options(nomem, nostack)) };
     let par: u64;
+    if (isar2 >> ISAR2_ATS1A_SHIFT) & 0xf != 0 {
+        // SAFETY: as below; `sys #0, c7, c9, #2` is AT S1E1A (FEAT_ATS1A, present).
+        unsafe {
+            asm!(
+                "mrs {saved}, par_el1",
+                "sys #0, c7, c9, #2, {va}",
+                "isb",
+                "mrs {par}, par_el1",
+                "msr par_el1, {saved}",
+                va = in(reg) va,
+                saved = out(reg) _,
+                par = out(reg) par,
+                options(nostack),
+            );
+        }
+        return par;
+    }
     // SAFETY: an address translation instruction only writes PAR_EL1 (saved and restored here);
     // a stage-2 fault on its walk is reported in PAR_EL1, not taken as an exception.
     unsafe {
