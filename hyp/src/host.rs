@@ -5,7 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -14,7 +14,7 @@ use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
-use portcullis::trap::cpus::{Arrival, CpuTable, HostEntry};
+use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
 use spin::Once;
 
@@ -252,8 +252,9 @@ pub fn prepare(
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
     if let Some(boot) = tree_index(cpu::mpidr()) {
-        CPUS.booted(boot);
+        BOOT_TREE_INDEX.store(boot, Ordering::Relaxed);
     }
+    CPUS.booted(0);
     Ok((
         Entry {
             pc: load.raw(),
@@ -299,6 +300,16 @@ fn tree_index(mpidr: u64) -> Option<usize> {
         .position(|&m| m == mpidr & 0xff_00ff_ffff)
 }
 
+/// The device-tree index of the boot CPU.
+static BOOT_TREE_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+/// The Portcullis CPU index (EL2 stack, TPIDR_EL2, state in `CPUS`) of the CPU with affinity
+/// `mpidr` (`portcullis::trap::cpus::cpu_slot`).
+fn cpu_slot(mpidr: u64) -> Option<usize> {
+    let i = tree_index(mpidr)?;
+    Some(cpus::cpu_slot(i, BOOT_TREE_INDEX.load(Ordering::Relaxed)))
+}
+
 /// A secondary CPU, just started at Portcullis' entry: enter the host where it asked. A CPU with
 /// no CPU_ON pending (see `portcullis::trap::cpus`: only firmware starting a CPU unasked can do
 /// that) is parked.
@@ -335,7 +346,7 @@ pub fn secondary_start(index: usize) -> ! {
 /// is off), and has firmware start it at Portcullis' own entry.
 pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let h = host();
-    let Some(index) = tree_index(target) else {
+    let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
     let in_ram = h.ram.iter().any(|r| r.contains(platform::addr::Pa(entry)));
@@ -356,7 +367,7 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
 /// The host's PSCI CPU_OFF on this CPU: marked off first, then firmware; returns only if firmware
 /// refused (x0..x3 for the host).
 pub fn cpu_off(function_id: u32) -> [u64; 4] {
-    let me = tree_index(cpu::mpidr());
+    let me = cpu_slot(cpu::mpidr());
     if let Some(i) = me {
         CPUS.turning_off(i);
     }

@@ -93,7 +93,8 @@ fn smccc_call(frame: &mut TrapFrame) {
             ..
         } => {
             frame.x[0] = host::cpu_on(target_cpu, entry, context);
-            log::debug!(
+            limited!(
+                Debug,
                 "CPU_ON({target_cpu:#x}, {entry:#x}) -> {}",
                 frame.x[0] as i64
             );

@@ -26,6 +26,20 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::psci::code;
 
+/// Portcullis' index of a CPU (its EL2 stack, `TPIDR_EL2`, its entry in a [`CpuTable`]) from its
+/// position in the device tree: the boot CPU is 0 wherever the tree lists it, and the CPU listed
+/// first takes the boot CPU's position, so that no secondary is ever started on the boot CPU's
+/// stack. A bijection on the positions.
+pub const fn cpu_slot(tree_index: usize, boot_tree_index: usize) -> usize {
+    if tree_index == boot_tree_index {
+        0
+    } else if tree_index == 0 {
+        boot_tree_index
+    } else {
+        tree_index
+    }
+}
+
 /// Power state of one CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -249,6 +263,22 @@ mod tests {
         assert_eq!(t.request_on(2, E1), Ok(()));
         assert_eq!(t.arrive(2), Arrival::Enter(E1));
         assert_eq!(t.arrive(2), Arrival::Unexpected(CpuState::On));
+    }
+
+    #[test]
+    fn slots_are_a_bijection_with_the_boot_cpu_first() {
+        for n in 1..8 {
+            for boot in 0..n {
+                let mut slots: Vec<usize> = (0..n).map(|i| cpu_slot(i, boot)).collect();
+                assert_eq!(slots[boot], 0);
+                slots.sort_unstable();
+                assert_eq!(
+                    slots,
+                    (0..n).collect::<Vec<_>>(),
+                    "boot CPU at {boot} of {n}"
+                );
+            }
+        }
     }
 
     #[test]
