@@ -311,17 +311,19 @@ impl EmulatedSmmu {
         // StreamIDs are taken from the map a few at a time (one search per group, not per
         // stream), into a small array on the stack.
         const GROUP: usize = 64;
-        let mut group = [0 as StreamId; GROUP];
+        let mut group = [(0 as StreamId, StreamState::Unknown); GROUP];
         while from <= last {
             let mut n = 0;
-            for (&sid, _) in self.streams.range(from..=last).take(GROUP) {
-                group[n] = sid;
+            for (&sid, &old) in self.streams.range(from..=last).take(GROUP) {
+                group[n] = (sid, old);
                 n += 1;
             }
             if n == 0 {
                 break;
             }
-            for &sid in &group[..n] {
+            // A stream's state changes only once it is composed below (a failed flush marks only
+            // streams already composed), so `old` is still its state when its turn comes.
+            for &(sid, old) in &group[..n] {
                 let buffered = match self.reserve_ste(batch, phys, notes) {
                     Ok(()) => true,
                     Err(e) if !batch.unbuffered_fallback => return Err(e),
@@ -329,9 +331,7 @@ impl EmulatedSmmu {
                 };
                 let c = self.compose(sid, &s2, trigger, mem, &mut l1_cache);
                 let mut state = c.state;
-                let unchanged_abort = batch.skip_unchanged_aborts
-                    && state.aborts()
-                    && self.streams.get(&sid) == Some(&state);
+                let unchanged_abort = batch.skip_unchanged_aborts && state.aborts() && old == state;
                 if unchanged_abort {
                     // Its physical STE is the abort STE already written for it.
                 } else if buffered {
@@ -348,7 +348,7 @@ impl EmulatedSmmu {
                     self.deliver_event_noted(&event, mem, notes);
                 }
             }
-            match group[n - 1].checked_add(1) {
+            match group[n - 1].0.checked_add(1) {
                 Some(next) => from = next,
                 None => break,
             }
