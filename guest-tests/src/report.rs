@@ -8,6 +8,7 @@
 //! fence-window-ns: <N>
 //! fence-commands: <N>
 //! streams-terminated: <N>
+//! fence-stores: <N>                (optional)
 //! live-streams: <sid> <sid> ... [truncated=<N>]
 //! faults-total: <N>
 //! faults-overflowed: <N>
@@ -48,6 +49,8 @@ pub struct Report<'a> {
     pub fence_window_ns: u64,
     pub fence_commands: u64,
     pub streams_terminated: u64,
+    /// `fence-stores:` (a later addition to v1; `None` in a report without it).
+    pub fence_stores: Option<u64>,
     /// The StreamID tokens of `live-streams:` (without `truncated=`).
     live: &'a str,
     /// `truncated=<N>` at the end of `live-streams:`.
@@ -226,7 +229,12 @@ impl<'a> Report<'a> {
         let fence_commands = lines.number_field("fence-commands")?;
         let streams_terminated = lines.number_field("streams-terminated")?;
 
-        let line = lines.next()?;
+        let mut line = lines.next()?;
+        let mut fence_stores = None;
+        if let Some(v) = line.strip_prefix("fence-stores: ") {
+            fence_stores = Some(decimal(v).ok_or_else(|| lines.error("fence-stores", line))?);
+            line = lines.next()?;
+        }
         let tokens = line
             .strip_prefix("live-streams:")
             .ok_or_else(|| lines.error("no live-streams: line", line))?;
@@ -288,6 +296,7 @@ impl<'a> Report<'a> {
             fence_window_ns,
             fence_commands,
             streams_terminated,
+            fence_stores,
             live,
             live_truncated,
             faults_total,

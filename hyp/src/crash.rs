@@ -1,36 +1,95 @@
 //! The crash fence, as it happens.
 //!
 //! The host's first instruction fetch from the crash region (execute-never in the normal-mode CPU
-//! stage 2) is the kexec event: the crashed kernel has stopped its other CPUs and is entering the
-//! capture kernel's purgatory. Portcullis then, without the host's cooperation:
-//! 1. fences every stream at once (`firewall::fence`: the prebuilt crash-mode Stream table, where
-//!    every stream translates through a stage 2 that maps nothing and records faults);
-//! 2. switches the host's CPUs to the crash-mode stage 2 (the dump read-only);
-//! 3. writes the fault report, and resumes the capture kernel's entry path where it trapped.
+//! stage 2) is the kexec event: the crashed kernel is entering the capture kernel's purgatory (it
+//! has stopped its other CPUs, or says it has: a hostile one may keep some running). Portcullis
+//! then, without the host's cooperation, and with nothing slow before the fence is complete (no
+//! log, no allocation, no lock but the firewall's for its two SMMU commands):
+//! 1. cuts the DMA side in place (`firewall::cut_dma`: the normal DMA stage 2's few top-level
+//!    entries invalid; every stream of the dead kernel translates through it);
+//! 2. cuts the CPU side in place for every CPU at once (`host::cut_cpu`: the host stage 2's
+//!    top-level entries swapped to the prebuilt crash-mode subtrees, broadcast TLB invalidation):
+//!    a CPU that never traps again is bound by crash mode (the dump read-only) from then on;
+//! 3. completes the DMA side (`firewall::fence`: CMD_TLBI_S12_VMALL, CMD_SYNC): the end of the
+//!    window. Step 2 comes before it so that the CPU side does not wait for the SMMU, and because
+//!    step 1's stores are made visible to the SMMU by step 2's `DSB ISH` already;
+//!
+//! and only then logs, makes the GIC's LPI tables writable again, writes the fault report, and
+//! resumes the capture kernel's entry path where it trapped.
 
 use crate::arch::cpu;
+use crate::arch::vectors::{ExceptionType, Vector};
 use crate::{firewall, host};
-use platform::addr::Ipa;
+use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, HPFAR_EL2, Readable};
+use core::sync::atomic::{AtomicU8, Ordering};
+use platform::addr::{Ipa, Pa};
+use portcullis::trap::esr::{self, Exception, FaultStatus};
 
-/// Raises the portcullis. Returns once the host may resume at the trapping instruction.
+/// The first thing a trap from the host does: if it is the kexec event (a permission fault on an
+/// instruction fetch from the crash region, in normal mode), raise the fence before anything else
+/// the trap path does (draining the SMMU, logging). Returns whether it was; the host then resumes
+/// at the trapping instruction.
+pub fn kexec_trap(vector: &Vector) -> bool {
+    if vector.kind != ExceptionType::Sync || vector.aarch32 || host::in_crash_mode() {
+        return false;
+    }
+    let syndrome = esr::decode(ESR_EL2.get());
+    let Exception::InstructionAbort(abort) = syndrome.exception else {
+        return false;
+    };
+    if !matches!(abort.fault, FaultStatus::Permission { .. }) {
+        return false;
+    }
+    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    if !host::crash_region().is_some_and(|r| r.contains(Pa(ipa.raw()))) {
+        return false;
+    }
+    raise(ipa);
+    true
+}
+
+/// 0: armed; 1: the fence is being raised; 2: raised.
+static FENCE: AtomicU8 = AtomicU8::new(0);
+
+/// Raises the portcullis. Returns once the host may resume at the trapping instruction. A second
+/// CPU fetching from the crash region while (or after) another raises it waits for the fence and
+/// retries its fetch.
 pub fn raise(ipa: Ipa) {
     let start = cpu::counter();
-    log::warn!("kexec trap: the host fetched {ipa:?} in the crash region; raising the fence");
-    let fenced = firewall::fence(start);
-    host::switch_to_crash_mode();
+    if FENCE
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        while FENCE.load(Ordering::Acquire) != 2 {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    let dma_stores = firewall::cut_dma();
+    let cpu_stores = host::cut_cpu();
+    let fenced = firewall::fence(start, (dma_stores + cpu_stores) as u64);
+    let end = cpu::counter();
+    FENCE.store(2, Ordering::Release);
+    let whole_ns = portcullis::fence::ticks_to_ns(end.wrapping_sub(start), cpu::counter_hz());
+    log::warn!("kexec trap: the host fetched {ipa:?} in the crash region; fence raised in place");
     match fenced {
         Ok(f) => log::warn!(
             "fence raised: {} streams terminated ({} live in the dead kernel), {} SMMU commands, \
-             window {} ns from the trap to the completed CMD_SYNC; CPU stage 2 now crash mode \
-             (dump read-only)",
+             {} descriptor stores ({dma_stores} DMA, {cpu_stores} CPU), window {} ns from the trap \
+             to the completed CMD_SYNC; CPU stage 2 now crash mode on every CPU (dump read-only)",
             f.streams,
             f.live,
             f.commands,
+            f.stores,
             f.window_ns
         ),
         // The DMA side could not be fenced (no SMMU under Portcullis' control, or it failed):
         // the CPU side still protects the dump, and the console says what is not protected.
-        Err(e) => log::error!("DMA fence NOT raised: {e}; CPU stage 2 now crash mode"),
+        Err(e) => log::error!(
+            "DMA fence NOT completed: {e} ({dma_stores} DMA descriptor stores made); CPU stage 2 \
+             now crash mode on every CPU ({cpu_stores} stores, {whole_ns} ns)"
+        ),
     }
+    host::finish_crash_mode();
     firewall::write_report();
 }

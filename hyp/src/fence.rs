@@ -378,8 +378,10 @@ pub struct ReportInput<'a> {
     pub state: ReportState,
     /// The fence window ([`ticks_to_ns`] of the driver's `window_ticks`).
     pub window_ns: u64,
-    /// Commands in the fence's batch (the driver's `SwitchReport::commands`).
+    /// SMMU commands the fence issued (CMD_SYNC included).
     pub commands: u64,
+    /// Translation-table descriptor stores the fence made before its CMD_SYNC (`fence-stores:`).
+    pub stores: u64,
     /// Streams given the terminate stage 2 ([`ModeTracker::fenced_streams`]).
     pub streams_terminated: u64,
     /// StreamIDs for `live-streams:` (e.g. the emulation's `live_streams()`), in any order: the
@@ -400,6 +402,7 @@ impl fmt::Debug for ReportInput<'_> {
             .field("state", &self.state)
             .field("window_ns", &self.window_ns)
             .field("commands", &self.commands)
+            .field("stores", &self.stores)
             .field("streams_terminated", &self.streams_terminated)
             .field("live_streams", &self.live_streams.len())
             .field("faults", &self.faults)
@@ -415,6 +418,7 @@ impl fmt::Debug for ReportInput<'_> {
 /// fence-window-ns: <N>
 /// fence-commands: <N>
 /// streams-terminated: <N>
+/// fence-stores: <N>
 /// live-streams: <sid> <sid> ...
 /// faults-total: <N>
 /// faults-overflowed: <N>
@@ -423,7 +427,7 @@ impl fmt::Debug for ReportInput<'_> {
 /// end
 /// ```
 ///
-/// - In state `armed` the three fence numbers are 0, whatever the input says.
+/// - In state `armed` the fence numbers are 0, whatever the input says.
 /// - `live-streams:` lists the StreamIDs sorted, without duplicates, as `0x%04x`, each after one
 ///   space (no StreamIDs: `live-streams:` alone). Beyond [`MAX_LIVE_STREAMS_LINE`] the list
 ///   stops at the highest StreamID that fits and ends with the token `truncated=<N>`.
@@ -457,6 +461,8 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
         "streams-terminated: {}",
         fence_value(input.streams_terminated)
     )?;
+    // Added after v1's first readers: they read by key, or skip lines they do not know.
+    writeln!(out, "fence-stores: {}", fence_value(input.stores))?;
     write_live_streams(out, input.live_streams)?;
     writeln!(out, "faults-total: {}", input.faults.total())?;
     writeln!(out, "faults-overflowed: {}", input.faults.overflowed())?;

@@ -20,7 +20,7 @@ use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
 use portcullis::smmu::driver::{
-    self, DmaBlock, DmaMemory, EventRecord, PreparedTable, SmmuDriver, SmmuError, SmmuMmio,
+    self, DmaBlock, DmaMemory, EventRecord, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::queue::QueuePair;
@@ -28,7 +28,7 @@ use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use portcullis::trap::mmio::MmioAccess;
-use spin::Mutex;
+use spin::{Mutex, Once};
 
 impl SmmuMmio for SmmuFrame {
     fn read32(&mut self, offset: usize) -> u32 {
@@ -73,8 +73,6 @@ type Driver = SmmuDriver<SmmuFrame, HeapDma>;
 
 struct Firewall {
     driver: Driver,
-    /// The live DMA policy's tables: the SMMU walks them, so they live as long as the firewall.
-    _normal: Stage2Table,
     /// The stage 2 every physical STE of a host stream carries now.
     stage2: Stage2Config,
     pci: Vec<PciHost>,
@@ -103,10 +101,26 @@ struct CrashSide {
     /// The crash-mode DMA policy (VMID 4): the crash region only, for the capture kernel's devices.
     _dma: Stage2Table,
     dma_stage2: Stage2Config,
-    /// A stage 2 that maps nothing (VMID 5), with fault recording: where the dead kernel's streams go.
-    _terminate: Stage2Table,
-    /// The crash-mode Stream table: every stream on the terminating stage 2. Taken by the fence.
-    table: Option<PreparedTable>,
+}
+
+/// The DMA fence's stores, usable without the firewall's lock: the normal DMA stage 2 (VMID 2,
+/// which every normal-mode physical STE with a stage 2 carries; leaked, as the SMMU walks it for
+/// ever) and its valid top-level entries, found at boot.
+struct DmaCut {
+    table: &'static Stage2Table,
+    top: Vec<usize>,
+}
+
+static DMA_CUT: Once<DmaCut> = Once::new();
+
+/// Step 1 of the DMA fence, the first thing the kexec trap does: an invalid descriptor over every
+/// valid top-level entry of the normal DMA stage 2 (a handful: one per 1 GiB or 512 GiB of the IPA
+/// space that holds host RAM or an ITS doorbell, however many streams there are). No lock, no
+/// allocation, no log. From the `DSB` that follows, every walk of that stage 2 -- by any stream,
+/// for any address -- ends in a stage-2 translation fault, recorded (every such STE has S2R); what
+/// the SMMU's TLBs still hold goes with [`fence`]'s CMD_TLBI_S12_VMALL. Returns the store count.
+pub fn cut_dma() -> usize {
+    DMA_CUT.get().map_or(0, |c| c.table.invalidate_top(&c.top))
 }
 
 /// What the dead kernel left configured, recorded at the fence.
@@ -131,6 +145,8 @@ pub struct FenceStats {
     pub commands: u64,
     pub streams: u64,
     pub live: u64,
+    /// Descriptor stores of the fence: DMA top-level entries and the CPU side's break and make.
+    pub stores: u64,
 }
 
 /// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
@@ -346,7 +362,8 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         ..map.clone()
     };
     let regions = stage2::dma_policy(&dma_map, Mode::Normal);
-    let table = Stage2Table::build(&regions, ipa_bits, 2).map_err(FirewallError::Policy)?;
+    let table =
+        Stage2Table::build(&regions, ipa_bits, VMID_DMA_NORMAL).map_err(FirewallError::Policy)?;
     for r in &regions {
         log::info!("DMA policy (normal): {} {:?}", r.range, r.access);
     }
@@ -370,9 +387,18 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         Some(_) => Some(prepare_crash_side(&mut drv, &dma_map)?),
         None => None,
     };
+    // The SMMU walks the normal DMA stage 2 until the machine stops, and the fence edits it
+    // without the firewall's lock: it lives for ever, outside the lock.
+    let table: &'static Stage2Table = alloc::boxed::Box::leak(alloc::boxed::Box::new(table));
+    let top = table.valid_top_entries();
+    log::info!(
+        "fence armed: {} top-level entries of the normal DMA stage 2 ({} GiB each) to invalidate in place",
+        top.len(),
+        table.top_entry_size() >> 30
+    );
+    DMA_CUT.call_once(|| DmaCut { table, top });
     *FIREWALL.lock() = Some(Firewall {
         driver: drv,
-        _normal: table,
         stage2,
         pci: machine.pci.clone(),
         faults: FaultBook::default(),
@@ -605,34 +631,23 @@ fn mirror_irq_ctrl(fw: &mut Firewall) {
     fw.irq_ctrl = want;
 }
 
-/// VMIDs of the physical stage 2s: the normal DMA policy, the crash-mode one, and the one that maps
-/// nothing. (The host's CPU stage 2s are VMID 1 and 3.)
+/// VMIDs of the physical stage 2s: the normal DMA policy and the crash-mode one. (The host's CPU
+/// stage 2 is VMID 1.)
 const VMID_DMA_NORMAL: u16 = 2;
 const VMID_DMA_CRASH: u16 = 4;
-const VMID_TERMINATE: u16 = 5;
 
-/// Builds, at boot, everything the fence switches to: the crash-mode DMA policy, the terminating
-/// stage 2 and a whole Stream table pointing every stream at it.
+/// Builds, at boot, the crash-mode DMA policy the capture kernel's streams get once lifted.
 fn prepare_crash_side(drv: &mut Driver, dma_map: &AddressMap) -> Result<CrashSide, FirewallError> {
     let regions = stage2::dma_policy(dma_map, Mode::Crash);
     let dma = Stage2Table::build(&regions, dma_map.ipa_bits, VMID_DMA_CRASH)
         .map_err(FirewallError::Policy)?;
     let dma_stage2 = driver::stage2_config(&dma, drv.features()).map_err(FirewallError::Smmu)?;
-    let terminate =
-        Stage2Table::build(&[], dma_map.ipa_bits, VMID_TERMINATE).map_err(FirewallError::Policy)?;
-    let ste = driver::stage2_ste(&terminate, drv.features()).map_err(FirewallError::Smmu)?;
-    let table = drv.prepare_table(&ste).map_err(FirewallError::Smmu)?;
     for r in &regions {
         log::info!("DMA policy (crash): {} {:?}", r.range, r.access);
     }
-    log::info!(
-        "fence armed: crash-mode Stream table prebuilt, every stream on a stage 2 that maps nothing"
-    );
     Ok(CrashSide {
         _dma: dma,
         dma_stage2,
-        _terminate: terminate,
-        table: Some(table),
     })
 }
 
@@ -650,37 +665,56 @@ impl fmt::Display for FenceError {
             Self::NoFirewall => write!(f, "no SMMU under Portcullis' control"),
             Self::NotArmed => write!(
                 f,
-                "no crash-mode Stream table (no crash region, or already fenced)"
+                "no crash-mode DMA policy (no crash region), or already fenced"
             ),
             Self::Smmu(e) => write!(f, "SMMU: {e}"),
         }
     }
 }
 
-/// The DMA half of the fence: every stream of the dead kernel stops translating through the normal
-/// policy at one instant (the prebuilt Stream table is switched in with a fixed number of commands),
-/// and from then on the capture kernel's streams get the crash-mode DMA policy. `start` is the
-/// counter value at the trap, for the window.
-pub fn fence(start: u64) -> Result<FenceStats, FenceError> {
+/// Step 2 of the DMA fence, after [`cut_dma`] (and the `DSB` that makes its stores visible):
+/// CMD_TLBI_S12_VMALL for the normal DMA stage 2's VMID and one CMD_SYNC, awaited. Nothing else
+/// changes on the SMMU: no STE, no register, `SMMUEN` stays 1, so there is no instant in which a
+/// transaction is refused without a record (GBPA never applies).
+///
+/// Why this is the whole fence (IHI 0070):
+/// - 3.21.1 / 3.21.2: the SMMU reads translation table descriptors single-copy atomically and may
+///   cache them (TLB, walk caches) only from valid descriptors; a descriptor made invalid needs
+///   the TLB invalidation of its VMID to be sure no cached copy still serves a transaction.
+/// - 4.4.3.x CMD_TLBI_S12_VMALL: every stage-1 and stage-2 entry tagged with the VMID goes, nested
+///   streams' combined entries and stage-1 walk-cache entries included.
+/// - 4.7 CMD_SYNC: its completion means every earlier invalidation has completed, and every
+///   transaction that used the old entries has too (4.6.x "TLB invalidation and completion of
+///   transactions"): after it, no transaction is translated through the normal policy.
+/// - break-before-make (3.21.3 / ARM ARM D8.16.1) is owed only when a valid descriptor is
+///   replaced by another valid one; here valid descriptors become invalid and stay so (the
+///   capture kernel's streams get the crash-mode policy under another VMID, by STE).
+///
+/// From then on a nested stream faults on its stage-1 walk (CLASS = CD or TT, S2 = 1) and a
+/// stage-2-only stream on its input (CLASS = IN); both record the StreamID and InputAddr.
+/// `start` is the counter at the trap, `stores` what [`cut_dma`] and the CPU side stored.
+pub fn fence(start: u64, stores: u64) -> Result<FenceStats, FenceError> {
     let mut guard = FIREWALL.lock();
     let fw = guard.as_mut().ok_or(FenceError::NoFirewall)?;
-    let crash = fw.crash.as_mut().ok_or(FenceError::NotArmed)?;
-    let table = crash.table.take().ok_or(FenceError::NotArmed)?;
-    let extra = fence::fence_commands(&[VMID_DMA_NORMAL], &[], fw.driver.features());
-    let switched = fw
-        .driver
-        .switch_table(table, &extra)
-        .map_err(FenceError::Smmu);
+    let crash_stage2 = fw.crash.as_ref().ok_or(FenceError::NotArmed)?.dma_stage2;
+    if fw.fenced.is_some() {
+        return Err(FenceError::NotArmed);
+    }
+    let cmds = [Command::TlbiS12Vmall {
+        vmid: VMID_DMA_NORMAL,
+    }];
+    let synced = fw.driver.submit(&cmds).map_err(FenceError::Smmu);
     let end = crate::arch::cpu::counter();
-    let report = switched?;
-    fw.stage2 = crash.dma_stage2;
+    synced?;
+    fw.stage2 = crash_stage2;
     let sids: Vec<StreamId> = fw.emul.streams().map(|(sid, _)| sid).collect();
     let fenced = StreamSet::full(&sids);
     fw.fence = FenceStats {
         window_ns: fence::ticks_to_ns(end.wrapping_sub(start), crate::arch::cpu::counter_hz()),
-        commands: report.commands as u64,
+        commands: cmds.len() as u64 + 1,
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
+        stores,
     };
     fw.fenced = Some(fenced);
     fw.dead = DeadKernel {
@@ -714,6 +748,7 @@ pub fn write_report() {
         },
         window_ns: fw.fence.window_ns,
         commands: fw.fence.commands,
+        stores: fw.fence.stores,
         streams_terminated: fw.fence.streams,
         live_streams: &live,
         faults: &fw.faults,

@@ -5,7 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -13,7 +13,7 @@ use platform::devtree::Platform;
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
-use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
+use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::psci::{self, code};
 use spin::{Mutex, Once};
 
@@ -75,9 +75,12 @@ impl fmt::Display for HostError {
 
 /// What every CPU needs to run the host; fixed once the boot CPU has prepared it.
 struct Host {
-    /// The normal-mode CPU stage 2 (VMID 1): the crash region execute-never (the kexec trap).
+    /// The host's CPU stage 2 (VMID 1), the only one any CPU ever runs under: built as the
+    /// normal-mode policy (the crash region execute-never: the kexec trap); the fence swaps its
+    /// top-level entries to `crash_stage2`'s subtrees in place, for every CPU at once.
     stage2: Stage2Table,
-    /// The crash-mode CPU stage 2 (VMID 3), prebuilt: the dump read-only, the crash region RWX.
+    /// The crash-mode CPU policy, prebuilt (the dump read-only, the crash region RWX): never made
+    /// live itself, only the source of the subtrees the fence swaps in.
     crash_stage2: Option<Stage2Table>,
     crash: Option<PhysRange>,
     /// The address map the policies are built from (for the crash-mode variant built at the trap).
@@ -221,7 +224,7 @@ pub fn prepare(
             Stage2Table::build(
                 &stage2::cpu_policy(&map, Mode::Crash, true),
                 map.ipa_bits,
-                3,
+                1,
             )
             .map_err(HostError::Policy)?,
         ),
@@ -250,6 +253,15 @@ pub fn prepare(
         smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
+    let h = host();
+    if let Some(crash) = &h.crash_stage2 {
+        let swap = h.stage2.swap_plan(crash).map_err(HostError::Policy)?;
+        log::info!(
+            "fence armed (CPU side): {} top-level entries of the host stage 2 to swap to crash mode",
+            swap.len()
+        );
+        CRASH_SWAP.call_once(|| swap);
+    }
     Ok((
         Entry {
             pc: load.raw(),
@@ -403,19 +415,73 @@ pub fn in_crash_mode() -> bool {
     CRASH_MODE.load(Ordering::Acquire)
 }
 
-/// The crash-mode CPU stage 2 with the dead kernel's GIC LPI tables writable, built at the trap.
-static CRASH_WITH_GIC: Once<Stage2Table> = Once::new();
+/// The top-level stores that turn the host's stage 2 into the crash-mode policy, planned at boot.
+static CRASH_SWAP: Once<TopSwap> = Once::new();
 
-/// The CPU stage 2 of the current mode.
+/// Odd while a break-before-make of the host's stage 2 is under way (between the break and the
+/// make some host RAM is unmapped for an instant): a CPU faulting then waits and retries.
+static SWAP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The host's CPU stage 2 (there is one; crash mode changes its top-level entries in place).
 fn live_stage2() -> &'static Stage2Table {
-    let h = host();
-    if !in_crash_mode() {
-        return &h.stage2;
+    &host().stage2
+}
+
+/// Replaces top-level entries of the live host stage 2 with `swap`'s, for every CPU at once:
+/// 1. break: an invalid descriptor over every entry that changes and is valid;
+/// 2. `DSB ISH`, `TLBI VMALLS12E1IS` (the host's VMID, broadcast to the Inner Shareable domain),
+///    `DSB ISH`: no PE holds a TLB or walk-cache entry from a removed descriptor;
+/// 3. make: the new descriptors; `DSB ISH`, `ISB`.
+///
+/// This is the break-before-make sequence of the ARM ARM (DDI 0487, "Using break-before-make when
+/// updating translation table entries"): a table descriptor is replaced by one pointing at other
+/// tables, so the old one must be invalid and invalidated from every TLB before the new one is
+/// written, else a PE could hold both and use either (a TLB conflict, or the old policy). A host
+/// access in between faults at stage 2 (translation fault) and is retried ([`retry_stage2_fault`]).
+/// No lock, no allocation, no log. Returns the number of descriptor stores.
+fn swap_live(swap: &TopSwap) -> usize {
+    let table = &host().stage2;
+    SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
+    let broken = table.break_top(swap);
+    cpu::stage2_break_broadcast();
+    let made = table.make_top(swap);
+    cpu::stage2_publish();
+    SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
+    broken + made
+}
+
+/// A host access that faulted at stage 2 while, or just after, the host's stage 2 was swapped:
+/// waits for a swap under way to finish, then says whether the access is allowed now (the live
+/// table maps `ipa` with `write` / `exec` permission). If so the caller resumes the host at the
+/// same instruction; if not, the fault is the host's.
+pub fn retry_stage2_fault(ipa: Ipa, write: bool, exec: bool) -> bool {
+    if SWAP_SEQ.load(Ordering::Acquire) == 0 {
+        return false;
     }
-    match (CRASH_WITH_GIC.get(), &h.crash_stage2) {
-        (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => &h.stage2,
+    while SWAP_SEQ.load(Ordering::Acquire) % 2 == 1 {
+        core::hint::spin_loop();
     }
+    match live_stage2().translate(ipa) {
+        Some((
+            _,
+            Access::NormalMemory {
+                read,
+                write: w,
+                exec: x,
+            },
+        )) => read && (w || !write) && (x || !exec),
+        Some((_, Access::Device)) => !exec,
+        _ => false,
+    }
+}
+
+/// Step 1 of the CPU side of the fence: the host's stage 2 becomes the crash-mode policy for every
+/// CPU at one instant (see [`swap_live`]), whether or not a CPU ever traps again. Nothing slow:
+/// the stores were planned at boot. Returns the descriptor stores.
+pub fn cut_cpu() -> usize {
+    let stores = CRASH_SWAP.get().map_or(0, swap_live);
+    CRASH_MODE.store(true, Ordering::Release);
+    stores
 }
 
 /// The LPI configuration and pending tables the GICv3 redistributors point at: hardware-owned
@@ -461,31 +527,44 @@ pub fn crash_region() -> Option<PhysRange> {
     host().crash
 }
 
-/// Enters crash mode for the host's CPUs: from now on every CPU runs the host under the crash-mode
-/// stage 2. This CPU switches now; the others switch on their next trap into Portcullis (the
-/// crashed kernel has stopped them; a capture kernel starting CPUs enters them in crash mode).
-pub fn switch_to_crash_mode() {
+/// The ranges of the dead kernel's RAM that stay writable in crash mode: today the GIC LPI tables
+/// (hardware-owned memory the capture kernel keeps using).
+fn crash_writable_ranges() -> Vec<PhysRange> {
+    gic_lpi_tables(&host().redistributors)
+}
+
+/// Step 2 of the CPU side, after the fence (the slow part: it reads the GIC, allocates, logs):
+/// the crash-mode policy with [`crash_writable_ranges`] writable is built and swapped in the same
+/// way as the fence's, from the crash-mode subtrees to these.
+pub fn finish_crash_mode() {
     let h = host();
     if h.crash_stage2.is_none() {
         panic!("crash mode requested without a crash region");
     }
-    let lpi = gic_lpi_tables(&h.redistributors);
-    if !lpi.is_empty() {
-        let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &lpi);
-        match Stage2Table::build(&regions, h.map.ipa_bits, 3) {
-            Ok(t) => {
-                for r in &lpi {
-                    log::info!(
-                        "crash mode: GIC LPI table {r} stays writable for the capture kernel"
-                    );
-                }
-                CRASH_WITH_GIC.call_once(|| t);
-            }
-            Err(e) => log::error!("crash mode without writable GIC LPI tables: {e}"),
-        }
+    let writable = crash_writable_ranges();
+    if writable.is_empty() {
+        return;
     }
-    CRASH_MODE.store(true, Ordering::Release);
-    ensure_live_stage2();
+    let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &writable);
+    let table = match Stage2Table::build(&regions, h.map.ipa_bits, 1) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("crash mode without writable GIC LPI tables: {e}");
+            return;
+        }
+    };
+    // Walked from the live root from now on: it lives for ever.
+    let table: &'static Stage2Table = alloc::boxed::Box::leak(alloc::boxed::Box::new(table));
+    match h.stage2.swap_plan(table) {
+        Ok(swap) => {
+            let stores = swap_live(&swap);
+            for r in &writable {
+                log::info!("crash mode: GIC LPI table {r} stays writable for the capture kernel");
+            }
+            log::info!("crash mode: {stores} descriptor stores for the writable ranges");
+        }
+        Err(e) => log::error!("crash mode without writable GIC LPI tables: {e}"),
+    }
 }
 
 /// Makes this CPU's VTTBR_EL2 the live mode's (a no-op when it already is).

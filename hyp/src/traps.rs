@@ -27,8 +27,11 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
             ELR_EL2.get()
         );
     }
-    // Portcullis owns the physical event queue and drains it whenever it runs; a CPU that was
-    // stopped when the fence was raised takes up the crash-mode stage 2 on its first trap.
+    // The kexec trap raises the fence before anything else (no drain, no log, no other lock).
+    if crate::crash::kexec_trap(&vector) {
+        return;
+    }
+    // Portcullis owns the physical event queue and drains it whenever it runs.
     host::ensure_live_stage2();
     crate::firewall::poll();
     match (vector.kind, vector.aarch32) {
@@ -118,6 +121,12 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         }
         return;
     }
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, abort.write && !abort.s1ptw, false)
+    {
+        // Faulted while the fence swapped the stage 2 (break-before-make): allowed now, retry.
+        return;
+    }
     log::warn!(
         "host {} at {ipa:?} (ELR {:#x}) refused by its stage 2 ({:?}): not its memory, or read-only in crash mode; injecting an external abort",
         if abort.write { "store" } else { "load" },
@@ -141,6 +150,11 @@ fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
         // A permission fault on an instruction fetch from the crash region: the kexec event.
         // Resume at the same instruction, which the crash-mode stage 2 lets run.
         crate::crash::raise(ipa);
+        return;
+    }
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, false, !abort.s1ptw)
+    {
         return;
     }
     log::warn!(

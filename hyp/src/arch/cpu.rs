@@ -161,6 +161,27 @@ pub fn set_vttbr(vttbr: u64) {
     let _ = old;
 }
 
+/// After stage-2 descriptor stores (a "break": valid descriptors made invalid): makes them
+/// visible to every table walker (`DSB ISH`), then removes every TLB and walk-cache entry of the
+/// VMID in this CPU's `VTTBR_EL2` (the host's) on every PE of the Inner Shareable domain
+/// (`TLBI VMALLS12E1IS`), and waits for that to complete everywhere (`DSB ISH`). From the return,
+/// no PE translates a host access through a descriptor the break removed: ARM ARM (DDI 0487)
+/// "Using break-before-make when updating translation table entries", steps 1-3, and "TLB
+/// maintenance instructions" (a broadcast TLBI completes for all PEs at the issuer's DSB).
+pub fn stage2_break_broadcast() {
+    // SAFETY: barriers and stage-2 TLB maintenance for the host's VMID; no effect on EL2's own
+    // translation (stage 2 applies to EL1/EL0 only).
+    unsafe { asm!("dsb ish", "tlbi vmalls12e1is", "dsb ish", options(nostack)) };
+}
+
+/// After stage-2 descriptor stores that only make invalid descriptors valid (the "make"): visible
+/// to every walker (`DSB ISH`; invalid descriptors are never cached, so no TLB maintenance is
+/// owed), and to this PE's own later instructions (`ISB`).
+pub fn stage2_publish() {
+    // SAFETY: barriers only.
+    unsafe { asm!("dsb ish", "isb", options(nostack)) };
+}
+
 /// The physical counter, for measuring the fence window.
 pub fn counter() -> u64 {
     CNTPCT_EL0.get()
