@@ -73,16 +73,23 @@ pub fn raise(ipa: Ipa) {
     let whole_ns = portcullis::fence::ticks_to_ns(end.wrapping_sub(start), cpu::counter_hz());
     log::warn!("kexec trap: the host fetched {ipa:?} in the crash region; fence raised in place");
     match fenced {
-        Ok(f) => log::warn!(
-            "fence raised: {} streams terminated ({} live in the dead kernel), {} SMMU commands, \
-             {} descriptor stores ({dma_stores} DMA, {cpu_stores} CPU), window {} ns from the trap \
-             to the completed CMD_SYNC; CPU stage 2 now crash mode on every CPU (dump read-only)",
-            f.streams,
-            f.live,
-            f.commands,
-            f.stores,
-            f.window_ns
-        ),
+        Ok(f) => {
+            log::warn!(
+                "fence raised: {} streams terminated ({} live in the dead kernel), {} SMMU \
+                 commands, {} descriptor stores ({dma_stores} DMA, {cpu_stores} CPU), window {} ns \
+                 from the trap to the completed CMD_SYNC; CPU stage 2 now crash mode on every CPU \
+                 (dump read-only); {} nested streams then made stage 2 only",
+                f.streams,
+                f.live,
+                f.commands,
+                f.stores,
+                f.window_ns,
+                f.restaged
+            );
+            if let Some(e) = firewall::take_fence_note() {
+                log::error!("after the fence: the dead kernel's nested streams not restaged: {e}");
+            }
+        }
         // The DMA side could not be fenced (no SMMU under Portcullis' control, or it failed):
         // the CPU side still protects the dump, and the console says what is not protected.
         Err(e) => log::error!(

@@ -15,7 +15,9 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
-use portcullis::emul::{Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
+use portcullis::emul::{
+    Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
+};
 use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
@@ -73,6 +75,9 @@ type Driver = SmmuDriver<SmmuFrame, HeapDma>;
 
 struct Firewall {
     driver: Driver,
+    /// The STE every stream got at boot: stage 2 only, through the normal DMA stage 2 (after the
+    /// fence: through nothing, recording every transaction with its input address).
+    normal_ste: Ste,
     /// The stage 2 every physical STE of a host stream carries now.
     stage2: Stage2Config,
     pci: Vec<PciHost>,
@@ -90,6 +95,8 @@ struct Firewall {
     /// At the fence: the streams the dead kernel had live, and where its Stream table and Event
     /// queue were (a capture kernel that keeps them gets no lift and no forwarded records there).
     dead: DeadKernel,
+    /// What went wrong after the fence's window (logged by the caller, after the fence).
+    fence_note: Option<SmmuError>,
     /// The fault report region (host RAM, reserved no-map in the host's tree).
     report: Option<PhysRange>,
     /// Bytes of the report region that may be non-zero (all of it, until the first write).
@@ -147,6 +154,8 @@ pub struct FenceStats {
     pub live: u64,
     /// Descriptor stores of the fence: DMA top-level entries and the CPU side's break and make.
     pub stores: u64,
+    /// Nested streams of the dead kernel given the stage-2-only STE after the window.
+    pub restaged: u64,
 }
 
 /// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
@@ -399,6 +408,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     DMA_CUT.call_once(|| DmaCut { table, top });
     *FIREWALL.lock() = Some(Firewall {
         driver: drv,
+        normal_ste: ste,
         stage2,
         pci: machine.pci.clone(),
         faults: FaultBook::default(),
@@ -408,6 +418,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         fenced: None,
         fence: FenceStats::default(),
         dead: DeadKernel::default(),
+        fence_note: None,
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
     });
@@ -431,10 +442,16 @@ pub fn poll() {
         faults,
         emul,
         dead,
+        fenced: fenced_set,
         ..
     } = fw;
+    let fenced_set = fenced_set.as_ref();
     let mut on_record = |rec: EventRecord| {
+        // After the fence a stream the dead kernel had is Portcullis' until lifted, whatever the
+        // record says (an SMMU may report a stage-2 fault on a stage-1 walk as stage 1: QEMU 10).
+        let fenced_stream = fenced_set.is_some_and(|f| f.contains(rec.sid()));
         if let Ok(ev) = &rec.event
+            && !fenced_stream
             && emul.route(ev) == EventRoute::Host
         {
             let delivery = emul.deliver_record(rec.raw, &mut HostRam);
@@ -700,12 +717,30 @@ pub fn fence(start: u64, stores: u64) -> Result<FenceStats, FenceError> {
     if fw.fenced.is_some() {
         return Err(FenceError::NotArmed);
     }
-    let cmds = [Command::TlbiS12Vmall {
-        vmid: VMID_DMA_NORMAL,
-    }];
+    let cmds = [
+        Command::CfgiAll,
+        Command::TlbiS12Vmall {
+            vmid: VMID_DMA_NORMAL,
+        },
+    ];
     let synced = fw.driver.submit(&cmds).map_err(FenceError::Smmu);
     let end = crate::arch::cpu::counter();
     synced?;
+    // After the window, nothing depends on it any more: the dead kernel's nested streams become
+    // stage 2 only through the (now empty) normal DMA stage 2, as every stream was at boot, so
+    // their late transactions are refused at their input (CLASS = IN) and recorded with the
+    // device's own address, not at a stage-1 walk or CD fetch.
+    let nested: Vec<StreamId> = fw
+        .emul
+        .streams()
+        .filter(|(_, st)| matches!(st, StreamState::Stage1 { .. } | StreamState::Unknown))
+        .map(|(sid, _)| sid)
+        .collect();
+    let normal_ste = fw.normal_ste;
+    let restaged = match fw.driver.write_stes(&nested, &normal_ste) {
+        Ok(_) => Ok(nested.len() as u64),
+        Err(e) => Err(e),
+    };
     fw.stage2 = crash_stage2;
     let sids: Vec<StreamId> = fw.emul.streams().map(|(sid, _)| sid).collect();
     let fenced = StreamSet::full(&sids);
@@ -715,7 +750,11 @@ pub fn fence(start: u64, stores: u64) -> Result<FenceStats, FenceError> {
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
         stores,
+        restaged: restaged.as_ref().map_or(0, |n| *n),
     };
+    if let Err(e) = restaged {
+        fw.fence_note = Some(e);
+    }
     fw.fenced = Some(fenced);
     fw.dead = DeadKernel {
         live: fw.emul.live_streams().collect(),
@@ -767,6 +806,11 @@ pub fn write_report() {
         // read-only or unmapped for the host, never mapped for DMA), identity-mapped at EL2.
         unsafe { base.add(i).write_volatile(b) };
     }
+}
+
+/// What went wrong after the fence's window, once (for the caller's log after the fence).
+pub fn take_fence_note() -> Option<SmmuError> {
+    FIREWALL.lock().as_mut().and_then(|fw| fw.fence_note.take())
 }
 
 /// What the fence did (zeros before it).
