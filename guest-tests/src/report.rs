@@ -9,6 +9,7 @@
 //! fence-commands: <N>
 //! streams-terminated: <N>
 //! fence-stores: <N>                (optional)
+//! fence-cpu-window-ns: <N>         (optional)
 //! live-streams: <sid> <sid> ... [truncated=<N>]
 //! faults-total: <N>
 //! faults-overflowed: <N>
@@ -51,6 +52,8 @@ pub struct Report<'a> {
     pub streams_terminated: u64,
     /// `fence-stores:` (a later addition to v1; `None` in a report without it).
     pub fence_stores: Option<u64>,
+    /// `fence-cpu-window-ns:` (likewise).
+    pub fence_cpu_window_ns: Option<u64>,
     /// The StreamID tokens of `live-streams:` (without `truncated=`).
     live: &'a str,
     /// `truncated=<N>` at the end of `live-streams:`.
@@ -235,6 +238,12 @@ impl<'a> Report<'a> {
             fence_stores = Some(decimal(v).ok_or_else(|| lines.error("fence-stores", line))?);
             line = lines.next()?;
         }
+        let mut fence_cpu_window_ns = None;
+        if let Some(v) = line.strip_prefix("fence-cpu-window-ns: ") {
+            fence_cpu_window_ns =
+                Some(decimal(v).ok_or_else(|| lines.error("fence-cpu-window-ns", line))?);
+            line = lines.next()?;
+        }
         let tokens = line
             .strip_prefix("live-streams:")
             .ok_or_else(|| lines.error("no live-streams: line", line))?;
@@ -297,6 +306,7 @@ impl<'a> Report<'a> {
             fence_commands,
             streams_terminated,
             fence_stores,
+            fence_cpu_window_ns,
             live,
             live_truncated,
             faults_total,

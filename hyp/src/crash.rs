@@ -7,12 +7,14 @@
 //! log, no allocation, no lock but the firewall's for its two SMMU commands):
 //! 1. cuts the DMA side in place (`firewall::cut_dma`: the normal DMA stage 2's few top-level
 //!    entries invalid; every stream of the dead kernel translates through it);
-//! 2. cuts the CPU side in place for every CPU at once (`host::cut_cpu`: the host stage 2's
-//!    top-level entries swapped to the prebuilt crash-mode subtrees, broadcast TLB invalidation):
-//!    a CPU that never traps again is bound by crash mode (the dump read-only) from then on;
-//! 3. completes the DMA side (`firewall::fence`: CMD_TLBI_S12_VMALL, CMD_SYNC): the end of the
-//!    window. Step 2 comes before it so that the CPU side does not wait for the SMMU, and because
-//!    step 1's stores are made visible to the SMMU by step 2's `DSB ISH` already;
+//! 2. completes the DMA side (`firewall::fence`: CMD_CFGI_ALL, CMD_TLBI_S12_VMALL, CMD_SYNC):
+//!    the end of the window;
+//! 3. cuts the CPU side in place for every CPU at once (`host::cut_cpu`: the host stage 2's
+//!    top-level entries swapped to prebuilt subtrees where the dead kernel's CPUs write nothing,
+//!    broadcast TLB invalidation; this CPU moves to the crash-mode stage 2): a CPU that never
+//!    traps again is bound from then on. After the DMA side, because a broadcast TLB invalidation
+//!    waits for every other PE (under QEMU TCG, for the other vCPUs to reach a safe point: tens
+//!    of milliseconds with a busy second CPU), and DMA is what arrives without any CPU's help;
 //!
 //! and only then logs, makes the GIC's LPI tables writable again, writes the fault report, and
 //! resumes the capture kernel's entry path where it trapped.
@@ -66,23 +68,33 @@ pub fn raise(ipa: Ipa) {
         return;
     }
     let dma_stores = firewall::cut_dma();
+    let synced = firewall::fence();
     let cpu_stores = host::cut_cpu();
-    let fenced = firewall::fence(start, (dma_stores + cpu_stores) as u64);
-    let end = cpu::counter();
+    let cpu_end = cpu::counter();
     FENCE.store(2, Ordering::Release);
-    let whole_ns = portcullis::fence::ticks_to_ns(end.wrapping_sub(start), cpu::counter_hz());
+    // The fence is complete: from here on, bookkeeping, logs and allocations are allowed.
+    let hz = cpu::counter_hz();
+    let cpu_ns = portcullis::fence::ticks_to_ns(cpu_end.wrapping_sub(start), hz);
+    let fenced = synced.map(|end| {
+        firewall::after_fence(
+            portcullis::fence::ticks_to_ns(end.wrapping_sub(start), hz),
+            (dma_stores + cpu_stores) as u64,
+            cpu_ns,
+        )
+    });
     log::warn!("kexec trap: the host fetched {ipa:?} in the crash region; fence raised in place");
     match fenced {
         Ok(f) => {
             log::warn!(
                 "fence raised: {} streams terminated ({} live in the dead kernel), {} SMMU \
                  commands, {} descriptor stores ({dma_stores} DMA, {cpu_stores} CPU), window {} ns \
-                 from the trap to the completed CMD_SYNC; CPU stage 2 now crash mode on every CPU \
-                 (dump read-only); {} nested streams then made stage 2 only",
+                 from the trap to the completed CMD_SYNC, {cpu_ns} ns to the CPU side's completion \
+                 (every CPU of the dead kernel read-only, this one in crash mode); {} nested \
+                 streams then made stage 2 only",
                 f.streams,
                 f.live,
                 f.commands,
-                f.stores,
+                dma_stores + cpu_stores,
                 f.window_ns,
                 f.restaged
             );
@@ -93,8 +105,8 @@ pub fn raise(ipa: Ipa) {
         // The DMA side could not be fenced (no SMMU under Portcullis' control, or it failed):
         // the CPU side still protects the dump, and the console says what is not protected.
         Err(e) => log::error!(
-            "DMA fence NOT completed: {e} ({dma_stores} DMA descriptor stores made); CPU stage 2 \
-             now crash mode on every CPU ({cpu_stores} stores, {whole_ns} ns)"
+            "DMA fence NOT completed: {e} ({dma_stores} DMA descriptor stores made); CPU side in \
+             crash mode ({cpu_stores} stores, {cpu_ns} ns)"
         ),
     }
     host::finish_crash_mode();

@@ -380,8 +380,10 @@ pub struct ReportInput<'a> {
     pub window_ns: u64,
     /// SMMU commands the fence issued (CMD_SYNC included).
     pub commands: u64,
-    /// Translation-table descriptor stores the fence made before its CMD_SYNC (`fence-stores:`).
+    /// Translation-table descriptor stores of the fence, DMA and CPU side (`fence-stores:`).
     pub stores: u64,
+    /// From the trap to the completed CPU side (`fence-cpu-window-ns:`).
+    pub cpu_window_ns: u64,
     /// Streams given the terminate stage 2 ([`ModeTracker::fenced_streams`]).
     pub streams_terminated: u64,
     /// StreamIDs for `live-streams:` (e.g. the emulation's `live_streams()`), in any order: the
@@ -403,6 +405,7 @@ impl fmt::Debug for ReportInput<'_> {
             .field("window_ns", &self.window_ns)
             .field("commands", &self.commands)
             .field("stores", &self.stores)
+            .field("cpu_window_ns", &self.cpu_window_ns)
             .field("streams_terminated", &self.streams_terminated)
             .field("live_streams", &self.live_streams.len())
             .field("faults", &self.faults)
@@ -419,6 +422,7 @@ impl fmt::Debug for ReportInput<'_> {
 /// fence-commands: <N>
 /// streams-terminated: <N>
 /// fence-stores: <N>
+/// fence-cpu-window-ns: <N>
 /// live-streams: <sid> <sid> ...
 /// faults-total: <N>
 /// faults-overflowed: <N>
@@ -463,6 +467,11 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
     )?;
     // Added after v1's first readers: they read by key, or skip lines they do not know.
     writeln!(out, "fence-stores: {}", fence_value(input.stores))?;
+    writeln!(
+        out,
+        "fence-cpu-window-ns: {}",
+        fence_value(input.cpu_window_ns)
+    )?;
     write_live_streams(out, input.live_streams)?;
     writeln!(out, "faults-total: {}", input.faults.total())?;
     writeln!(out, "faults-overflowed: {}", input.faults.overflowed())?;

@@ -156,6 +156,8 @@ pub struct FenceStats {
     pub stores: u64,
     /// Nested streams of the dead kernel given the stage-2-only STE after the window.
     pub restaged: u64,
+    /// From the trap to the completion of the CPU side (after the DMA side).
+    pub cpu_window_ns: u64,
 }
 
 /// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
@@ -689,47 +691,70 @@ impl fmt::Display for FenceError {
     }
 }
 
-/// Step 2 of the DMA fence, after [`cut_dma`] (and the `DSB` that makes its stores visible):
-/// CMD_TLBI_S12_VMALL for the normal DMA stage 2's VMID and one CMD_SYNC, awaited. Nothing else
-/// changes on the SMMU: no STE, no register, `SMMUEN` stays 1, so there is no instant in which a
-/// transaction is refused without a record (GBPA never applies).
+/// Step 2 of the DMA fence, after [`cut_dma`]: CMD_CFGI_ALL, CMD_TLBI_S12_VMALL for the normal
+/// DMA stage 2's VMID, and one CMD_SYNC, awaited. Nothing else changes on the SMMU: no STE, no
+/// register, `SMMUEN` stays 1, so there is no instant in which a transaction is refused without a
+/// record (GBPA never applies). Three commands, whatever the number of streams.
 ///
-/// Why this is the whole fence (IHI 0070):
-/// - 3.21.1 / 3.21.2: the SMMU reads translation table descriptors single-copy atomically and may
-///   cache them (TLB, walk caches) only from valid descriptors; a descriptor made invalid needs
-///   the TLB invalidation of its VMID to be sure no cached copy still serves a transaction.
-/// - 4.4.3.x CMD_TLBI_S12_VMALL: every stage-1 and stage-2 entry tagged with the VMID goes, nested
-///   streams' combined entries and stage-1 walk-cache entries included.
-/// - 4.7 CMD_SYNC: its completion means every earlier invalidation has completed, and every
-///   transaction that used the old entries has too (4.6.x "TLB invalidation and completion of
-///   transactions"): after it, no transaction is translated through the normal policy.
-/// - break-before-make (3.21.3 / ARM ARM D8.16.1) is owed only when a valid descriptor is
-///   replaced by another valid one; here valid descriptors become invalid and stay so (the
-///   capture kernel's streams get the crash-mode policy under another VMID, by STE).
+/// Why this is the whole fence (IHI 0070G.b):
+/// - ordering: `cut_dma`'s stores precede the `CMDQ_PROD` write that publishes the commands, with
+///   the driver's `DSB` between them (section 3.5, "the Command queue": commands and the
+///   structures they refer to must be observable before the producer index moves);
+/// - section 3.21, structure access rules: the SMMU reads a translation table descriptor 64 bits
+///   at a time (single-copy atomic) and caches translations only from valid descriptors; once the
+///   invalid descriptors are observable, every walk through this stage 2 ends in a stage-2
+///   Translation fault, recorded because every STE carrying it has S2R = 1;
+/// - section 4.4, CMD_TLBI_S12_VMALL: every TLB and walk-cache entry tagged with the VMID goes,
+///   nested streams' combined stage-1 + stage-2 entries included; section 4.3, CMD_CFGI_ALL:
+///   every cached STE and CD goes, so a nested stream's CD is fetched again -- through the fenced
+///   stage 2, which refuses it (a stage-2 fault with CLASS = CD, recorded under S2R) whatever the
+///   dead kernel's CD.R, also on SMMUs that report a stage-2 fault on a stage-1 table walk as a
+///   stage-1 fault (QEMU 10);
+/// - section 4.7, CMD_SYNC: its completion means every earlier command has completed, and the
+///   invalidations have with every transaction that used the entries they removed: from then on no
+///   transaction of any stream is translated through the normal policy;
+/// - break-before-make (section 3.21.x; ARM ARM "Using break-before-make when updating
+///   translation table entries") is owed when a valid descriptor is replaced by another valid one;
+///   here valid descriptors become invalid and stay so (the capture kernel's streams get the
+///   crash-mode policy under another VMID, through their STEs).
 ///
-/// From then on a nested stream faults on its stage-1 walk (CLASS = CD or TT, S2 = 1) and a
-/// stage-2-only stream on its input (CLASS = IN); both record the StreamID and InputAddr.
-/// `start` is the counter at the trap, `stores` what [`cut_dma`] and the CPU side stored.
-pub fn fence(start: u64, stores: u64) -> Result<FenceStats, FenceError> {
+/// Returns the counter at the completed CMD_SYNC: the end of the window.
+pub fn fence() -> Result<u64, FenceError> {
     let mut guard = FIREWALL.lock();
     let fw = guard.as_mut().ok_or(FenceError::NoFirewall)?;
-    let crash_stage2 = fw.crash.as_ref().ok_or(FenceError::NotArmed)?.dma_stage2;
+    if fw.crash.is_none() {
+        return Err(FenceError::NotArmed);
+    }
     if fw.fenced.is_some() {
         return Err(FenceError::NotArmed);
     }
-    let cmds = [
-        Command::CfgiAll,
-        Command::TlbiS12Vmall {
-            vmid: VMID_DMA_NORMAL,
-        },
-    ];
-    let synced = fw.driver.submit(&cmds).map_err(FenceError::Smmu);
+    let synced = fw.driver.submit(&FENCE_COMMANDS).map_err(FenceError::Smmu);
     let end = crate::arch::cpu::counter();
     synced?;
-    // After the window, nothing depends on it any more: the dead kernel's nested streams become
-    // stage 2 only through the (now empty) normal DMA stage 2, as every stream was at boot, so
-    // their late transactions are refused at their input (CLASS = IN) and recorded with the
-    // device's own address, not at a stage-1 walk or CD fetch.
+    Ok(end)
+}
+
+/// The fence's commands; a CMD_SYNC follows.
+const FENCE_COMMANDS: [Command; 2] = [
+    Command::CfgiAll,
+    Command::TlbiS12Vmall {
+        vmid: VMID_DMA_NORMAL,
+    },
+];
+
+/// After the fence (logs, allocations allowed): the bookkeeping, and the dead kernel's nested
+/// streams made stage 2 only through the (now empty) normal DMA stage 2, as every stream was at
+/// boot, so that their late transactions are refused at their input (CLASS = IN) and recorded
+/// with the device's own address, not at a stage-1 walk or CD fetch.
+pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStats {
+    let mut guard = FIREWALL.lock();
+    let Some(fw) = guard.as_mut() else {
+        return FenceStats::default();
+    };
+    let Some(crash) = fw.crash.as_ref() else {
+        return FenceStats::default();
+    };
+    let crash_stage2 = crash.dma_stage2;
     let nested: Vec<StreamId> = fw
         .emul
         .streams()
@@ -737,20 +762,22 @@ pub fn fence(start: u64, stores: u64) -> Result<FenceStats, FenceError> {
         .map(|(sid, _)| sid)
         .collect();
     let normal_ste = fw.normal_ste;
-    let restaged = match fw.driver.write_stes(&nested, &normal_ste) {
-        Ok(_) => Ok(nested.len() as u64),
-        Err(e) => Err(e),
-    };
+    let restaged = fw.driver.write_stes(&nested, &normal_ste);
     fw.stage2 = crash_stage2;
     let sids: Vec<StreamId> = fw.emul.streams().map(|(sid, _)| sid).collect();
     let fenced = StreamSet::full(&sids);
     fw.fence = FenceStats {
-        window_ns: fence::ticks_to_ns(end.wrapping_sub(start), crate::arch::cpu::counter_hz()),
-        commands: cmds.len() as u64 + 1,
+        window_ns,
+        commands: FENCE_COMMANDS.len() as u64 + 1,
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
         stores,
-        restaged: restaged.as_ref().map_or(0, |n| *n),
+        restaged: if restaged.is_ok() {
+            nested.len() as u64
+        } else {
+            0
+        },
+        cpu_window_ns,
     };
     if let Err(e) = restaged {
         fw.fence_note = Some(e);
@@ -764,7 +791,7 @@ pub fn fence(start: u64, stores: u64) -> Result<FenceStats, FenceError> {
     // The ring now collects what the fence causes (what came before is counted per stream and
     // was logged).
     fw.faults.ring.clear();
-    Ok(fw.fence)
+    fw.fence
 }
 
 /// Writes the fault report (see `portcullis::fence::render_report` for the format) into the report
@@ -788,6 +815,7 @@ pub fn write_report() {
         window_ns: fw.fence.window_ns,
         commands: fw.fence.commands,
         stores: fw.fence.stores,
+        cpu_window_ns: fw.fence.cpu_window_ns,
         streams_terminated: fw.fence.streams,
         live_streams: &live,
         faults: &fw.faults,

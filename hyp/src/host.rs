@@ -75,12 +75,17 @@ impl fmt::Display for HostError {
 
 /// What every CPU needs to run the host; fixed once the boot CPU has prepared it.
 struct Host {
-    /// The host's CPU stage 2 (VMID 1), the only one any CPU ever runs under: built as the
-    /// normal-mode policy (the crash region execute-never: the kexec trap); the fence swaps its
-    /// top-level entries to `crash_stage2`'s subtrees in place, for every CPU at once.
+    /// The host's CPU stage 2 (VMID 1), every CPU's until the fence: the normal-mode policy (the
+    /// crash region execute-never: the kexec trap). The fence swaps its top-level entries to
+    /// `dead_stage2`'s subtrees in place, for every CPU at once: the dead kernel's CPUs write
+    /// nothing from then on.
     stage2: Stage2Table,
-    /// The crash-mode CPU policy, prebuilt (the dump read-only, the crash region RWX): never made
-    /// live itself, only the source of the subtrees the fence swaps in.
+    /// The dead kernel's CPUs' policy after the fence (`stage2::dead_cpu_policy`), prebuilt: only
+    /// the source of the subtrees the fence swaps in.
+    dead_stage2: Option<Stage2Table>,
+    /// The crash-mode CPU stage 2 (VMID 3), prebuilt: the dump read-only, the crash region RWX.
+    /// The CPU that took the kexec trap switches to it at the fence, and the CPUs the capture
+    /// kernel starts enter with it.
     crash_stage2: Option<Stage2Table>,
     crash: Option<PhysRange>,
     /// The address map the policies are built from (for the crash-mode variant built at the trap).
@@ -95,6 +100,11 @@ struct Host {
 }
 
 static HOST: Once<Host> = Once::new();
+
+/// VMIDs of the host's CPU stage 2s: every CPU's until the fence (then the dead kernel's CPUs'),
+/// and the capture kernel's CPUs'. (The physical SMMU's stage 2s are VMID 2 and 4.)
+const VMID_HOST: u16 = 1;
+const VMID_CAPTURE: u16 = 3;
 
 /// CPU_ON requests waiting for their CPU to reach Portcullis' secondary entry.
 static PENDING: Mutex<[Option<Entry>; MAX_CPUS]> = Mutex::new([None; MAX_CPUS]);
@@ -218,17 +228,23 @@ pub fn prepare(
     // The crash region is execute-never: the capture kernel's first instruction fetch there is
     // the kexec event.
     let regions = stage2::cpu_policy(&map, Mode::Normal, true);
-    let table = Stage2Table::build(&regions, map.ipa_bits, 1).map_err(HostError::Policy)?;
-    let crash_table = match crash {
-        Some(_) => Some(
-            Stage2Table::build(
-                &stage2::cpu_policy(&map, Mode::Crash, true),
-                map.ipa_bits,
-                1,
-            )
-            .map_err(HostError::Policy)?,
+    let table = Stage2Table::build(&regions, map.ipa_bits, VMID_HOST).map_err(HostError::Policy)?;
+    let (dead_table, crash_table) = match crash {
+        Some(_) => (
+            Some(
+                Stage2Table::build(&stage2::dead_cpu_policy(&map), map.ipa_bits, VMID_HOST)
+                    .map_err(HostError::Policy)?,
+            ),
+            Some(
+                Stage2Table::build(
+                    &stage2::cpu_policy(&map, Mode::Crash, true),
+                    map.ipa_bits,
+                    VMID_CAPTURE,
+                )
+                .map_err(HostError::Policy)?,
+            ),
         ),
-        None => None,
+        None => (None, None),
     };
     let vtcr = table.vtcr(pa_field, cpu::vmid16());
     log::info!(
@@ -239,6 +255,7 @@ pub fn prepare(
     );
     HOST.call_once(|| Host {
         stage2: table,
+        dead_stage2: dead_table,
         crash_stage2: crash_table,
         crash,
         map: map.clone(),
@@ -254,8 +271,8 @@ pub fn prepare(
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
     let h = host();
-    if let Some(crash) = &h.crash_stage2 {
-        let swap = h.stage2.swap_plan(crash).map_err(HostError::Policy)?;
+    if let Some(dead) = &h.dead_stage2 {
+        let swap = h.stage2.swap_plan(dead).map_err(HostError::Policy)?;
         log::info!(
             "fence armed (CPU side): {} top-level entries of the host stage 2 to swap to crash mode",
             swap.len()
@@ -279,9 +296,15 @@ fn host() -> &'static Host {
 /// Enters the host on this CPU: EL1h, interrupts masked, MMU off, as the boot protocol says.
 pub fn enter(cpu_index: usize, entry: Entry) -> ! {
     let h = host();
+    // A CPU started after the fence is the capture kernel's (the dead kernel's cannot start any:
+    // see `cpu_on`).
+    let vttbr = match (&h.crash_stage2, in_crash_mode()) {
+        (Some(capture), true) => capture.vttbr(),
+        _ => h.stage2.vttbr(),
+    };
     cpu::configure_for_host(cpu::GuestStage2 {
         vtcr: h.vtcr,
-        vttbr: live_stage2().vttbr(),
+        vttbr,
     });
     let mut frame = TrapFrame::default();
     frame.x[0] = entry.x0;
@@ -319,6 +342,11 @@ pub fn secondary_start(index: usize) -> ! {
 /// has firmware start it at Portcullis' own entry.
 pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let h = host();
+    if in_crash_mode() && !is_capture_cpu() {
+        // A CPU of the dead kernel still running after the fence: it may not start CPUs, which
+        // would enter under the capture kernel's stage 2.
+        return psci::x0(code::DENIED);
+    }
     let Some(index) = h.cpus.iter().position(|&m| m == target & 0xff_00ff_ffff) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
@@ -422,9 +450,23 @@ static CRASH_SWAP: Once<TopSwap> = Once::new();
 /// make some host RAM is unmapped for an instant): a CPU faulting then waits and retries.
 static SWAP_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// The host's CPU stage 2 (there is one; crash mode changes its top-level entries in place).
+/// The CPU stage 2 this CPU runs the host under: the capture kernel's after the fence for the
+/// CPU that took the kexec trap and those the capture kernel started; the host's (in normal mode,
+/// or swapped in place to the dead CPUs' policy) for every other.
 fn live_stage2() -> &'static Stage2Table {
-    &host().stage2
+    let h = host();
+    match &h.crash_stage2 {
+        Some(capture) if in_crash_mode() && cpu::vttbr() == capture.vttbr() => capture,
+        _ => &h.stage2,
+    }
+}
+
+/// Whether this CPU runs the capture kernel (after the fence).
+fn is_capture_cpu() -> bool {
+    host()
+        .crash_stage2
+        .as_ref()
+        .is_some_and(|c| cpu::vttbr() == c.vttbr())
 }
 
 /// Replaces top-level entries of the live host stage 2 with `swap`'s, for every CPU at once:
@@ -439,8 +481,8 @@ fn live_stage2() -> &'static Stage2Table {
 /// written, else a PE could hold both and use either (a TLB conflict, or the old policy). A host
 /// access in between faults at stage 2 (translation fault) and is retried ([`retry_stage2_fault`]).
 /// No lock, no allocation, no log. Returns the number of descriptor stores.
-fn swap_live(swap: &TopSwap) -> usize {
-    let table = &host().stage2;
+/// `table` must be the one this CPU's `VTTBR_EL2` names (the TLBI is for its VMID).
+fn swap_live(table: &Stage2Table, swap: &TopSwap) -> usize {
     SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
     let broken = table.break_top(swap);
     cpu::stage2_break_broadcast();
@@ -475,11 +517,17 @@ pub fn retry_stage2_fault(ipa: Ipa, write: bool, exec: bool) -> bool {
     }
 }
 
-/// Step 1 of the CPU side of the fence: the host's stage 2 becomes the crash-mode policy for every
-/// CPU at one instant (see [`swap_live`]), whether or not a CPU ever traps again. Nothing slow:
-/// the stores were planned at boot. Returns the descriptor stores.
+/// Step 1 of the CPU side of the fence, on the CPU that took the kexec trap (under the host's
+/// stage 2, VMID 1): the host's stage 2 becomes the dead CPUs' policy for every CPU at one instant
+/// (see [`swap_live`]), whether or not a CPU ever traps again; then this CPU, which carries on into
+/// the capture kernel, moves to the crash-mode stage 2 (VMID 3, never used before: nothing of it is
+/// cached anywhere). Nothing slow: the stores were planned at boot. Returns the descriptor stores.
 pub fn cut_cpu() -> usize {
-    let stores = CRASH_SWAP.get().map_or(0, swap_live);
+    let h = host();
+    let stores = CRASH_SWAP.get().map_or(0, |s| swap_live(&h.stage2, s));
+    if let Some(capture) = &h.crash_stage2 {
+        cpu::set_vttbr_fresh(capture.vttbr());
+    }
     CRASH_MODE.store(true, Ordering::Release);
     stores
 }
@@ -533,20 +581,20 @@ fn crash_writable_ranges() -> Vec<PhysRange> {
     gic_lpi_tables(&host().redistributors)
 }
 
-/// Step 2 of the CPU side, after the fence (the slow part: it reads the GIC, allocates, logs):
-/// the crash-mode policy with [`crash_writable_ranges`] writable is built and swapped in the same
-/// way as the fence's, from the crash-mode subtrees to these.
+/// Step 2 of the CPU side, after the fence, on the CPU that took the kexec trap (the slow part:
+/// it reads the GIC, allocates, logs): the crash-mode policy with [`crash_writable_ranges`]
+/// writable is built and swapped into the capture kernel's stage 2 in the same way as the fence's.
 pub fn finish_crash_mode() {
     let h = host();
-    if h.crash_stage2.is_none() {
+    let Some(capture) = &h.crash_stage2 else {
         panic!("crash mode requested without a crash region");
-    }
+    };
     let writable = crash_writable_ranges();
     if writable.is_empty() {
         return;
     }
     let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &writable);
-    let table = match Stage2Table::build(&regions, h.map.ipa_bits, 1) {
+    let table = match Stage2Table::build(&regions, h.map.ipa_bits, VMID_CAPTURE) {
         Ok(t) => t,
         Err(e) => {
             log::error!("crash mode without writable GIC LPI tables: {e}");
@@ -555,22 +603,14 @@ pub fn finish_crash_mode() {
     };
     // Walked from the live root from now on: it lives for ever.
     let table: &'static Stage2Table = alloc::boxed::Box::leak(alloc::boxed::Box::new(table));
-    match h.stage2.swap_plan(table) {
+    match capture.swap_plan(table) {
         Ok(swap) => {
-            let stores = swap_live(&swap);
+            let stores = swap_live(capture, &swap);
             for r in &writable {
                 log::info!("crash mode: GIC LPI table {r} stays writable for the capture kernel");
             }
             log::info!("crash mode: {stores} descriptor stores for the writable ranges");
         }
         Err(e) => log::error!("crash mode without writable GIC LPI tables: {e}"),
-    }
-}
-
-/// Makes this CPU's VTTBR_EL2 the live mode's (a no-op when it already is).
-pub fn ensure_live_stage2() {
-    let want = live_stage2().vttbr();
-    if cpu::vttbr() != want {
-        cpu::set_vttbr(want);
     }
 }

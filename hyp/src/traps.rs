@@ -32,7 +32,6 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
         return;
     }
     // Portcullis owns the physical event queue and drains it whenever it runs.
-    host::ensure_live_stage2();
     crate::firewall::poll();
     match (vector.kind, vector.aarch32) {
         (ExceptionType::Sync, false) => lower_sync(frame),

@@ -139,28 +139,6 @@ pub fn vttbr() -> u64 {
     VTTBR_EL2.get()
 }
 
-/// Switches this CPU to another prebuilt host stage 2 (a different VMID), and drops every TLB entry
-/// of the old one, so nothing of the previous policy survives on this CPU.
-pub fn set_vttbr(vttbr: u64) {
-    let old = VTTBR_EL2.get();
-    // SAFETY: stage-2 maintenance for the old VMID, then the switch; no memory-safety effects on
-    // Portcullis (stage 2 applies to EL1/EL0 only).
-    unsafe {
-        asm!(
-            "dsb ish",
-            "tlbi vmalls12e1is",
-            "msr vttbr_el2, {new}",
-            "isb",
-            "tlbi vmalls12e1is",
-            "dsb ish",
-            "isb",
-            new = in(reg) vttbr,
-            options(nostack),
-        );
-    }
-    let _ = old;
-}
-
 /// After stage-2 descriptor stores (a "break": valid descriptors made invalid): makes them
 /// visible to every table walker (`DSB ISH`), then removes every TLB and walk-cache entry of the
 /// VMID in this CPU's `VTTBR_EL2` (the host's) on every PE of the Inner Shareable domain
@@ -180,6 +158,14 @@ pub fn stage2_break_broadcast() {
 pub fn stage2_publish() {
     // SAFETY: barriers only.
     unsafe { asm!("dsb ish", "isb", options(nostack)) };
+}
+
+/// Switches this CPU to a stage 2 whose VMID no PE has ever run under (so no TLB anywhere holds
+/// an entry for it): no TLB maintenance is owed, only the `ISB` that makes the new `VTTBR_EL2`
+/// apply to what this CPU runs next at EL1.
+pub fn set_vttbr_fresh(vttbr: u64) {
+    // SAFETY: a stage-2 base for EL1/EL0; no effect on EL2's own translation.
+    unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack)) };
 }
 
 /// The physical counter, for measuring the fence window.

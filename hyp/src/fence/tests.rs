@@ -300,6 +300,7 @@ fn report_format() {
         window_ns: 1234,
         commands: 3,
         stores: 4,
+        cpu_window_ns: 5,
         streams_terminated: 2,
         live_streams: &[0x10, 8, 8, 0x1_2345],
         faults: &book,
@@ -313,6 +314,7 @@ fn report_format() {
          fence-commands: 3\n\
          streams-terminated: 2\n\
          fence-stores: 4\n\
+         fence-cpu-window-ns: 5\n\
          live-streams: 0x0008 0x0010 0x12345\n\
          faults-total: 6\n\
          faults-overflowed: 0\n\
@@ -334,6 +336,7 @@ fn armed_report_has_no_fence_numbers() {
         window_ns: 99,
         commands: 5,
         stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 7,
         live_streams: &[],
         faults: &book,
@@ -347,6 +350,7 @@ fn armed_report_has_no_fence_numbers() {
          fence-commands: 0\n\
          streams-terminated: 0\n\
          fence-stores: 0\n\
+         fence-cpu-window-ns: 0\n\
          live-streams:\n\
          faults-total: 0\n\
          faults-overflowed: 0\n\
@@ -371,6 +375,7 @@ fn report_counts_what_the_book_could_not_keep() {
         window_ns: 1,
         commands: 3,
         stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 3,
         live_streams: &[0, 1, 2],
         faults: &book,
@@ -408,6 +413,7 @@ fn fault_lines_are_truncated_to_64k() {
         window_ns: u64::MAX,
         commands: u64::MAX,
         stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: u64::MAX,
         live_streams: &[1, 2, 3],
         faults: &FaultTotals {
@@ -428,8 +434,8 @@ fn fault_lines_are_truncated_to_64k() {
         alloc::format!("truncated: {} more", 3000 - faults)
     );
     // The first streams are kept, in order; the stream without faults has no line.
-    assert!(l[9].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
-    assert!(l[10].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
+    assert!(l[10].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
+    assert!(l[11].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
     assert!(!report.contains("sid=0x1388"));
     assert!(report.contains("\nfaults-overflowed: 17\n"));
 
@@ -456,13 +462,14 @@ fn a_huge_live_stream_list_is_truncated() {
         window_ns: 1,
         commands: 2,
         stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 20_000,
         live_streams: &live,
         faults: &book,
         bdf: &no_bdf,
     };
     let report = render_report(&input);
-    let line = lines(&report)[6];
+    let line = lines(&report)[7];
     assert!(line.len() < MAX_LIVE_STREAMS_LINE);
     let tokens: Vec<&str> = line.split(' ').skip(1).collect();
     let (last, sids) = tokens.split_last().expect("tokens");
@@ -547,6 +554,7 @@ proptest! {
             window_ns: numbers[0],
             commands: numbers[1],
             stores: numbers[3],
+            cpu_window_ns: numbers[4],
             streams_terminated: numbers[2],
             live_streams: &live,
             faults,
@@ -562,18 +570,19 @@ proptest! {
         prop_assert_eq!(l[1], state);
         for (i, key) in [
             "fence-window-ns: ", "fence-commands: ", "streams-terminated: ", "fence-stores: ",
+            "fence-cpu-window-ns: ",
         ].iter().enumerate() {
             let value: u64 = l[2 + i].strip_prefix(key).and_then(|v| v.parse().ok())
                 .ok_or_else(|| TestCaseError::fail(l[2 + i].to_string()))?;
             prop_assert_eq!(value, if fenced { numbers[i] } else { 0 });
         }
-        prop_assert!(l[6].starts_with("live-streams:"));
-        prop_assert!(l[6].len() < MAX_LIVE_STREAMS_LINE);
-        prop_assert!(l[7].starts_with("faults-total: "));
-        prop_assert!(l[8].starts_with("faults-overflowed: "));
+        prop_assert!(l[7].starts_with("live-streams:"));
+        prop_assert!(l[7].len() < MAX_LIVE_STREAMS_LINE);
+        prop_assert!(l[8].starts_with("faults-total: "));
+        prop_assert!(l[9].starts_with("faults-overflowed: "));
         let mut fault_lines = 0;
         let mut truncated = 0;
-        for line in &l[9..l.len() - 1] {
+        for line in &l[10..l.len() - 1] {
             if let Some(n) = line.strip_prefix("truncated: ") {
                 truncated = n.strip_suffix(" more").and_then(|n| n.parse().ok())
                     .ok_or_else(|| TestCaseError::fail(line.to_string()))?;
@@ -617,6 +626,7 @@ fn bdf_text_cannot_break_the_format() {
         window_ns: 0,
         commands: 0,
         stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 0,
         live_streams: &[],
         faults: &FaultTotals {
@@ -628,19 +638,19 @@ fn bdf_text_cannot_break_the_format() {
     });
     let l = lines(&report);
     assert_eq!(
-        l[9],
+        l[10],
         "fault: sid=0x0001 bdf=0000:00:01.0_x_y_end event=F_TRANSLATION addr=0x1000 dir=write \
          count=1"
     );
     assert_eq!(
-        l[10],
+        l[11],
         alloc::format!(
             "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1",
             "_".repeat(MAX_BDF_TEXT)
         )
     );
-    assert!(l[11].starts_with("fault: sid=0x0003 bdf=- "));
-    assert_eq!(l[12], "end");
+    assert!(l[12].starts_with("fault: sid=0x0003 bdf=- "));
+    assert_eq!(l[13], "end");
 }
 
 #[test]

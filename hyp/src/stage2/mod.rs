@@ -14,12 +14,14 @@ use core::fmt;
 use aarch64_paging::MapError;
 use platform::addr::PhysRange;
 
+pub mod frozen;
 pub mod policy;
 pub mod table;
 
 #[cfg(test)]
 mod tests;
 
+pub use frozen::dead_cpu_policy;
 pub use policy::{
     Access, AddressMap, MAX_IPA_BITS, MIN_IPA_BITS, Mode, PAGE_SIZE, Region, cpu_policy,
     dma_policy, ipa_bits_for, pa_range_bits, with_writable,
