@@ -218,6 +218,19 @@ pub fn fence_commands(
     cmds
 }
 
+/// The commands of the in-place DMA fence, issued once the normal DMA stage 2's valid top-level
+/// entries have been made invalid ([`Stage2Table::invalidate_top`]); the driver's CMD_SYNC closes
+/// them. CMD_CFGI_ALL drops every cached STE and CD (a nested stream's CD is then fetched again,
+/// through the fenced stage 2, and refused with a record); CMD_TLBI_S12_VMALL drops every TLB and
+/// walk-cache entry of the normal DMA stage 2's VMID. No STE and no register changes: three
+/// commands with the CMD_SYNC, whatever the number of streams.
+pub fn in_place_commands(normal_vmid: u16) -> [Command; 2] {
+    [
+        Command::CfgiAll,
+        Command::TlbiS12Vmall { vmid: normal_vmid },
+    ]
+}
+
 /// CMD_ATC_INV `Size` that covers the whole address space.
 const ATC_INV_ALL: u8 = 52;
 
@@ -584,5 +597,7 @@ impl Write for Counter {
     }
 }
 
+#[cfg(test)]
+mod inplace_tests;
 #[cfg(test)]
 mod tests;

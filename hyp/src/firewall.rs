@@ -728,19 +728,14 @@ pub fn fence() -> Result<u64, FenceError> {
     if fw.fenced.is_some() {
         return Err(FenceError::NotArmed);
     }
-    let synced = fw.driver.submit(&FENCE_COMMANDS).map_err(FenceError::Smmu);
+    let synced = fw
+        .driver
+        .submit(&fence::in_place_commands(VMID_DMA_NORMAL))
+        .map_err(FenceError::Smmu);
     let end = crate::arch::cpu::counter();
     synced?;
     Ok(end)
 }
-
-/// The fence's commands; a CMD_SYNC follows.
-const FENCE_COMMANDS: [Command; 2] = [
-    Command::CfgiAll,
-    Command::TlbiS12Vmall {
-        vmid: VMID_DMA_NORMAL,
-    },
-];
 
 /// After the fence (logs, allocations allowed): the bookkeeping, and the dead kernel's nested
 /// streams made stage 2 only through the (now empty) normal DMA stage 2, as every stream was at
@@ -768,7 +763,7 @@ pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStat
     let fenced = StreamSet::full(&sids);
     fw.fence = FenceStats {
         window_ns,
-        commands: FENCE_COMMANDS.len() as u64 + 1,
+        commands: fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1,
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
         stores,

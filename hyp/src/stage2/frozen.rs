@@ -22,6 +22,8 @@
 
 use alloc::vec::Vec;
 
+use platform::addr::PhysRange;
+
 use super::policy::{Access, AddressMap, Mode, Region, cpu_policy};
 
 /// Read-only, executable.
@@ -33,16 +35,33 @@ const RX: Access = Access::NormalMemory {
 
 /// The stage-2 policy of the dead kernel's CPUs after the fence (see the module documentation).
 pub fn dead_cpu_policy(map: &AddressMap) -> Vec<Region> {
-    let report = map.report;
-    cpu_policy(map, Mode::Crash, true)
-        .into_iter()
-        .map(|r| match r.access {
-            Access::NormalMemory { .. } if report.is_some_and(|p| p.overlaps(&r.range)) => Region {
-                access: Access::RO,
-                ..r
-            },
-            Access::NormalMemory { read: true, .. } => Region { access: RX, ..r },
-            _ => r,
-        })
-        .collect()
+    let mut out = Vec::new();
+    for r in cpu_policy(map, Mode::Crash, true) {
+        if !matches!(r.access, Access::NormalMemory { read: true, .. }) {
+            out.push(r);
+            continue;
+        }
+        // The report stays read-only and execute-never; the rest becomes RX.
+        match map.report.and_then(|p| p.intersection(&r.range)) {
+            None => out.push(Region { access: RX, ..r }),
+            Some(p) => {
+                let before = PhysRange::from_bounds(r.range.start.0, p.start.0);
+                let after = PhysRange::from_bounds(p.end.0, r.range.end.0);
+                for part in [before, after] {
+                    if !part.is_empty() {
+                        out.push(Region {
+                            range: part,
+                            access: RX,
+                        });
+                    }
+                }
+                out.push(Region {
+                    range: p,
+                    access: Access::RO,
+                });
+            }
+        }
+    }
+    out.sort_unstable_by_key(|r| r.range.start);
+    out
 }
