@@ -28,7 +28,9 @@ use crate::smmu::cmd::Command;
 use crate::smmu::event::EventId;
 use crate::smmu::faults::{FaultBook, StreamFaultStats};
 use crate::smmu::regs::SmmuFeatures;
-use crate::smmu::ste::{STE1, Ste, StreamConfig};
+use crate::smmu::ste::{
+    L1Std, STE_SIZE, STE1, Ste, SteLocation, StreamConfig, StreamTableFormat, StreamTableLayout,
+};
 use crate::smmu::{Ipa, Pa, StreamId};
 use crate::stage2::{PolicyError, Stage2Table};
 
@@ -267,6 +269,71 @@ pub fn should_lift(sid: StreamId, new_ste: &Ste, fenced: bool) -> bool {
         );
     }
     lift
+}
+
+/// Where the host's STE for one StreamID lies: its L1 descriptor (two-level tables) and the STE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSteLocation {
+    pub l1: Option<Ipa>,
+    pub ste: Ipa,
+}
+
+/// Where the host's STE for `sid` is, for a host Stream table at `base` with `layout` (the
+/// emulated SMMU's `STRTAB_BASE` and `STRTAB_BASE_CFG`), reading an L1 descriptor with `read_l1`.
+/// `None` where the host's table has no STE for it (or `read_l1` cannot read).
+pub fn host_ste_location(
+    base: Ipa,
+    layout: &StreamTableLayout,
+    sid: StreamId,
+    read_l1: impl FnOnce(Ipa) -> Option<u64>,
+) -> Option<HostSteLocation> {
+    match (layout.locate(sid).ok()?, layout.format) {
+        (SteLocation::Linear { offset }, _) => Some(HostSteLocation {
+            l1: None,
+            ste: base.checked_add(offset)?,
+        }),
+        (
+            SteLocation::TwoLevel {
+                l1_offset,
+                l2_index,
+            },
+            StreamTableFormat::TwoLevel { split },
+        ) => {
+            let l1 = base.checked_add(l1_offset)?;
+            let desc = L1Std::<Ipa>::decode(read_l1(l1)?);
+            let offset = desc.ste_offset(l2_index, split).ok()?;
+            Some(HostSteLocation {
+                l1: Some(l1),
+                ste: desc.l2_table.checked_add(offset)?,
+            })
+        }
+        (SteLocation::TwoLevel { .. }, StreamTableFormat::Linear) => None,
+    }
+}
+
+/// Whether an STE that would lift a fenced stream ([`should_lift`]) comes from a Stream table the
+/// capture kernel set up after the fence, whatever its base address: `STRTAB_BASE` was written
+/// after the fence (`rewritten`), and the STE -- and, for a two-level table, its L1 descriptor --
+/// lie wholly in memory only the capture kernel can write (`capture`: the crash region; after the
+/// fence the dead kernel's CPUs write nothing and its devices are fenced). A capture kernel that
+/// keeps the dead kernel's table, or points at any of it (an L1 descriptor onto the dead kernel's
+/// level 2 tables), would otherwise re-enable the dead kernel's stage 1 -- its CDs and page
+/// tables -- for the dead kernel's still-running DMA.
+pub fn from_capture_table(
+    rewritten: bool,
+    at: Option<HostSteLocation>,
+    capture: &[PhysRange],
+) -> bool {
+    let inside = |ipa: Ipa, len: u64| {
+        PhysRange::new(ipa.0, len)
+            .is_some_and(|r| capture.iter().any(|c| c.start <= r.start && r.end <= c.end))
+    };
+    match at {
+        Some(at) if rewritten => {
+            inside(at.ste, STE_SIZE as u64) && at.l1.is_none_or(|l1| inside(l1, 8))
+        }
+        _ => false,
+    }
 }
 
 /// The memory a GICv3 redistributor's LPI tables occupy, from its GICR_PROPBASER and

@@ -92,9 +92,11 @@ struct Firewall {
     /// After the fence: which streams still translate through the terminating stage 2.
     fenced: Option<StreamSet>,
     fence: FenceStats,
-    /// At the fence: the streams the dead kernel had live, and where its Stream table and Event
-    /// queue were (a capture kernel that keeps them gets no lift and no forwarded records there).
+    /// At the fence: the streams the dead kernel had live, and where its Event queue was (a capture
+    /// kernel that keeps it gets no forwarded records there).
     dead: DeadKernel,
+    /// Whether the host wrote `STRTAB_BASE` after the fence.
+    strtab_rewritten: bool,
     /// What went wrong after the fence's window (logged by the caller, after the fence).
     fence_note: Option<SmmuError>,
     /// The fault report region (host RAM, reserved no-map in the host's tree).
@@ -108,6 +110,9 @@ struct CrashSide {
     /// The crash-mode DMA policy (VMID 4): the crash region only, for the capture kernel's devices.
     _dma: Stage2Table,
     dma_stage2: Stage2Config,
+    /// The crash region: after the fence, the only memory the capture kernel (and nothing else)
+    /// can write.
+    region: PhysRange,
 }
 
 /// The DMA fence's stores, usable without the firewall's lock: the normal DMA stage 2 (VMID 2,
@@ -134,7 +139,6 @@ pub fn cut_dma() -> usize {
 #[derive(Debug, Default)]
 struct DeadKernel {
     live: Vec<StreamId>,
-    strtab_base: u64,
     evtq_base: u64,
 }
 
@@ -196,11 +200,29 @@ struct Phys<'a> {
     /// After the fence: the dead kernel's streams, kept on the terminating stage 2 until the
     /// capture kernel configures them with a stage 1 of its own.
     fenced: Option<&'a mut StreamSet>,
-    /// Whether the STEs composed now come from a Stream table the capture kernel set up after the
-    /// fence. A capture kernel that keeps the dead kernel's table would otherwise re-enable the
-    /// dead kernel's own stage 1 (its CDs and page tables, possibly in the crash region) for the
-    /// dead kernel's still-running DMA.
-    may_lift: bool,
+    /// After the fence: where the host's Stream table is, to tell whether an STE comes from a
+    /// table the capture kernel set up after the fence (`fence::from_capture_table`).
+    lift: Option<LiftCheck>,
+}
+
+/// What `Phys::admit` needs to check where a lifting STE comes from.
+struct LiftCheck {
+    /// `STRTAB_BASE` was written after the fence.
+    rewritten: bool,
+    base: portcullis::smmu::Ipa,
+    layout: portcullis::smmu::ste::StreamTableLayout,
+    capture: PhysRange,
+}
+
+impl LiftCheck {
+    fn allows(&self, sid: StreamId) -> bool {
+        let at = fence::host_ste_location(self.base, &self.layout, sid, |l1| {
+            let mut b = [0u8; 8];
+            portcullis::emul::HostMemory::read(&HostRam, l1, &mut b).ok()?;
+            Some(u64::from_le_bytes(b))
+        });
+        fence::from_capture_table(self.rewritten, at, &[self.capture])
+    }
 }
 
 impl Phys<'_> {
@@ -226,14 +248,17 @@ impl Phys<'_> {
 
     /// Whether `ste` may replace the terminate STE of `sid` (always, for a stream not fenced).
     fn admit(&mut self, sid: StreamId, ste: &Ste) -> bool {
-        let may_lift = self.may_lift;
         let Some(fenced) = self.fenced.as_deref_mut() else {
             return true;
         };
         if !fenced.contains(sid) {
             return true;
         }
-        if !may_lift || !fence::should_lift(sid, ste, true) {
+        if !fence::should_lift(sid, ste, true) {
+            return false;
+        }
+        if !self.lift.as_ref().is_some_and(|l| l.allows(sid)) {
+            log::debug!("stream {sid:#x}: STE not from a Stream table set up after the fence");
             return false;
         }
         log::info!("stream {sid:#x}: configured by the capture kernel, lifted from the fence");
@@ -395,7 +420,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let emul = EmulatedSmmu::new(&config, sids.iter().copied()).map_err(FirewallError::Emul)?;
     log::info!("emulated SMMU for the host: {}", emul.host_features());
     let crash = match map.crash {
-        Some(_) => Some(prepare_crash_side(&mut drv, &dma_map)?),
+        Some(region) => Some(prepare_crash_side(&mut drv, &dma_map, region)?),
         None => None,
     };
     // The SMMU walks the normal DMA stage 2 until the machine stops, and the fence edits it
@@ -421,6 +446,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         fence: FenceStats::default(),
         dead: DeadKernel::default(),
         fence_note: None,
+        strtab_rewritten: false,
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
     });
@@ -597,11 +623,22 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
     let offset = (access.ipa.raw() - frame_base) as usize;
     if access.write {
         let value = access.store_value(&frame.x);
-        let may_lift = host_base(&fw.emul, offset::STRTAB_BASE) != fw.dead.strtab_base;
+        if fw.fenced.is_some() && (offset::STRTAB_BASE..offset::STRTAB_BASE + 8).contains(&offset) {
+            fw.strtab_rewritten = true;
+        }
+        let lift = match (&fw.fenced, &fw.crash) {
+            (Some(_), Some(crash)) => Some(LiftCheck {
+                rewritten: fw.strtab_rewritten,
+                base: fw.emul.strtab_base(),
+                layout: fw.emul.strtab_layout(),
+                capture: crash.region,
+            }),
+            _ => None,
+        };
         let fenced = fw.fenced.as_mut();
         let mut phys = Phys {
             fenced,
-            may_lift,
+            lift,
             driver: &mut fw.driver,
             stage2: fw.stage2,
             pending: Vec::new(),
@@ -656,7 +693,11 @@ const VMID_DMA_NORMAL: u16 = 2;
 const VMID_DMA_CRASH: u16 = 4;
 
 /// Builds, at boot, the crash-mode DMA policy the capture kernel's streams get once lifted.
-fn prepare_crash_side(drv: &mut Driver, dma_map: &AddressMap) -> Result<CrashSide, FirewallError> {
+fn prepare_crash_side(
+    drv: &mut Driver,
+    dma_map: &AddressMap,
+    region: PhysRange,
+) -> Result<CrashSide, FirewallError> {
     let regions = stage2::dma_policy(dma_map, Mode::Crash);
     let dma = Stage2Table::build(&regions, dma_map.ipa_bits, VMID_DMA_CRASH)
         .map_err(FirewallError::Policy)?;
@@ -667,6 +708,7 @@ fn prepare_crash_side(drv: &mut Driver, dma_map: &AddressMap) -> Result<CrashSid
     Ok(CrashSide {
         _dma: dma,
         dma_stage2,
+        region,
     })
 }
 
@@ -780,7 +822,6 @@ pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStat
     fw.fenced = Some(fenced);
     fw.dead = DeadKernel {
         live: fw.emul.live_streams().collect(),
-        strtab_base: host_base(&fw.emul, offset::STRTAB_BASE),
         evtq_base: host_base(&fw.emul, offset::EVTQ_BASE),
     };
     // The ring now collects what the fence causes (what came before is counted per stream and

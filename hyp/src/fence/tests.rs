@@ -675,3 +675,93 @@ fn lpi_tables_from_redistributor_registers() {
     assert_eq!(huge.len(), 1);
     assert!(huge[0].size() <= 1 << 24);
 }
+
+mod lifting {
+    use super::super::{HostSteLocation, from_capture_table, host_ste_location};
+    use crate::smmu::Ipa;
+    use crate::smmu::ste::{L1Std, StreamTableFormat, StreamTableLayout};
+    use platform::addr::PhysRange;
+
+    const CRASH: u64 = 0x7c00_0000;
+
+    fn crash() -> [PhysRange; 1] {
+        [PhysRange::new(CRASH, 64 << 20).expect("range")]
+    }
+
+    fn linear() -> StreamTableLayout {
+        StreamTableLayout {
+            log2_size: 8,
+            format: StreamTableFormat::Linear,
+        }
+    }
+
+    fn two_level() -> StreamTableLayout {
+        StreamTableLayout {
+            log2_size: 16,
+            format: StreamTableFormat::TwoLevel { split: 8 },
+        }
+    }
+
+    fn l1(l2: u64) -> u64 {
+        L1Std::<Ipa> {
+            span: 9,
+            l2_table: Ipa(l2),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_table_in_the_crash_region_set_up_after_the_fence_lifts_whatever_its_base() {
+        for base in [CRASH, CRASH + 0x10_0000, CRASH + 0x3f0_0000] {
+            let at = host_ste_location(Ipa(base), &linear(), 8, |_| None);
+            assert_eq!(
+                at,
+                Some(HostSteLocation {
+                    l1: None,
+                    ste: Ipa(base + 8 * 64)
+                })
+            );
+            assert!(from_capture_table(true, at, &crash()), "{base:#x}");
+        }
+        let at = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |a| {
+            assert_eq!(a, Ipa(CRASH + 8));
+            Some(l1(CRASH + 0x2_0000))
+        });
+        assert_eq!(
+            at,
+            Some(HostSteLocation {
+                l1: Some(Ipa(CRASH + 8)),
+                ste: Ipa(CRASH + 0x2_0000 + 8 * 64)
+            })
+        );
+        assert!(from_capture_table(true, at, &crash()));
+    }
+
+    #[test]
+    fn the_dead_kernels_table_never_lifts() {
+        // The dead kernel's table (in the dump), kept as it is or written again after the fence.
+        let dead = host_ste_location(Ipa(0x4100_0000), &linear(), 8, |_| None);
+        assert!(!from_capture_table(false, dead, &crash()));
+        assert!(!from_capture_table(true, dead, &crash()));
+        // A table in the crash region not (re)based after the fence: the dead kernel may have
+        // put one there before it crashed.
+        let early = host_ste_location(Ipa(CRASH), &linear(), 8, |_| None);
+        assert!(!from_capture_table(false, early, &crash()));
+        // A new L1 table in the crash region whose descriptor points at the dead kernel's level
+        // 2 table.
+        let mixed = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |_| Some(l1(0x4100_0000)));
+        assert!(!from_capture_table(true, mixed, &crash()));
+        // An STE straddling the end of the crash region.
+        let edge = Some(HostSteLocation {
+            l1: None,
+            ste: Ipa(CRASH + (64 << 20) - 32),
+        });
+        assert!(!from_capture_table(true, edge, &crash()));
+        // No STE at all (no level 2 table, unreadable L1).
+        let none = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |_| None);
+        assert_eq!(none, None);
+        assert!(!from_capture_table(true, none, &crash()));
+        let invalid = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |_| Some(0));
+        assert!(!from_capture_table(true, invalid, &crash()));
+    }
+}
