@@ -53,6 +53,28 @@ pub fn kexec_trap(vector: &Vector) -> bool {
 /// 0: armed; 1: the fence is being raised; 2: raised.
 static FENCE: AtomicU8 = AtomicU8::new(0);
 
+/// The longest a trapped WFI of the capture kernel waits in Portcullis before it returns.
+const IDLE_SLICE_MS: u64 = 5;
+
+/// A WFI of the capture kernel (trapped in crash mode, `cpu::trap_wfi`): the trap has drained the
+/// SMMU's records already (every trap does); wait as the WFI would, but at most
+/// [`IDLE_SLICE_MS`], and resume after it. An idle capture kernel executes WFI again and so comes
+/// back within the slice: fence records reach the report and its Event queue within a bounded time
+/// even when nothing else makes the capture kernel trap.
+///
+/// Why WFI traps rather than an EL2 timer: the EL2 timer's interrupt would have to be routed and
+/// enabled in the GIC, which the capture kernel owns and reprograms; a trapped WFI needs nothing of
+/// it, costs nothing while the capture kernel is busy, and keeps its idle behaviour (it still
+/// waits for its interrupts, which end the wait at once).
+pub fn idle(elr: &mut u64, len: esr::InstructionLength) {
+    *elr = portcullis::trap::inject::skip_instruction(*elr, len);
+    if !host::in_crash_mode() {
+        return;
+    }
+    let hz = cpu::counter_hz();
+    cpu::idle_wait(cpu::counter().saturating_add(hz * IDLE_SLICE_MS / 1000));
+}
+
 /// Raises the portcullis. Returns once the host may resume at the trapping instruction. A second
 /// CPU fetching from the crash region while (or after) another raises it waits for the fence and
 /// retries its fetch.
@@ -109,6 +131,7 @@ pub fn raise(ipa: Ipa) {
              crash mode ({cpu_stores} stores, {cpu_ns} ns)"
         ),
     }
+    cpu::trap_wfi();
     host::finish_crash_mode();
     firewall::write_report();
 }

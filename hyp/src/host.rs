@@ -306,6 +306,9 @@ pub fn enter(cpu_index: usize, entry: Entry) -> ! {
         vtcr: h.vtcr,
         vttbr,
     });
+    if in_crash_mode() {
+        cpu::trap_wfi();
+    }
     let mut frame = TrapFrame::default();
     frame.x[0] = entry.x0;
     frame.elr = entry.pc;

@@ -58,6 +58,8 @@ fn lower_sync(frame: &mut TrapFrame) {
         }
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
+        // WFI traps only in crash mode (the capture kernel's idle: see `crash::idle`).
+        Exception::Wfx(_) => crate::crash::idle(&mut frame.elr, syndrome.instruction_length),
         other => {
             log::warn!(
                 "host trap {other:?} (ESR {esr:#x}) at {:#x}: injecting an undefined instruction",

@@ -14,6 +14,12 @@
 //! (Before the fence acted in place on every CPU at once, CPU 1 kept writing the dump: issue 8,
 //! escape 8.)
 //!
+//! Then B idles: it kicks the dead kernel's edu (a DMA through A's IOVA, refused by the fence) and
+//! waits in WFI, with every interrupt masked and none armed, doing nothing that traps, until the
+//! fault report counts the refusal. Portcullis traps the capture kernel's WFI in crash mode and
+//! drains the SMMU's records at each, so the report changes within a bounded time; without that,
+//! the first WFI would never return.
+//!
 //! `scripts/run --kernel <fence-smp> --features test-hooks --smp 2 --timeout 240
 //!  --append "crashkernel=32M" -- -device edu,dma_mask=0xffffffffffffffff`
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -23,6 +29,7 @@ mod scenario {
     use core::arch::global_asm;
     use guest::dma::DmaBuffer;
     use guest::dt::Reg;
+    use guest::edu::Direction;
     use guest::fence::{self, DeadKernel, DeadSetup, PAGE};
     use guest::rt::{self, Context};
     use guest::{Failure, Outcome, check, println, psci};
@@ -126,7 +133,7 @@ mod scenario {
     }
 
     #[inline(never)]
-    fn capture_kernel(_ctx: &Context, crash: Reg, dead: &DeadKernel) -> Outcome {
+    fn capture_kernel(ctx: &Context, crash: Reg, dead: &DeadKernel) -> Outcome {
         fence::check_mode(dead)?;
         // A's WORDS, where A had it (B is A's image copied to the crash region's base).
         let dump = WORDS.addr() - rt::image_layout().start + dead.image.start;
@@ -163,7 +170,52 @@ mod scenario {
         println!(
             "B: over 300 ms after the fence no store of CPU 1 landed, in the dump or the crash region"
         );
-        Ok(())
+        idle_drain(ctx, dead)
+    }
+
+    /// The fault report's `faults-total:` now (plain loads: nothing traps).
+    fn faults_total(ctx: &Context) -> Result<u64, Failure> {
+        let mut total = 0;
+        fence::with_report(&ctx.dtb, |r| {
+            total = r.faults_total;
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
+    /// A refused DMA while B idles in WFI reaches the report (see the module documentation).
+    fn idle_drain(ctx: &Context, dead: &DeadKernel) -> Outcome {
+        let e = dead.first_edu()?;
+        let edus = fence::adopt_edus(dead)?;
+        let Some(edu) = &edus[0] else {
+            return Err(Failure::new(format_args!("edu not adopted")));
+        };
+        let before = faults_total(ctx)?;
+        let target = e.in_flight + 0xa00;
+        edu.start(Direction::FromDevice, target, 0, 4)
+            .map_err(|err| Failure::new(format_args!("B: kicking the edu: {err:?}")))?;
+        let start = rt::ticks();
+        let mut wfis = 0u32;
+        loop {
+            // SAFETY: WFI only waits; every interrupt is masked, none is armed.
+            unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+            wfis += 1;
+            let now = faults_total(ctx)?;
+            if now > before {
+                println!(
+                    "B: the refused DMA to A's IOVA {target:#x} reached the report while B idled: \
+                     faults-total {before} -> {now} after {wfis} WFI(s), {} ms",
+                    rt::ticks_to_ms(rt::ticks().wrapping_sub(start))
+                );
+                return Ok(());
+            }
+            check!(
+                wfis < 2000,
+                "the fault report still says faults-total {before} after {wfis} WFIs over {} ms \
+                 of B idling",
+                rt::ticks_to_ms(rt::ticks().wrapping_sub(start))
+            );
+        }
     }
 }
 

@@ -168,6 +168,39 @@ pub fn set_vttbr_fresh(vttbr: u64) {
     unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack)) };
 }
 
+/// In crash mode, on a CPU of the capture kernel: WFI traps to EL2 (`HCR_EL2.TWI`), so that an
+/// idle capture kernel still lets Portcullis run (drain the SMMU's fault records into the report
+/// and the capture kernel's Event queue) at least once per [`idle_wait`]; and the EL2 event stream
+/// is on (`CNTHCTL_EL2.EVNTEN`, an event each time counter bit 12 changes: every 8192 ticks, 131
+/// us at QEMU's 62.5 MHz), which bounds each WFE of [`idle_wait`]. WFE is not trapped: Linux waits
+/// for spinlocks with it, and its idle loop uses WFI.
+pub fn trap_wfi() {
+    const TWI: u64 = 1 << 13;
+    const EVNTEN: u64 = 1 << 2;
+    const EVNTI_BIT12: u64 = 12 << 4;
+    HCR_EL2.set(HCR_EL2.get() | TWI);
+    let cnthctl = CNTHCTL_EL2.get() & !(0xf << 4);
+    CNTHCTL_EL2.set(cnthctl | EVNTEN | EVNTI_BIT12);
+    // SAFETY: a barrier only.
+    unsafe { asm!("isb", options(nostack)) };
+}
+
+/// A trapped WFI's wait, bounded: until an interrupt is pending for the host (`ISR_EL1`, which at
+/// EL2 with `HCR_EL2.IMO` = 0 shows the physical IRQ/FIQ/SError state) or the counter reaches
+/// `deadline`, with WFE between looks (woken by the event stream at the latest).
+pub fn idle_wait(deadline: u64) {
+    let pending = || {
+        let isr: u64;
+        // SAFETY: reading ISR_EL1 has no side effects.
+        unsafe { asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack)) };
+        isr != 0
+    };
+    while !pending() && counter() < deadline {
+        // SAFETY: WFE only waits for an event; the event stream bounds it.
+        unsafe { asm!("wfe", options(nomem, nostack)) };
+    }
+}
+
 /// The physical counter, for measuring the fence window.
 pub fn counter() -> u64 {
     CNTPCT_EL0.get()
