@@ -220,6 +220,17 @@ pub fn fence_commands(
     cmds
 }
 
+/// The IPA size of the normal DMA stage 2, chosen so that the fence's stores are few: with 44 bits
+/// or more the walk starts at level 0 and each top-level entry covers 512 GiB, so host RAM below
+/// 512 GiB and the ITS doorbells take one entry (one store at the fence); below, each 1 GiB of RAM
+/// takes one. So: 44 bits when the SMMU's stage-2 input size allows it (and the host's IPA space is
+/// no larger), otherwise the host's, capped by what the SMMU takes. The policy maps RAM and the
+/// doorbells only, so a larger IPA space makes nothing else reachable.
+pub fn dma_ipa_bits(host_ipa_bits: u32, smmu_ias_bits: u32) -> u32 {
+    const LEVEL0_BITS: u32 = 44;
+    host_ipa_bits.max(LEVEL0_BITS).min(smmu_ias_bits).min(48)
+}
+
 /// The commands of the in-place DMA fence, issued once the normal DMA stage 2's valid top-level
 /// entries have been made invalid ([`Stage2Table::invalidate_top`]); the driver's CMD_SYNC closes
 /// them. CMD_CFGI_ALL drops every cached STE and CD (a nested stream's CD is then fetched again,

@@ -392,7 +392,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     log::info!("{report}");
 
     let ias = driver::ias_bits(drv.features());
-    let ipa_bits = map.ipa_bits.min(u32::from(ias));
+    let ipa_bits = fence::dma_ipa_bits(map.ipa_bits, u32::from(ias));
     let dma_map = AddressMap {
         ipa_bits,
         ..map.clone()

@@ -765,3 +765,15 @@ mod lifting {
         assert!(!from_capture_table(true, invalid, &crash()));
     }
 }
+
+#[test]
+fn the_dma_stage2_starts_at_level_0_where_the_smmu_allows() {
+    use super::dma_ipa_bits;
+    // QEMU's SMMU: 44-bit OAS; a 40-bit host IPA space.
+    assert_eq!(dma_ipa_bits(40, 44), 44);
+    assert_eq!(dma_ipa_bits(48, 48), 48);
+    assert_eq!(dma_ipa_bits(40, 52), 44);
+    // A 40- or 42-bit SMMU: the largest it takes.
+    assert_eq!(dma_ipa_bits(40, 40), 40);
+    assert_eq!(dma_ipa_bits(44, 42), 42);
+}
