@@ -5,13 +5,16 @@
 //!    is the kexec event (a fetch from the execute-never crash region in normal mode) or the host's
 //!    own fault. [`ModeTracker`] holds the mode, which only ever goes from normal to crash, and
 //!    the streams the dead kernel had live when the fence went up.
-//! 2. **The fence.** The driver switches to a Stream table prepared at boot
-//!    ([`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`]) in which every stream gets the
-//!    *terminate* stage 2 ([`terminate_table`]: maps nothing, records every fault), with the
-//!    commands of [`fence_commands`] in the same batch. The window is measured in counter ticks
-//!    and converted with [`ticks_to_ns`].
-//! 3. **After the fence.** [`should_lift`] decides whether a stream may leave the terminate stage
-//!    2 when the capture kernel configures it.
+//! 2. **The fence, in place.** The normal DMA stage 2 (sized by [`dma_ipa_bits`] so that few
+//!    top-level entries cover host RAM) has its valid top-level entries made invalid
+//!    ([`Stage2Table::invalidate_top`]), then [`in_place_commands`] and one CMD_SYNC: no STE and no
+//!    register changes. The window is measured in counter ticks and converted with
+//!    [`ticks_to_ns`]. (The earlier design -- a Stream table prepared at boot and switched in with
+//!    SMMUEN off, [`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`], [`terminate_table`],
+//!    [`fence_commands`] -- is no longer used by Portcullis.)
+//! 3. **After the fence.** [`should_lift`] decides whether a stream may leave the fence when the
+//!    capture kernel configures it, [`from_capture_table`] (with [`host_ste_location`]) whether the
+//!    STE comes from a Stream table the capture kernel set up after the fence.
 //! 4. **The fault report.** [`render_report`] writes the text the capture kernel and its user
 //!    space read, in a fixed format other tools parse.
 //!
@@ -236,7 +239,9 @@ pub fn dma_ipa_bits(host_ipa_bits: u32, smmu_ias_bits: u32) -> u32 {
 /// them. CMD_CFGI_ALL drops every cached STE and CD (a nested stream's CD is then fetched again,
 /// through the fenced stage 2, and refused with a record); CMD_TLBI_S12_VMALL drops every TLB and
 /// walk-cache entry of the normal DMA stage 2's VMID. No STE and no register changes: three
-/// commands with the CMD_SYNC, whatever the number of streams.
+/// commands with the CMD_SYNC, whatever the number of streams. No CMD_ATC_INV: no physical STE
+/// enables ATS (the emulated SMMU offers none, so every composed STE has EATS = 0), so no device
+/// holds translations of its own.
 pub fn in_place_commands(normal_vmid: u16) -> [Command; 2] {
     [
         Command::CfgiAll,
