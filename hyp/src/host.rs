@@ -5,7 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -453,6 +453,10 @@ static CRASH_SWAP: Once<TopSwap> = Once::new();
 /// make some host RAM is unmapped for an instant): a CPU faulting then waits and retries.
 static SWAP_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The counter when the last swap completed: a fault that reaches Portcullis well after it is not
+/// the swap's (so a fault Portcullis cannot explain is never retried for ever).
+static SWAP_DONE_AT: AtomicU64 = AtomicU64::new(0);
+
 /// The CPU stage 2 this CPU runs the host under: the capture kernel's after the fence for the
 /// CPU that took the kexec trap and those the capture kernel started; the host's (in normal mode,
 /// or swapped in place to the dead CPUs' policy) for every other.
@@ -491,6 +495,7 @@ fn swap_live(table: &Stage2Table, swap: &TopSwap) -> usize {
     cpu::stage2_break_broadcast();
     let made = table.make_top(swap);
     cpu::stage2_publish();
+    SWAP_DONE_AT.store(cpu::counter(), Ordering::Release);
     SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
     broken + made
 }
@@ -505,6 +510,12 @@ pub fn retry_stage2_fault(ipa: Ipa, write: bool, exec: bool) -> bool {
     }
     while SWAP_SEQ.load(Ordering::Acquire) % 2 == 1 {
         core::hint::spin_loop();
+    }
+    // A fault taken in the swap's window reaches Portcullis within a few milliseconds of it, even
+    // under an emulator; anything later is the host's own.
+    let since = cpu::counter().wrapping_sub(SWAP_DONE_AT.load(Ordering::Acquire));
+    if since > cpu::counter_hz() / 10 {
+        return false;
     }
     match live_stage2().translate(ipa) {
         Some((
