@@ -37,6 +37,10 @@ pub fn options(machine: &Platform) -> Options {
 pub struct Entry {
     pub pc: u64,
     pub x0: u64,
+    /// Requested by the capture kernel (after the fence): the CPU enters under the crash-mode
+    /// stage 2. A CPU the dead kernel asked for before the fence and that arrives after it enters
+    /// under the dead CPUs' policy.
+    pub capture: bool,
 }
 
 /// Why the host cannot be booted at all.
@@ -283,6 +287,7 @@ pub fn prepare(
         Entry {
             pc: load.raw(),
             x0: tree_at.start.raw(),
+            capture: false,
         },
         map,
     ))
@@ -296,9 +301,9 @@ fn host() -> &'static Host {
 /// Enters the host on this CPU: EL1h, interrupts masked, MMU off, as the boot protocol says.
 pub fn enter(cpu_index: usize, entry: Entry) -> ! {
     let h = host();
-    // A CPU started after the fence is the capture kernel's (the dead kernel's cannot start any:
-    // see `cpu_on`).
-    let vttbr = match (&h.crash_stage2, in_crash_mode()) {
+    // A CPU the capture kernel started (after the fence; the dead kernel's CPUs cannot start any
+    // then: see `cpu_on`) runs under the crash-mode stage 2; any other under the host's.
+    let vttbr = match (&h.crash_stage2, entry.capture) {
         (Some(capture), true) => capture.vttbr(),
         _ => h.stage2.vttbr(),
     };
@@ -306,7 +311,7 @@ pub fn enter(cpu_index: usize, entry: Entry) -> ! {
         vtcr: h.vtcr,
         vttbr,
     });
-    if in_crash_mode() {
+    if entry.capture {
         cpu::trap_wfi();
     }
     let mut frame = TrapFrame::default();
@@ -364,6 +369,7 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     PENDING.lock()[index] = Some(Entry {
         pc: entry,
         x0: context,
+        capture: in_crash_mode(),
     });
     let secondary = head::secondary_entry as *const () as u64;
     let r = firmware::cpu_on(target, secondary, index as u64);
