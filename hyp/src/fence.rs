@@ -66,7 +66,9 @@ pub fn classify_instruction_abort(
     mode: Mode,
 ) -> KexecTrap {
     match (mode, crash_region, fault) {
-        (Mode::Normal, Some(crash), FaultStatus::Permission { .. }) if crash.contains(Pa(ipa.0)) => {
+        (Mode::Normal, Some(crash), FaultStatus::Permission { .. })
+            if crash.contains(Pa(ipa.0)) =>
+        {
             KexecTrap::Fence
         }
         _ => KexecTrap::NotOurs,

@@ -60,7 +60,11 @@ fn mode_goes_from_normal_to_crash_once() {
     assert_eq!((t.mode(), t.state()), (Mode::Normal, ReportState::Armed));
     assert!(t.fenced_streams().is_empty() && !t.is_fenced(8));
     assert_eq!(
-        t.classify(Ipa(0x7c00_1000), FaultStatus::Permission { level: 3 }, Some(crash())),
+        t.classify(
+            Ipa(0x7c00_1000),
+            FaultStatus::Permission { level: 3 },
+            Some(crash())
+        ),
         KexecTrap::Fence
     );
 
@@ -69,7 +73,11 @@ fn mode_goes_from_normal_to_crash_once() {
     assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
     assert!(t.is_fenced(8) && t.is_fenced(0x10) && !t.is_fenced(0xa));
     assert_eq!(
-        t.classify(Ipa(0x7c00_1000), FaultStatus::Permission { level: 3 }, Some(crash())),
+        t.classify(
+            Ipa(0x7c00_1000),
+            FaultStatus::Permission { level: 3 },
+            Some(crash())
+        ),
         KexecTrap::NotOurs
     );
     // A second trap changes nothing.
@@ -683,6 +691,8 @@ fn lpi_tables_line() {
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
+        stores: 1,
+        cpu_window_ns: 1,
         streams_terminated: 1,
         live_streams: &[8],
         lpi_tables: &tables,
@@ -690,12 +700,12 @@ fn lpi_tables_line() {
         bdf: &no_bdf,
     });
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[5], "live-streams: 0x0008");
+    assert_eq!(lines[7], "live-streams: 0x0008");
     assert_eq!(
-        lines[6],
+        lines[8],
         "lpi-tables: 0x48000000-0x48010000 0x48010000-0x48020000"
     );
-    assert_eq!(lines[7], "faults-total: 0");
+    assert_eq!(lines[9], "faults-total: 0");
     // Many redistributors: the line is bounded and says how many it left out.
     let many: Vec<PhysRange> = (0..5000u64)
         .map(|i| PhysRange::from_bounds(0x4000_0000 + i * 0x1_0000, 0x4001_0000 + i * 0x1_0000))
@@ -704,13 +714,15 @@ fn lpi_tables_line() {
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
+        stores: 1,
+        cpu_window_ns: 1,
         streams_terminated: 1,
         live_streams: &[],
         lpi_tables: &many,
         faults: &book,
         bdf: &no_bdf,
     });
-    let line = report.lines().nth(6).expect("lpi-tables line");
+    let line = report.lines().nth(8).expect("lpi-tables line");
     assert!(line.len() <= MAX_LPI_TABLES_LINE, "{}", line.len());
     assert!(line.ends_with(&alloc::format!(" truncated={}", 5000 - MAX_LPI_TABLES)));
 }
