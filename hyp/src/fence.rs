@@ -418,7 +418,7 @@ impl fmt::Debug for ReportInput<'_> {
 /// live-streams: <sid> <sid> ...
 /// faults-total: <N>
 /// faults-overflowed: <N>
-/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
+/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N> writes=<N>
 /// ...
 /// end
 /// ```
@@ -428,7 +428,7 @@ impl fmt::Debug for ReportInput<'_> {
 ///   space (no StreamIDs: `live-streams:` alone). Beyond [`MAX_LIVE_STREAMS_LINE`] the list
 ///   stops at the highest StreamID that fits and ends with the token `truncated=<N>`.
 /// - One `fault:` line per stream with faults: the latest fault's address and direction, the
-///   number of faults. `bdf=-` when the function is unknown (or its text empty); `event=` is the
+///   number of faults and, of those, the refused writes. `bdf=-` when the function is unknown (or its text empty); `event=` is the
 ///   event's name as `smmu::event` spells it (`0x%02x` for a Reserved number); `dir=-` for
 ///   events without an access (configuration errors, fetch aborts).
 /// - When the fault lines would not fit, the last lines are dropped and `truncated: <N> more`
@@ -538,8 +538,8 @@ fn write_fault_line(
     };
     writeln!(
         out,
-        " addr={:#x} dir={dir} count={}",
-        stats.last_addr, stats.count
+        " addr={:#x} dir={dir} count={} writes={}",
+        stats.last_addr, stats.count, stats.writes
     )
 }
 

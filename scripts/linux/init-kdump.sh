@@ -21,6 +21,9 @@
 #   kdump.load=S             seconds of DMA load before the crash (default 2)
 #   kdump.canary=N           canary pages (default 32)
 #   kdump.nocrash=1          stop before the crash (debugging)
+#   kdump.nic=TOKEN          bring the PCI NIC's link up for the harness' receive flood, whose frames
+#                            carry `PCNIC-PRE TOKEN seq=N` (before the fence) or `PCNIC-POST TOKEN
+#                            seq=N` (after it); the capture kernel counts both in /proc/vmcore
 # Capture kernel: kdump.role=capture (set by the first kernel), kdump.settle=S (wait S seconds before
 # looking, so that late DMA has drained; default 0) and kdump.shell=1 (a shell at the end).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -60,6 +63,7 @@ load_s=2
 canary_pages=32
 nocrash=0
 settle=0
+nic_token=""
 for arg in $([ -z "$KDUMP_INIT_LIB" ] && cat /proc/cmdline); do
     case "$arg" in
         kdump.append=*) append=$(echo "${arg#kdump.append=}" | tr '+' ' ') ;;
@@ -71,6 +75,7 @@ for arg in $([ -z "$KDUMP_INIT_LIB" ] && cat /proc/cmdline); do
         kdump.settle=*) settle=${arg#*=} ;;
         kdump.shell=1) shell=1 ;;
         kdump.debug=1) debug=1 ;;
+        kdump.nic=*) nic_token=${arg#*=} ;;
     esac
 done
 
@@ -209,6 +214,73 @@ buffer_pfns() {
     return 1
 }
 
+# stream_id BDF: "RID StreamID" (decimal) of a PCI function, from the PCI host's iommu-map
+# (<rid-base &smmu sid-base length>; one entry on QEMU virt).
+stream_id() {
+    b=${1#*:}
+    bus=$((0x${b%%:*}))
+    dev=$(echo "$b" | cut -d: -f2 | cut -d. -f1)
+    fn=${b##*.}
+    rid=$(( (bus << 8) | (0x$dev << 3) | fn ))
+    sid=$rid
+    for m in /proc/device-tree/pcie@*/iommu-map; do
+        [ -r "$m" ] || continue
+        set -- $(od -An -v -tx1 "$m" | tr -d ' \n' | sed 's/\(........\)/\1 /g')
+        if [ $# -ge 4 ] && [ $rid -ge $((0x$1)) ] && [ $rid -lt $((0x$1 + 0x$4)) ]; then
+            sid=$(( rid - 0x$1 + 0x$3 ))
+        fi
+    done
+    echo "$rid $sid"
+}
+
+# nic_irqs NIC: the NIC's interrupts on the ITS (MSI/MSI-X lines of /proc/interrupts naming it):
+# "LINES COUNT".
+nic_irqs() {
+    awk -v nic="$1" 'index($0, nic) && /ITS/ { n++; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) c += $i }
+                     END { print n + 0, c + 0 }' /proc/interrupts
+}
+
+# nic_up: find the PCI NIC, bring its link up (promiscuous, no address), wait for carrier and for
+# frames from the harness. Sets nic (name:bdf:sid) and nic_name.
+nic_up() {
+    nic_name=""
+    t=0
+    while [ -z "$nic_name" ] && [ $t -lt 100 ]; do
+        for n in /sys/class/net/*; do
+            [ -e "$n/device" ] || continue
+            nic_name=${n##*/}
+            break
+        done
+        [ -n "$nic_name" ] || { usleep 100000; t=$((t + 1)); }
+    done
+    [ -n "$nic_name" ] || { fail "no-nic"; return 1; }
+    bdf=$(basename "$(readlink -f /sys/class/net/$nic_name/device)")
+    drv=$(basename "$(readlink /sys/bus/pci/devices/$bdf/driver)")
+    set -- $(stream_id $bdf)
+    nic="$nic_name:$bdf:$(printf '0x%04x' $2)"
+    ip link set "$nic_name" promisc on
+    ip link set "$nic_name" up || fail "nic-link-set-up"
+    t=0
+    while [ "$(cat /sys/class/net/$nic_name/carrier 2>/dev/null)" != 1 ] && [ $t -lt 100 ]; do
+        usleep 100000
+        t=$((t + 1))
+    done
+    [ "$(cat /sys/class/net/$nic_name/carrier 2>/dev/null)" = 1 ] || { fail "nic-no-carrier"; return 1; }
+    say "nic $nic_name: PCI $bdf ($drv), RID $(hex $1), StreamID $(hex $2), link up at $(now)s"
+    # The harness starts sending now: wait until frames come in (MSIs through the ITS, NAPI).
+    t=0
+    while [ "$(cat /sys/class/net/$nic_name/statistics/rx_packets)" -lt 20 ] && [ $t -lt 150 ]; do
+        usleep 100000
+        t=$((t + 1))
+    done
+    rx=$(cat /sys/class/net/$nic_name/statistics/rx_packets)
+    set -- $(nic_irqs "$nic_name")
+    say "nic $nic_name: $rx frames received by $(now)s; $1 interrupt line(s) on the ITS, $2 interrupts"
+    grep "$nic_name" /proc/interrupts | tr -s ' ' | sed "s/^/$M   /"
+    [ "$rx" -ge 20 ] || fail "nic-no-frames-received" "rx_packets $rx"
+    [ "$1" -ge 1 ] && [ "$2" -ge 1 ] || fail "nic-msi-not-on-its" "$1 lines, $2 interrupts"
+}
+
 # judge_report FILE "disk:bdf:sid ...": the checks on Portcullis' fault report (format v1: see
 # README.md). Strict: the header, `end`, `state: fenced`, at least one stream terminated, and at least
 # one `fault:` line from a StreamID of a disk that had DMA in flight. StreamIDs compare as numbers
@@ -263,6 +335,34 @@ EOT
         fail "report-no-fault-from-the-disks" "no fault: line for StreamID$(for s in $2; do printf ' %s' "${s##*:}"; done)"
 }
 
+# judge_report_nic FILE name:bdf:sid: the report must name the NIC (its StreamID and its PCI address)
+# with refused writes: its late receive DMA.
+judge_report_nic() {
+    sid=$((${2##*:}))
+    bdf=$(echo "$2" | cut -d: -f2-4)
+    bdf=${bdf#0000:}
+    n=0
+    writes=0
+    while read -r line; do
+        f=$(echo "$line" | tr ' ' '\n' | grep '^sid=' | head -n 1)
+        f=${f#sid=}
+        case "$f" in 0x*|0X*) ;; '') continue ;; *) f=0x$f ;; esac
+        [ $((f)) = "$sid" ] || continue
+        b=$(echo "$line" | tr ' ' '\n' | grep '^bdf=' | head -n 1)
+        [ "${b#bdf=}" = "$bdf" ] || { fail "report-nic-bdf" "want $bdf: $line"; continue; }
+        n=$((n + 1))
+        say "report: NIC ${2%%:*} ($bdf, StreamID $(hex $sid)): $line"
+        c=$(echo "$line" | tr ' ' '\n' | grep '^writes=' | head -n 1)
+        c=${c#writes=}
+        case "$c" in ''|*[!0-9]*) c=0 ;; esac
+        writes=$((writes + c))
+    done <<EOT
+$(grep '^fault:' "$1")
+EOT
+    [ $writes -gt 0 ] || fail "report-no-refused-write-from-the-nic" "StreamID $(hex $sid) bdf $bdf: $n fault line(s), no writes"
+    [ $writes -gt 0 ] && say "report: the NIC's refused writes: $writes"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The first kernel
 
@@ -314,30 +414,20 @@ first_kernel() {
         say "media: $(ls /run/media | tr '\n' ' ')read from /dev/$MEDIA in $(awk "BEGIN{print $(now) - $t0}")s"
     fi
 
-    # Which PCI function and StreamID each disk is (sysfs, then the PCI host's iommu-map:
-    # <rid-base &smmu sid-base length>; one entry on QEMU virt).
+    # Which PCI function and StreamID each disk is (sysfs, then the PCI host's iommu-map).
     sids=""
     for d in $VD $NV; do
         bdf=$(pci_function $d)
         [ -n "$bdf" ] || { fail "no-pci-function-for-$d"; continue; }
-        b=${bdf#*:}
-        bus=$((0x${b%%:*}))
-        dev=$(echo "$b" | cut -d: -f2 | cut -d. -f1)
-        fn=${b##*.}
-        rid=$(( (bus << 8) | (0x$dev << 3) | fn ))
-        sid=$rid
-        for m in /proc/device-tree/pcie@*/iommu-map; do
-            [ -r "$m" ] || continue
-            set -- $(od -An -v -tx1 "$m" | tr -d ' \n' | sed 's/\(........\)/\1 /g')
-            # rid-base phandle sid-base length
-            if [ $# -ge 4 ] && [ $rid -ge $((0x$1)) ] && [ $rid -lt $((0x$1 + 0x$4)) ]; then
-                sid=$(( rid - 0x$1 + 0x$3 ))
-            fi
-        done
-        say "$d: PCI $bdf ($(basename "$(readlink /sys/bus/pci/devices/$bdf/driver)")), RID $(hex $rid), StreamID $(hex $sid), iommu group $(basename "$(readlink /sys/bus/pci/devices/$bdf/iommu_group)")"
-        sids="$sids $d:$bdf:$(printf '0x%04x' $sid)"
+        set -- $(stream_id $bdf)
+        say "$d: PCI $bdf ($(basename "$(readlink /sys/bus/pci/devices/$bdf/driver)")), RID $(hex $1), StreamID $(hex $2), iommu group $(basename "$(readlink /sys/bus/pci/devices/$bdf/iommu_group)")"
+        sids="$sids $d:$bdf:$(printf '0x%04x' $2)"
     done
 
+    # The NIC (kdump.nic=TOKEN): link up, promiscuous, no address; the harness floods it with frames
+    # once it sees the `link up` line.
+    nic=""
+    [ -n "$nic_token" ] && nic_up
     # Portcullis' fault report: the node must be in the tree; its memory is unmapped for the host in
     # normal mode (reading it now would only get an external abort), so it is read after the crash.
     if find_report_node; then
@@ -430,6 +520,8 @@ first_kernel() {
         echo "KD_CANARY=\"${canary# }\""
         echo "KD_KDATA=$kdata"
         echo "KD_PRE_REPORT=$pre_report"
+        echo "KD_NIC=$nic"
+        echo "KD_NIC_TOKEN=$nic_token"
     } > /run/kd/rec/kdump.rec
     # The record goes first (at the top level: no directory needed): an uncompressed archive ends on
     # a 4-byte boundary, where the kernel looks for the next one; after a gzip member it may not.
@@ -502,7 +594,9 @@ first_kernel() {
         set -- $(inflight $d)
         inflight="$inflight $d:$1r$2w"
     done
-    rec="$rec inflight=$(echo $inflight | tr ' ' ',') PCEND"
+    rec="$rec inflight=$(echo $inflight | tr ' ' ',')"
+    [ -n "$nic" ] && rec="$rec nic=${nic%%:*}:rx=$(cat /sys/class/net/${nic%%:*}/statistics/rx_packets)"
+    rec="$rec PCEND"
     say "at the crash: in flight (reads/writes):$inflight; probes:$probes"
     # Into the kernel log (in the dump, where the capture kernel looks for it) and on the console.
     echo "$rec" > /dev/kmsg
@@ -649,6 +743,27 @@ capture_kernel() {
     if [ $# = 0 ] || [ $bad != 0 ]; then fail "canary-pages" "$bad of $# differ"; fi
     [ $# = 0 ] || [ "$stamps" -gt 0 ] || fail "canary-stamps-missing"
 
+    # 3b. The NIC receive flood: frames sent before the fence must be in the dump (the positive
+    #     control: the scan can see frames), frames sent after it must not (they would be DMA into the
+    #     dead kernel's posted receive buffers after the fence).
+    if [ -n "$KD_NIC_TOKEN" ]; then
+        t0=$(now)
+        # tools/pcscan: the same as `strings | grep -o`, 20 times as fast (whole dump: ~3 s, not ~50 s).
+        if command -v pcscan > /dev/null; then
+            pcscan /proc/vmcore PCNIC- 64 | grep -o "^PCNIC-[A-Z]* $KD_NIC_TOKEN seq=[0-9]*" | sort -u > /run/kd/nic.found
+        else
+            strings -n 24 /proc/vmcore | grep -o "PCNIC-[A-Z]* $KD_NIC_TOKEN seq=[0-9]*" | sort -u > /run/kd/nic.found
+        fi
+        pre=$(grep -c '^PCNIC-PRE ' /run/kd/nic.found)
+        post=$(grep -c '^PCNIC-POST ' /run/kd/nic.found)
+        say "nic frames in the dump: pre=$pre post=$post (distinct sequence numbers; /proc/vmcore scanned in $(awk "BEGIN{print $(now) - $t0}")s)"
+        if [ "$post" -gt 0 ]; then
+            say "nic: post-fence frames in the dump: $(grep '^PCNIC-POST ' /run/kd/nic.found | sed 's/.*seq=//' | head -n 8 | tr '\n' ' ')..."
+        fi
+        [ "$pre" -gt 0 ] || fail "nic-no-pre-fence-frames-in-dump" "the scan found none of the frames sent before the fence"
+        [ "$post" = 0 ] || fail "nic-post-fence-frames-in-dump" "$post frames"
+    fi
+
     # 4. Late DMA data: the probe reads were queued in the devices at the crash (pages pinned, read not
     #    returned). Their buffers must not hold disk data (each disk sector is stamped
     #    "PCDISK <disk> lba=N") in the dump: that would be a device writing after the crash.
@@ -685,6 +800,7 @@ capture_kernel() {
         fail "fault-report-unreadable"
     else
         judge_report /run/kd/report.txt "$KD_SIDS"
+        [ -n "$KD_NIC" ] && judge_report_nic /run/kd/report.txt "$KD_NIC"
     fi
     finish
 }
