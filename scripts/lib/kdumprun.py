@@ -131,7 +131,7 @@ def build_pcscan():
 def images(kernel_tag):
     """(first kernel's initramfs, capture kernel's initramfs) for kernel 61 or 612. virtio_mmio comes
     last, so the PCI virtio-blk disk is probed first (vda) and the media disk after it."""
-    capture = mkinitramfs(kernel_tag, "--modules", "", "--tools", "makedumpfile",
+    capture = mkinitramfs(kernel_tag, "--modules", "", "--tools", "makedumpfile,vmcore-dmesg",
                           "--add", build_pcscan() + ":/usr/bin/pcscan")
     first = mkinitramfs(kernel_tag, "--modules", FIRST_MODULES, "--tools", "kexec")
     return first, capture

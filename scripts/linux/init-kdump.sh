@@ -19,6 +19,7 @@
 #   kdump.readers=N          concurrent throttled readers per disk (default 3)
 #   kdump.bs=K               KiB per reader request (default 128)
 #   kdump.load=S             seconds of DMA load before the crash (default 2)
+#   kdump.loadms=MS          the same in milliseconds (the soak draws it at random)
 #   kdump.canary=N           canary pages (default 32)
 #   kdump.nocrash=1          stop before the crash (debugging)
 #   kdump.nic=TOKEN          bring the PCI NIC's link up for the harness' receive flood, whose frames
@@ -60,6 +61,7 @@ append=""
 readers=3
 bs_k=128
 load_s=2
+load_ms=""
 canary_pages=32
 nocrash=0
 settle=0
@@ -70,6 +72,7 @@ for arg in $([ -z "$KDUMP_INIT_LIB" ] && cat /proc/cmdline); do
         kdump.readers=*) readers=${arg#*=} ;;
         kdump.bs=*) bs_k=${arg#*=} ;;
         kdump.load=*) load_s=${arg#*=} ;;
+        kdump.loadms=*) load_ms=${arg#*=} ;;
         kdump.canary=*) canary_pages=${arg#*=} ;;
         kdump.nocrash=1) nocrash=1 ;;
         kdump.settle=*) settle=${arg#*=} ;;
@@ -560,7 +563,7 @@ first_kernel() {
         done
     done
     say "DMA load: $readers O_DIRECT readers of $bs_k KiB per disk started at $(now)s"
-    sleep "$load_s"
+    if [ -n "$load_ms" ]; then usleep $((load_ms * 1000)); else sleep "$load_s"; fi
 
     # The probe: one more read per disk, into a fresh buffer, queued behind the load. Once its pages
     # are present (the kernel pins them when it submits the request) and it has not returned, the
@@ -683,6 +686,20 @@ capture_kernel() {
             grep -E 'sysrq: Trigger a crash|Kernel panic - not syncing' /run/kd/dmesg | sed "s/^/$M   dmesg: /"
         else
             say "makedumpfile --dump-dmesg failed (expected for kernels after 6.1 with 1.7.2): $(tail -n 2 /run/kd/mdf.out | tr '\n' ' ')"
+        fi
+    fi
+    # kexec-tools' vmcore-dmesg (what kdump-tools saves as dmesg.<stamp>) must find the panic too.
+    if [ -x /sbin/vmcore-dmesg ]; then
+        t0=$(now)
+        if vmcore-dmesg /proc/vmcore > /run/kd/vmcore-dmesg 2> /run/kd/vmcore-dmesg.err; then
+            say "vmcore-dmesg: $(wc -l < /run/kd/vmcore-dmesg) lines in $(awk "BEGIN{print $(now) - $t0}")s"
+            if grep -q 'Kernel panic - not syncing: sysrq triggered crash' /run/kd/vmcore-dmesg; then
+                say "vmcore-dmesg: $(grep -m1 'Kernel panic - not syncing' /run/kd/vmcore-dmesg)"
+            else
+                fail "vmcore-dmesg-without-panic"
+            fi
+        else
+            fail "vmcore-dmesg" "$(tail -n 2 /run/kd/vmcore-dmesg.err | tr '\n' ' ')"
         fi
     fi
     t0=$(now)
