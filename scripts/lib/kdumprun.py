@@ -106,8 +106,13 @@ def make_disk(path, name, size_mb=DISK_MB):
         f.write(buf)
 
 
+# The fault-report parser for kdump users; init-kdump.sh sources it.
+PCREPORT = os.path.join(LINUX, "portcullis-report")
+
+
 def mkinitramfs(kernel_tag, *extra):
-    cmd = [os.path.join(LINUX, "mkinitramfs"), "--kernel", kernel_tag, "--init", INIT, *extra]
+    cmd = [os.path.join(LINUX, "mkinitramfs"), "--kernel", kernel_tag, "--init", INIT,
+           "--add", PCREPORT + ":/usr/sbin/portcullis-report", *extra]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 

@@ -88,79 +88,24 @@ done
 # hex N: N (decimal or 0x...) as 0x%x.
 hex() { printf '0x%x' "$1"; }
 
-# Portcullis' fault report: the /reserved-memory node `portcullis-report@ADDR`
-# (compatible "portcullis,fault-report"). Sets report_addr/report_size, or returns 1.
-find_report_node() {
-    report_addr=""
-    report_size=""
-    for n in /proc/device-tree/reserved-memory/*/; do
-        [ -r "$n/compatible" ] || continue
-        if tr '\0' '\n' < "$n/compatible" | grep -qx 'portcullis,fault-report'; then
-            # reg = <addr-hi addr-lo size-hi size-lo> (2 address and 2 size cells on arm64 virt).
-            set -- $(od -An -v -tx1 "$n/reg" | tr -d ' \n' | sed 's/\(........\)/\1 /g')
-            [ $# -ge 4 ] || { say "report node ${n%/} has a reg of $# cells"; return 1; }
-            report_addr=$(( (0x$1 << 32) | 0x$2 ))
-            report_size=$(( (0x$3 << 32) | 0x$4 ))
-            report_node=$(basename "$n")
-            return 0
-        fi
-    done
-    return 1
-}
-
-# read_report FILE: the report's text (NULs dropped) into FILE. /dev/mem read() refuses memory the
-# kernel does not map (no-map; outside the capture kernel's usable memory), so fall back to mmap
-# through busybox devmem, 8 bytes at a time up to the first NUL (the report is short text).
-read_report() {
-    out=$1
-    : > "$out"
-    if dd if=/dev/mem bs=4096 skip=$((report_addr / 4096)) count=$((report_size / 4096)) 2>/dev/null |
-        tr -d '\000' > "$out" && [ -s "$out" ]; then
-        report_via="/dev/mem read"
-        return 0
-    fi
-    report_via="devmem (mmap)"
-    a=$report_addr
-    end=$((report_addr + report_size))
-    hexs=""
-    while [ "$a" -lt "$end" ]; do
-        v=$(devmem "$(hex "$a")" 64 2>&1)
-        rc=$?
-        if [ $rc != 0 ]; then
-            report_via="devmem $(hex "$a") 64: exit $rc$([ $rc = 135 ] && echo ' (SIGBUS: the load was refused)') $v"
-            break
-        fi
-        # little-endian: the byte at the lowest address is the last pair of digits.
-        v=$(printf '%016s' "${v#0x}" | tr ' ' '0' |
-            sed 's/\(..\)\(..\)\(..\)\(..\)\(..\)\(..\)\(..\)\(..\)/\8\7\6\5\4\3\2\1/')
-        bytes=""
-        stop=0
-        while [ -n "$v" ]; do
-            b=${v%"${v#??}"}
-            v=${v#??}
-            if [ "$b" = 00 ]; then stop=1; break; fi
-            bytes="$bytes$b"
-        done
-        hexs="$hexs$bytes"
-        [ $stop = 1 ] && break
-        a=$((a + 8))
-    done
-    [ -n "$hexs" ] && echo "$hexs" | xxd -r -p > "$out"
-    [ -s "$out" ]
-}
+# Portcullis' fault report: found, read and parsed by scripts/linux/portcullis-report (the parser
+# kdump users get; /usr/sbin/portcullis-report in the images), sourced as a library.
+PCREPORT=${PCREPORT:-/usr/sbin/portcullis-report}
+PCREPORT_LIB=1 . "$PCREPORT"
 
 show_report() {
-    if ! find_report_node; then
+    if ! pcr_find_node; then
         say "fault report: no /reserved-memory node with compatible \"portcullis,fault-report\""
         return 1
     fi
-    say "fault report: node $report_node at $(hex "$report_addr"), $report_size bytes"
-    if ! read_report /run/kd/report.txt; then
-        say "fault report: could not read it ($report_via)"
+    say "fault report: node $(basename "$pcr_node") at $(hex "$pcr_addr"), $pcr_size bytes"
+    if ! pcr_read_mem "$pcr_addr" "$pcr_size" /run/kd/report.txt; then
+        say "fault report: could not read it ($pcr_via)"
         return 2
     fi
-    say "fault report (read with $report_via):"
+    say "fault report (read with $pcr_via):"
     sed "s/^/$M     | /" /run/kd/report.txt
+    pcr_summary /run/kd/report.txt | sed "s/^/$M   summary: /"
     return 0
 }
 
@@ -284,30 +229,26 @@ nic_up() {
     [ "$1" -ge 1 ] && [ "$2" -ge 1 ] || fail "nic-msi-not-on-its" "$1 lines, $2 interrupts"
 }
 
-# judge_report FILE "disk:bdf:sid ...": the checks on Portcullis' fault report (format v1: see
-# README.md). Strict: the header, `end`, `state: fenced`, at least one stream terminated, and at least
-# one `fault:` line from a StreamID of a disk that had DMA in flight. StreamIDs compare as numbers
-# (sid=0x8 and sid=0x0008 are the same).
+# judge_report FILE "disk:bdf:sid ...": the checks on Portcullis' fault report. Strict: the format
+# (portcullis-report check: each problem fails as report-<problem>), `state: fenced`, at least one
+# stream terminated, and at least one `fault:` line from a StreamID of a disk that had DMA in flight.
 judge_report() {
     rep=$1
-    head -n 1 "$rep" | grep -qx 'PORTCULLIS FAULT REPORT v1' || fail "report-header" "$(head -n 1 "$rep")"
-    grep -q '^end$' "$rep" || fail "report-no-end-line"
-    state=$(grep '^state:' "$rep" | head -n 1 | sed 's/^state: *//')
-    [ "$state" = fenced ] || fail "report-state-${state:-missing}" "want fenced"
-    for k in fence-window-ns fence-commands streams-terminated faults-total faults-overflowed; do
-        v=$(grep "^$k:" "$rep" | head -n 1 | sed "s/^$k: *//")
-        eval "rep_$(echo $k | tr '-' '_')=\$v"
-        case "$v" in ''|*[!0-9]*) fail "report-bad-$k" "'$v'" ;; esac
-    done
-    [ "${rep_streams_terminated:-0}" -ge 1 ] 2>/dev/null ||
-        fail "report-no-terminated-streams" "streams-terminated: ${rep_streams_terminated:-missing}"
-    live=" "
-    for x in $(grep '^live-streams:' "$rep" | head -n 1 | sed 's/^live-streams://'); do
-        case "$x" in 0x*|0X*) ;; *) x=0x$x ;; esac
-        live="$live$((x)) "
-    done
+    disks=$2
+    problems=$(pcr_check "$rep")
+    while read -r _ key detail; do
+        [ -n "$key" ] && fail "report-$key" "$detail"
+    done <<EOT
+$problems
+EOT
+    state=$(pcr_field "$rep" state)
+    [ "$state" = armed ] && fail "report-state-armed" "want fenced"
+    v=$(pcr_field "$rep" streams-terminated)
+    case "$v" in ''|*[!0-9]*) v=0 ;; esac
+    [ "$v" -ge 1 ] || fail "report-no-terminated-streams" "streams-terminated: $(pcr_field "$rep" streams-terminated)"
+    live=" $(pcr_live "$rep" | while read -r x; do printf '%s ' $((x)); done)"
     caught=""
-    for s in $2; do
+    for s in $disks; do
         d=${s%%:*}
         sid=$((${s##*:}))
         bdf=$(echo "$s" | cut -d: -f2-4)
@@ -316,54 +257,34 @@ judge_report() {
             *" $sid "*) say "report: $d ($bdf, StreamID $(hex $sid)) was live in the dead kernel" ;;
             *) note "report-$d-not-live" "StreamID $(hex $sid) is not in live-streams:$live" ;;
         esac
-        n=0
-        first_line=""
-        while read -r line; do
-            f=$(echo "$line" | tr ' ' '\n' | grep '^sid=' | head -n 1)
-            f=${f#sid=}
-            case "$f" in 0x*|0X*) ;; '') continue ;; *) f=0x$f ;; esac
-            if [ $((f)) = "$sid" ]; then
-                n=$((n + 1))
-                [ -n "$first_line" ] || first_line=$line
-            fi
-        done <<EOT
-$(grep '^fault:' "$rep")
-EOT
-        if [ $n -gt 0 ]; then
+        f=$(pcr_faults "$rep" "$sid")
+        if [ -n "$f" ]; then
             caught="$caught $d"
-            say "report: late DMA of $d caught, $n fault line(s), first: $first_line"
+            set -- $f
+            say "report: late DMA of $d caught: $6 refused ($7 writes), last $3 $5 at $4"
         fi
     done
     [ -n "$caught" ] ||
-        fail "report-no-fault-from-the-disks" "no fault: line for StreamID$(for s in $2; do printf ' %s' "${s##*:}"; done)"
+        fail "report-no-fault-from-the-disks" "no fault: line for StreamID$(for s in $disks; do printf ' %s' "${s##*:}"; done)"
 }
 
 # judge_report_nic FILE name:bdf:sid: the report must name the NIC (its StreamID and its PCI address)
 # with refused writes: its late receive DMA.
 judge_report_nic() {
-    sid=$((${2##*:}))
+    sid=${2##*:}
     bdf=$(echo "$2" | cut -d: -f2-4)
     bdf=${bdf#0000:}
-    n=0
-    writes=0
-    while read -r line; do
-        f=$(echo "$line" | tr ' ' '\n' | grep '^sid=' | head -n 1)
-        f=${f#sid=}
-        case "$f" in 0x*|0X*) ;; '') continue ;; *) f=0x$f ;; esac
-        [ $((f)) = "$sid" ] || continue
-        b=$(echo "$line" | tr ' ' '\n' | grep '^bdf=' | head -n 1)
-        [ "${b#bdf=}" = "$bdf" ] || { fail "report-nic-bdf" "want $bdf: $line"; continue; }
-        n=$((n + 1))
-        say "report: NIC ${2%%:*} ($bdf, StreamID $(hex $sid)): $line"
-        c=$(echo "$line" | tr ' ' '\n' | grep '^writes=' | head -n 1)
-        c=${c#writes=}
-        case "$c" in ''|*[!0-9]*) c=0 ;; esac
-        writes=$((writes + c))
-    done <<EOT
-$(grep '^fault:' "$1")
-EOT
-    [ $writes -gt 0 ] || fail "report-no-refused-write-from-the-nic" "StreamID $(hex $sid) bdf $bdf: $n fault line(s), no writes"
-    [ $writes -gt 0 ] && say "report: the NIC's refused writes: $writes"
+    f=$(pcr_faults "$1" "$sid")
+    if [ -z "$f" ]; then
+        fail "report-no-fault-from-the-nic" "StreamID $sid"
+        return
+    fi
+    set -- $f
+    say "report: NIC ($2, StreamID $1): $6 refused, $7 of them writes; last $3 $5 at $4"
+    [ "$2" = "$bdf" ] || fail "report-nic-bdf" "the report says $2, the NIC is $bdf"
+    case "$7" in ''|-|*[!0-9]*|0) fail "report-no-refused-write-from-the-nic" "StreamID $1: writes=$7" ;;
+        *) say "report: the NIC's refused writes: $7" ;;
+    esac
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -433,9 +354,9 @@ first_kernel() {
     [ -n "$nic_token" ] && nic_up
     # Portcullis' fault report: the node must be in the tree; its memory is unmapped for the host in
     # normal mode (reading it now would only get an external abort), so it is read after the crash.
-    if find_report_node; then
+    if pcr_find_node; then
         pre_report=0
-        say "fault report node $report_node: $(hex "$report_addr"), $report_size bytes (read after the crash)"
+        say "fault report node $(basename "$pcr_node"): $(hex "$pcr_addr"), $pcr_size bytes (read after the crash)"
     else
         pre_report=1
         say "no fault report node in the device tree"
