@@ -257,7 +257,7 @@ EOT
             *" $sid "*) say "report: $d ($bdf, StreamID $(hex $sid)) was live in the dead kernel" ;;
             *) note "report-$d-not-live" "StreamID $(hex $sid) is not in live-streams:$live" ;;
         esac
-        f=$(pcr_faults "$rep" "$sid")
+        f=$(pcr_faults "$rep" "$(hex $sid)")
         if [ -n "$f" ]; then
             caught="$caught $d"
             set -- $f
