@@ -264,8 +264,19 @@ EOT
             say "report: late DMA of $d caught: $6 refused ($7 writes), last $3 $5 at $4"
         fi
     done
-    [ -n "$caught" ] ||
-        fail "report-no-fault-from-the-disks" "no fault: line for StreamID$(for s in $disks; do printf ' %s' "${s##*:}"; done)"
+    # Portcullis' physical event queue has 256 entries and is drained when Portcullis runs: a NIC
+    # flooding refused accesses can fill it, and the SMMU then drops further records (the report counts
+    # them in faults-overflowed; the DMA itself is still refused). Without such an overflow, the disks'
+    # late accesses must be named.
+    if [ -z "$caught" ]; then
+        ov=$(pcr_field "$rep" faults-overflowed)
+        case "$ov" in ''|*[!0-9]*) ov=0 ;; esac
+        if [ "$ov" -gt 0 ]; then
+            note "report-disk-faults-not-recorded" "no fault: line for the disks, $ov records overflowed"
+        else
+            fail "report-no-fault-from-the-disks" "no fault: line for StreamID$(for s in $disks; do printf ' %s' "${s##*:}"; done)"
+        fi
+    fi
 }
 
 # judge_report_nic FILE name:bdf:sid: the report must name the NIC (its StreamID and its PCI address)
