@@ -265,8 +265,9 @@ EOT
         fi
     done
     # Portcullis' physical event queue has 256 entries and is drained when Portcullis runs: a NIC
-    # flooding refused accesses can fill it, and the SMMU then drops further records (the report counts
-    # them in faults-overflowed; the DMA itself is still refused). Without such an overflow, the disks'
+    # flooding refused accesses can fill it, and QEMU's SMMU then drops further records (GERROR
+    # EVENTQ_ABT_ERR; the DMA itself is still refused). The report cannot count those; more faults
+    # than its ring keeps (faults-overflowed > 0) is the sign of such a flood. Without it, the disks'
     # late accesses must be named.
     if [ -z "$caught" ]; then
         ov=$(pcr_field "$rep" faults-overflowed)
