@@ -116,7 +116,7 @@ def mkinitramfs(kernel_tag, *extra):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-FIRST_MODULES = "virtio_pci virtio_blk nvme e1000e igb virtio_mmio"
+FIRST_MODULES = "virtio_pci virtio_blk nvme e1000e igb"
 # NIC models for the receive flood (QEMU device = Linux driver).
 NICS = ("e1000e", "igb")
 
@@ -134,8 +134,7 @@ def build_pcscan():
 
 
 def images(kernel_tag):
-    """(first kernel's initramfs, capture kernel's initramfs) for kernel 61 or 612. virtio_mmio comes
-    last, so the PCI virtio-blk disk is probed first (vda) and the media disk after it."""
+    """(first kernel's initramfs, capture kernel's initramfs) for kernel 61 or 612."""
     capture = mkinitramfs(kernel_tag, "--modules", "", "--tools", "makedumpfile,vmcore-dmesg",
                           "--add", build_pcscan() + ":/usr/bin/pcscan")
     first = mkinitramfs(kernel_tag, "--modules", FIRST_MODULES, "--tools", "kexec")
@@ -147,8 +146,9 @@ def make_media(path, kernel, capture):
 
     They ride on a disk rather than in the first initramfs because scripts/run places the initrd
     below the device tree QEMU puts at RAM + 128 MiB: Portcullis, a 44 MiB 6.12 Image and an initrd
-    holding that Image again do not fit there. The disk is virtio-blk on virtio-mmio, which is not
-    behind the SMMU, so it adds no StreamID and no DMA through Portcullis."""
+    holding that Image again do not fit there. The disk is one more virtio-blk-pci function (00:04.0,
+    serial "media", behind the SMMU like the others): Portcullis withholds virtio-mmio from the host,
+    whose transports DMA without the SMMU. The first kernel tells it apart by its serial."""
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for src, name in ((kernel, "vmlinuz"), (capture, "capture.cpio.gz")):
             info = tar.gettarinfo(src, arcname=name)
@@ -161,7 +161,8 @@ def make_media(path, kernel, capture):
 
 def devices(disks, media, *, bps=BPS, nic=None, flood=None):
     """QEMU arguments for the test's devices: the two throttled disks (00:01.0 virtio-blk, 00:02.0
-    NVMe), the NIC fed by `flood` (00:03.0), the media disk (virtio-mmio)."""
+    NVMe), the NIC fed by `flood` (00:03.0), the media disk (a virtio-blk-pci function with serial
+    "media", 00:04.0 with a NIC, else 00:03.0)."""
     vd, nvme = disks
     throttle = f"throttling.bps-total={bps}" if bps else ""
 
@@ -175,7 +176,7 @@ def devices(disks, media, *, bps=BPS, nic=None, flood=None):
     if nic:
         args += ["-netdev", flood.netdev("n0"), "-device", f"{nic},netdev=n0,mac=52:54:00:50:43:01,romfile="]
     args += ["-drive", f"file={media},if=none,id=m0,format=raw,readonly=on",
-             "-device", "virtio-blk-device,drive=m0"]
+             "-device", "virtio-blk-pci,drive=m0,serial=media,disable-legacy=on,iommu_platform=on"]
     return args
 
 
