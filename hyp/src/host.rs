@@ -554,6 +554,12 @@ fn live_stage2() -> &'static Stage2Table {
     }
 }
 
+/// Whether this CPU is one of the dead kernel's, still running after the fence (bound by the
+/// frozen stage 2; see `cut_cpu`).
+pub fn is_dead_cpu() -> bool {
+    in_crash_mode() && !is_capture_cpu()
+}
+
 /// Whether this CPU runs the capture kernel (after the fence).
 fn is_capture_cpu() -> bool {
     host()

@@ -80,6 +80,10 @@ fn smccc_call(frame: &mut TrapFrame) {
         return;
     }
     let call = psci::classify(&[frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+    if host::is_dead_cpu() && !psci::allowed_after_death(&call) {
+        frame.x[0] = psci::x0(psci::code::DENIED);
+        return;
+    }
     match psci::decide(&call) {
         Action::Return(x0) => frame.x[0] = x0,
         Action::Forward { function_id, args } => {
@@ -124,6 +128,27 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
             return inject_abort(frame, Abort::Data { far, write });
         }
     };
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, abort.write && !abort.s1ptw, false)
+    {
+        // Faulted while the fence swapped the stage 2 (break-before-make): allowed now, retry.
+        return;
+    }
+    if host::is_dead_cpu() {
+        // A CPU of the dead kernel, still running after the fence: it may not drive the emulated
+        // SMMU or the mediated GIC (the capture kernel's now), and every other stage-2 fault of it
+        // is a refused access to the frozen dump. Nothing to emulate: an external abort.
+        limited!(
+            Warn,
+            "dead-kernel CPU {} at {:#x} (ELR {:#x}) after the fence: refused",
+            if abort.write { "store" } else { "load" },
+            FAR_EL2.get(),
+            frame.elr
+        );
+        let far = FAR_EL2.get();
+        let write = abort.write;
+        return inject_abort(frame, Abort::Data { far, write });
+    }
     if crate::gic_mediation::is_trapped(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
@@ -165,12 +190,6 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                 );
             }
         }
-        return;
-    }
-    if matches!(abort.fault, FaultStatus::Translation { .. })
-        && host::retry_stage2_fault(ipa, abort.write && !abort.s1ptw, false)
-    {
-        // Faulted while the fence swapped the stage 2 (break-before-make): allowed now, retry.
         return;
     }
     limited!(
