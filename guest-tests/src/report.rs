@@ -232,7 +232,13 @@ impl<'a> Report<'a> {
         if header != HEADER {
             return Err(lines.error("not the report header", header));
         }
-        let line = lines.next()?;
+        let mut line = lines.next()?;
+        // `generation:` / `generation-end:` (optional): equal in a report read whole.
+        let mut generation = None;
+        if let Some(v) = line.strip_prefix("generation: ") {
+            generation = Some(decimal(v).ok_or_else(|| lines.error("generation", line))?);
+            line = lines.next()?;
+        }
         let state = line
             .strip_prefix("state: ")
             .filter(|s| matches!(*s, "armed" | "fenced"))
@@ -292,8 +298,17 @@ impl<'a> Report<'a> {
         let faults_start = lines.at;
         let mut faults_end = faults_start;
         let mut truncated = None;
+        let mut end_generation = None;
         loop {
-            let line = lines.next()?;
+            let mut line = lines.next()?;
+            if let Some(v) = line.strip_prefix("generation-end: ") {
+                end_generation =
+                    Some(decimal(v).ok_or_else(|| lines.error("generation-end", line))?);
+                line = lines.next()?;
+                if line != "end" {
+                    return Err(lines.error("generation-end: is not followed by end", line));
+                }
+            }
             if line == "end" {
                 break;
             }
@@ -303,7 +318,12 @@ impl<'a> Report<'a> {
                     .and_then(decimal)
                     .ok_or_else(|| lines.error("bad truncated: line", line))?;
                 truncated = Some(n);
-                let end = lines.next()?;
+                let mut end = lines.next()?;
+                if let Some(v) = end.strip_prefix("generation-end: ") {
+                    end_generation =
+                        Some(decimal(v).ok_or_else(|| lines.error("generation-end", end))?);
+                    end = lines.next()?;
+                }
                 if end != "end" {
                     return Err(lines.error("truncated: is not followed by end", end));
                 }
@@ -315,6 +335,12 @@ impl<'a> Report<'a> {
                 continue;
             }
             return Err(lines.error("not a fault:, truncated: or end line", line));
+        }
+        if generation != end_generation {
+            return Err(lines.error(
+                "generation: and generation-end: differ (read while rewritten)",
+                "",
+            ));
         }
         if lines.at != text.len() {
             return Err(lines.error("text after end", &text[lines.at..]));
@@ -401,6 +427,20 @@ mod tests {
         assert_eq!((g.bdf, g.event, g.dir), (None, "0x3f", "-"));
         assert_eq!(r.faults().count(), 2);
         assert_eq!((r.truncated, r.live_truncated), (None, None));
+    }
+
+    #[test]
+    fn generations_must_agree() {
+        let whole = SAMPLE
+            .replace("v1\n", "v1\ngeneration: 5\n")
+            .replace("\nend\n", "\ngeneration-end: 5\nend\n");
+        assert!(Report::parse(&whole).is_ok());
+        // Read while Portcullis rewrote it: the two numbers differ.
+        let torn = whole.replace("generation-end: 5", "generation-end: 6");
+        assert!(Report::parse(&torn).is_err());
+        // One without the other is torn too.
+        let half = SAMPLE.replace("\nend\n", "\ngeneration-end: 5\nend\n");
+        assert!(Report::parse(&half).is_err());
     }
 
     #[test]

@@ -452,6 +452,10 @@ impl FaultSource for FaultTotals<'_> {
 
 /// Everything [`render_report`] needs.
 pub struct ReportInput<'a> {
+    /// How many times the report was written before, plus one (`generation:` at the top and
+    /// `generation-end:` at the bottom): a reader that finds the two different read the text while
+    /// Portcullis rewrote it, and reads it again.
+    pub generation: u64,
     pub state: ReportState,
     /// The fence window ([`ticks_to_ns`] of the driver's `window_ticks`).
     pub window_ns: u64,
@@ -481,6 +485,7 @@ pub struct ReportInput<'a> {
 impl fmt::Debug for ReportInput<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReportInput")
+            .field("generation", &self.generation)
             .field("state", &self.state)
             .field("window_ns", &self.window_ns)
             .field("commands", &self.commands)
@@ -498,6 +503,7 @@ impl fmt::Debug for ReportInput<'_> {
 ///
 /// ```text
 /// PORTCULLIS FAULT REPORT v1
+/// generation: <N>
 /// state: armed|fenced
 /// fence-window-ns: <N>
 /// fence-commands: <N>
@@ -510,9 +516,13 @@ impl fmt::Debug for ReportInput<'_> {
 /// faults-overflowed: <N>
 /// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N> writes=<N>
 /// ...
+/// generation-end: <N>
 /// end
 /// ```
 ///
+/// - `generation:` and `generation-end:` carry the same number, one more at every rewrite: the
+///   writer stores the text front to back with a barrier after the first two lines and before the
+///   closing ones, so a reader that finds them equal read one whole report.
 /// - In state `armed` the fence numbers are 0, whatever the input says.
 /// - `live-streams:` lists the StreamIDs sorted, without duplicates, as `0x%04x`, each after one
 ///   space (no StreamIDs: `live-streams:` alone). Beyond [`MAX_LIVE_STREAMS_LINE`] the list
@@ -533,8 +543,10 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
     out
 }
 
-/// Room kept for `truncated: <u64> more\n` and `end\n`.
-const TAIL_RESERVE: usize = "truncated: ".len() + 20 + " more\n".len() + "end\n".len();
+/// The closing lines: `generation-end: <u64>\n` and `end\n`.
+const END_LINES: usize = "generation-end: ".len() + 20 + 1 + "end\n".len();
+/// Room kept for `truncated: <u64> more\n` and the closing lines.
+const TAIL_RESERVE: usize = "truncated: ".len() + 20 + " more\n".len() + END_LINES;
 /// Room kept in the `live-streams:` line for ` truncated=<u64>` and the newline.
 const LIVE_TAIL_RESERVE: usize = " truncated=".len() + 20 + 1;
 
@@ -542,6 +554,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
     let fenced = input.state == ReportState::Fenced;
     let fence_value = |v: u64| if fenced { v } else { 0 };
     writeln!(out, "{REPORT_HEADER}")?;
+    writeln!(out, "generation: {}", input.generation)?;
     writeln!(out, "state: {}", input.state)?;
     writeln!(out, "fence-window-ns: {}", fence_value(input.window_ns))?;
     writeln!(out, "fence-commands: {}", fence_value(input.commands))?;
@@ -570,7 +583,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
         n.0
     };
     let all: usize = (0..streams.len()).map(line_len).sum();
-    let fits_all = out.len() + all + "end\n".len() <= MAX_REPORT_BYTES;
+    let fits_all = out.len() + all + END_LINES <= MAX_REPORT_BYTES;
     let mut written = 0;
     for (i, (sid, stats)) in streams.iter().enumerate() {
         if !fits_all && out.len() + line_len(i) + TAIL_RESERVE > MAX_REPORT_BYTES {
@@ -582,6 +595,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
     if written < streams.len() {
         writeln!(out, "truncated: {} more", streams.len() - written)?;
     }
+    writeln!(out, "generation-end: {}", input.generation)?;
     writeln!(out, "end")
 }
 

@@ -105,6 +105,8 @@ struct Firewall {
     report: Option<PhysRange>,
     /// Bytes of the report region that may be non-zero (all of it, until the first write).
     report_written: usize,
+    /// How many times the report was written (its `generation:`).
+    report_generation: u64,
 }
 
 /// The crash-mode DMA side, built once at boot and never edited.
@@ -479,6 +481,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         strtab_rewritten: false,
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
+        report_generation: 0,
     });
     Ok(())
 }
@@ -911,7 +914,9 @@ pub fn write_report() {
     let pci = &fw.pci;
     let lpi_tables = crate::gic_mediation::lpi_tables();
     let bdf = |sid: StreamId| describe_stream(pci, sid).map(|b| alloc::format!("{b}"));
+    fw.report_generation += 1;
     let input = ReportInput {
+        generation: fw.report_generation,
         state: if fw.fenced.is_some() {
             ReportState::Fenced
         } else {
@@ -934,11 +939,23 @@ pub fn write_report() {
     // previous (longer) one, not the whole 64 KiB.
     let end = len.max(fw.report_written);
     fw.report_written = len;
-    for i in 0..end {
-        let b = if i < len { text.as_bytes()[i] } else { 0 };
-        // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's tree,
-        // read-only or unmapped for the host, never mapped for DMA), identity-mapped at EL2.
-        unsafe { base.add(i).write_volatile(b) };
+    // Front to back in three steps, each visible to other CPUs before the next starts: the first
+    // lines (with `generation:`), the body, then the closing lines (`generation-end:`) and the
+    // padding. A reader that sees the same generation in both read one whole report (see
+    // `fence::render_report`).
+    let first = text.find("\nstate:").map_or(len, |i| i + 1).min(len);
+    let closing = text.rfind("generation-end:").unwrap_or(len).clamp(first, len);
+    let mut from = 0;
+    for to in [first, closing, end] {
+        for i in from..to {
+            let b = if i < len { text.as_bytes()[i] } else { 0 };
+            // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's
+            // tree, read-only or unmapped for the host, never mapped for DMA), identity-mapped at
+            // EL2.
+            unsafe { base.add(i).write_volatile(b) };
+        }
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+        from = to;
     }
 }
 

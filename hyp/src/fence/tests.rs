@@ -316,6 +316,7 @@ fn report_format() {
     book.record(record(0x1_2345, EventId(0xe3), 0x10, true));
     let bdf = |sid: StreamId| (sid < 0x10).then(|| Bdf::from_rid(sid as u16).to_string());
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1234,
         commands: 3,
@@ -330,6 +331,7 @@ fn report_format() {
     assert_eq!(
         render_report(&input),
         "PORTCULLIS FAULT REPORT v1\n\
+         generation: 7\n\
          state: fenced\n\
          fence-window-ns: 1234\n\
          fence-commands: 3\n\
@@ -344,15 +346,17 @@ fn report_format() {
          fault: sid=0x0011 bdf=- event=0x77 addr=0x0 dir=- count=1 writes=0\n\
          fault: sid=0x0012 bdf=- event=F_PERMISSION addr=0x40002000 dir=read count=1 writes=0\n\
          fault: sid=0x12345 bdf=- event=IMPDEF_EVENT0xe3 addr=0x10 dir=- count=1 writes=1\n\
+         generation-end: 7\n\
          end\n"
     );
-    assert!(alloc::format!("{input:?}").starts_with("ReportInput { state: Fenced"));
+    assert!(alloc::format!("{input:?}").starts_with("ReportInput { generation: 7, state: Fenced"));
 }
 
 #[test]
 fn armed_report_has_no_fence_numbers() {
     let book = FaultBook::default();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Armed,
         window_ns: 99,
         commands: 5,
@@ -367,6 +371,7 @@ fn armed_report_has_no_fence_numbers() {
     assert_eq!(
         render_report(&input),
         "PORTCULLIS FAULT REPORT v1\n\
+         generation: 7\n\
          state: armed\n\
          fence-window-ns: 0\n\
          fence-commands: 0\n\
@@ -376,6 +381,7 @@ fn armed_report_has_no_fence_numbers() {
          live-streams:\n\
          faults-total: 0\n\
          faults-overflowed: 0\n\
+         generation-end: 7\n\
          end\n"
     );
 }
@@ -393,6 +399,7 @@ fn report_counts_what_the_book_could_not_keep() {
     }
     book.ring.note_hardware_overflow();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 3,
@@ -433,6 +440,7 @@ fn fault_lines_are_truncated_to_64k() {
         .chain([(5000, stats(0, 0))])
         .collect();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: u64::MAX,
         commands: u64::MAX,
@@ -454,13 +462,14 @@ fn fault_lines_are_truncated_to_64k() {
     let l = lines(&report);
     let faults = l.iter().filter(|l| l.starts_with("fault: ")).count();
     assert_eq!(l[l.len() - 1], "end");
+    assert_eq!(l[l.len() - 2], "generation-end: 7");
     assert_eq!(
-        l[l.len() - 2],
+        l[l.len() - 3],
         alloc::format!("truncated: {} more", 3000 - faults)
     );
     // The first streams are kept, in order; the stream without faults has no line.
-    assert!(l[10].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
-    assert!(l[11].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
+    assert!(l[11].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
+    assert!(l[12].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
     assert!(!report.contains("sid=0x1388"));
     assert!(report.contains("\nfaults-overflowed: 17\n"));
 
@@ -483,6 +492,7 @@ fn a_huge_live_stream_list_is_truncated() {
     let live: Vec<StreamId> = (0..20_000).rev().collect();
     let book = FaultBook::default();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 2,
@@ -495,7 +505,7 @@ fn a_huge_live_stream_list_is_truncated() {
         bdf: &no_bdf,
     };
     let report = render_report(&input);
-    let line = lines(&report)[7];
+    let line = lines(&report)[8];
     assert!(line.len() < MAX_LIVE_STREAMS_LINE);
     let tokens: Vec<&str> = line.split(' ').skip(1).collect();
     let (last, sids) = tokens.split_last().expect("tokens");
@@ -506,7 +516,7 @@ fn a_huge_live_stream_list_is_truncated() {
     assert_eq!(sids.len() + rest, 20_000);
     assert_eq!(sids[0], "0x0000");
     assert_eq!(sids[1], "0x0001");
-    assert!(report.ends_with("\nfaults-total: 0\nfaults-overflowed: 0\nend\n"));
+    assert!(report.ends_with("\nfaults-total: 0\nfaults-overflowed: 0\ngeneration-end: 7\nend\n"));
 }
 
 /// A loose parser of the format, as a consumer would write it.
@@ -577,6 +587,7 @@ proptest! {
             _ => Some(String::new()),
         };
         let input = ReportInput {
+            generation: 7,
             state: if fenced { ReportState::Fenced } else { ReportState::Armed },
             window_ns: numbers[0],
             commands: numbers[1],
@@ -595,6 +606,9 @@ proptest! {
         prop_assert!(report.is_ascii());
         let l = lines(&report);
         let state = if fenced { "state: fenced" } else { "state: armed" };
+        prop_assert_eq!(l[1], "generation: 7");
+        prop_assert_eq!(l[l.len() - 2], "generation-end: 7");
+        let l = &l[1..l.len() - 1];
         prop_assert_eq!(l[1], state);
         for (i, key) in [
             "fence-window-ns: ", "fence-commands: ", "streams-terminated: ", "fence-stores: ",
@@ -650,6 +664,7 @@ fn bdf_text_cannot_break_the_format() {
         _ => Some(String::new()),
     };
     let report = render_report(&ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 0,
         commands: 0,
@@ -667,19 +682,20 @@ fn bdf_text_cannot_break_the_format() {
     });
     let l = lines(&report);
     assert_eq!(
-        l[10],
+        l[11],
         "fault: sid=0x0001 bdf=0000:00:01.0_x_y_end event=F_TRANSLATION addr=0x1000 dir=write \
          count=1 writes=1"
     );
     assert_eq!(
-        l[11],
+        l[12],
         alloc::format!(
             "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1 writes=1",
             "_".repeat(MAX_BDF_TEXT)
         )
     );
-    assert!(l[12].starts_with("fault: sid=0x0003 bdf=- "));
-    assert_eq!(l[13], "end");
+    assert!(l[13].starts_with("fault: sid=0x0003 bdf=- "));
+    assert_eq!(l[14], "generation-end: 7");
+    assert_eq!(l[15], "end");
 }
 
 #[test]
@@ -690,6 +706,7 @@ fn lpi_tables_line() {
         PhysRange::from_bounds(0x4800_0000, 0x4801_0000),
     ];
     let report = render_report(&ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
@@ -702,17 +719,18 @@ fn lpi_tables_line() {
         bdf: &no_bdf,
     });
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[7], "live-streams: 0x0008");
+    assert_eq!(lines[8], "live-streams: 0x0008");
     assert_eq!(
-        lines[8],
+        lines[9],
         "lpi-tables: 0x48000000-0x48010000 0x48010000-0x48020000"
     );
-    assert_eq!(lines[9], "faults-total: 0");
+    assert_eq!(lines[10], "faults-total: 0");
     // Many redistributors: the line is bounded and says how many it left out.
     let many: Vec<PhysRange> = (0..5000u64)
         .map(|i| PhysRange::from_bounds(0x4000_0000 + i * 0x1_0000, 0x4001_0000 + i * 0x1_0000))
         .collect();
     let report = render_report(&ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
@@ -724,7 +742,7 @@ fn lpi_tables_line() {
         faults: &book,
         bdf: &no_bdf,
     });
-    let line = report.lines().nth(8).expect("lpi-tables line");
+    let line = report.lines().nth(9).expect("lpi-tables line");
     assert!(line.len() <= MAX_LPI_TABLES_LINE, "{}", line.len());
     assert!(line.ends_with(&alloc::format!(" truncated={}", 5000 - MAX_LPI_TABLES)));
 }
