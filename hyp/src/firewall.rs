@@ -732,6 +732,8 @@ pub fn write_report() {
         // read-only or unmapped for the host, never mapped for DMA), identity-mapped at EL2.
         unsafe { base.add(i).write_volatile(b) };
     }
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::report_written(region.start.raw(), region.size());
 }
 
 /// What the fence did (zeros before it).
