@@ -325,7 +325,7 @@ static FW_CFG_DESCRIPTOR: FwCfgDescriptor = FwCfgDescriptor(core::cell::UnsafeCe
 /// payload's own one if `None`). Returns false if fw_cfg is withheld from the host (the register
 /// access aborted).
 pub fn fw_cfg_dma(target: u64, descriptor: Option<u64>) -> bool {
-    if !device_reachable(FW_CFG + 0x8) {
+    if !device_reachable(FW_CFG_DMA) {
         println!("  fw_cfg at {FW_CFG:#x} is withheld from the host");
         return false;
     }
