@@ -227,3 +227,11 @@ impl Its {
         }
     }
 }
+
+/// Enables LPI `intid` (priority 0xa0) in the configuration table at `prop` (host RAM). The GIC
+/// sets an LPI's pending bit only while it is enabled there.
+pub fn enable_lpi(prop: u64, intid: u32) {
+    let at = prop + u64::from(intid - LPI_BASE);
+    // SAFETY: the caller's configuration table, host RAM.
+    unsafe { crate::rt::mmio_write8(at, 0xa1) };
+}

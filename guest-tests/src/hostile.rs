@@ -149,13 +149,29 @@ impl<'a> Env<'a> {
 struct Snapshot {
     integrity: Integrity,
     report: ReportSums,
+    /// The dump pages' checksum (an earlier attack may have changed them: each is judged alone).
+    dump: u64,
 }
 
-fn snapshot() -> Result<Snapshot, Failure> {
+fn snapshot(env: &Env) -> Result<Snapshot, Failure> {
     Ok(Snapshot {
         integrity: hooks::integrity().map_err(|e| hook_failed("PORTCULLIS_TEST_INTEGRITY", e))?,
         report: hooks::report_sums().map_err(|e| hook_failed("PORTCULLIS_TEST_REPORT", e))?,
+        dump: dump_checksum(env),
     })
+}
+
+/// FNV-1a over the dump pages an [`Env`] watches.
+fn dump_checksum(env: &Env) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &page in &env.dump[..env.dump_count] {
+        for a in (page..page + PAGE).step_by(8) {
+            // SAFETY: dead-kernel RAM, readable in crash mode; loads only.
+            let w = unsafe { (a as *const u64).read_volatile() };
+            h = (h ^ w).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// Waits `ms` milliseconds of the virtual counter.
@@ -206,16 +222,18 @@ fn verify(env: &Env, before: &Snapshot) -> Outcome {
         r.written,
         r.writes
     );
-    for &page in &env.dump[..env.dump_count] {
+    if dump_checksum(env) != before.dump {
         // SAFETY: dead-kernel RAM, readable in crash mode; loads only.
-        let changed = unsafe { memory_changed(page, PAGE) };
-        check!(
-            changed.is_none(),
-            "dump canary page {page:#x} changed: byte {:#x} is {:#x}, want {:#x}",
+        let changed = env.dump[..env.dump_count]
+            .iter()
+            .find_map(|&page| unsafe { memory_changed(page, PAGE) });
+        return Err(Failure::new(format_args!(
+            "a dump canary page changed (first byte off the dead kernel's pattern: {:#x} is \
+             {:#x}, want {:#x})",
             changed.map_or(0, |c| c.0),
             changed.map_or(0, |c| c.1),
             changed.map_or(0, |c| memory_pattern(c.0))
-        );
+        )));
     }
     Ok(())
 }
@@ -231,7 +249,7 @@ pub fn run(payload: &str, env: &Env, attacks: &[Attack]) -> Outcome {
     let mut first: Option<&'static str> = None;
     for a in attacks {
         println!("attack {}: start", a.name);
-        let line = match snapshot() {
+        let line = match snapshot(env) {
             Err(f) => Err(f),
             Ok(before) => {
                 let r = (a.run)(env);

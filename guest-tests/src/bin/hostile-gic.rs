@@ -152,6 +152,7 @@ mod scenario {
     fn lpi_pending(env: &Env, rd: u64, pend: u64, device: u32, lpi: u32) -> Outcome {
         let Some(r) = redist(env, rd)? else { return Ok(()) };
         let s = env.scratch(0);
+        gic::enable_lpi(s + PROP, LPI_BASE + lpi);
         r.enable_lpis(s + PROP, pend);
         println!(
             "  redistributor {rd}: PROPBASER {:#x} PENDBASER {:#x} CTLR {:#x}",

@@ -32,10 +32,20 @@ mod scenario {
             .ok_or_else(|| Failure::new(format_args!("no arm,smmu-v3 node")))?;
         let s = Smmu::probe(frame.base, &MEMORY)
             .map_err(|e| Failure::new(format_args!("probing the SMMU: {e}")))?;
-        s.acknowledge_gerrors();
-        s.reset(SID)
-            .map_err(|e| Failure::new(format_args!("resetting the SMMU: {e}")))?;
-        Ok(s)
+        // A previous attack may have left a command error active: acknowledge and retry.
+        let mut last = None;
+        for _ in 0..3 {
+            let _ = s.set_cr0(0);
+            s.acknowledge_gerrors();
+            match s.reset(SID) {
+                Ok(()) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Failure::new(format_args!(
+            "resetting the SMMU: {}",
+            last.map_or(SmmuError::Missing("?"), |e| e)
+        )))
     }
 
     /// The command error `cmds` end with (CMDQ_CONS.ERR), if any.
