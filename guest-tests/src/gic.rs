@@ -8,7 +8,7 @@
 //! cache maintenance needed on QEMU).
 
 use crate::dt::Tree;
-use crate::rt::{mmio_read32, mmio_write32, read64, ticks, tick_hz, write64};
+use crate::rt::{mmio_read32, mmio_write32, read64, tick_hz, ticks, write64};
 
 /// QEMU virt's GIC, as fallbacks when the tree does not say.
 const VIRT_GICR: u64 = 0x080a_0000;
@@ -120,7 +120,12 @@ pub fn mapd(device: u32, itt: u64, valid: bool) -> ItsCommand {
 }
 
 pub fn mapc(icid: u16, rdbase: u64) -> ItsCommand {
-    [0x09, 0, VALID | (rdbase & 0xf_ffff_ffff) << 16 | u64::from(icid), 0]
+    [
+        0x09,
+        0,
+        VALID | (rdbase & 0xf_ffff_ffff) << 16 | u64::from(icid),
+        0,
+    ]
 }
 
 pub fn mapti(device: u32, event: u32, intid: u32, icid: u16) -> ItsCommand {

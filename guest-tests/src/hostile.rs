@@ -17,7 +17,7 @@
 use crate::dma::{self, memory_changed, memory_pattern};
 use crate::dt::Reg;
 use crate::hooks::{self, CanaryPages, Integrity, ReportSums};
-use crate::rt::{Caught, Context, expect_exception, ticks, tick_hz};
+use crate::rt::{Caught, Context, expect_exception, tick_hz, ticks};
 use crate::{Failure, Outcome, check, println, psci};
 
 pub const PAGE: u64 = 0x1000;
@@ -135,7 +135,10 @@ impl<'a> Env<'a> {
     pub fn scratch(&self, offset: u64) -> u64 {
         let (_, end) = crate::rt::image_extent();
         let mut at = ((end + (2 << 20) - 1) & !((2 << 20) - 1)) + (4 << 20) + offset;
-        for r in [Some(self.hyp), self.crash, self.report].into_iter().flatten() {
+        for r in [Some(self.hyp), self.crash, self.report]
+            .into_iter()
+            .flatten()
+        {
             if at < r.end() && r.base < at + (1 << 20) {
                 at = ((r.end() + (2 << 20) - 1) & !((2 << 20) - 1)) + offset;
             }

@@ -123,15 +123,17 @@ hostile_storer_vectors:
         // SAFETY: the payload's own page.
         unsafe { write64(STORE_PAGE.addr(), 0) };
         HOSTILE_STORER_TARGETS[0].store(STORE_PAGE.addr(), Ordering::SeqCst);
-        HOSTILE_STORER_TARGETS[1]
-            .store(setup.crash.end() - CRASH_STORE_FROM_END, Ordering::SeqCst);
+        HOSTILE_STORER_TARGETS[1].store(setup.crash.end() - CRASH_STORE_FROM_END, Ordering::SeqCst);
         let r = psci::cpu_on(other, hostile_storer_entry as *const () as u64, 0);
         check!(r == 0, "A: CPU_ON for the storer returned {r}");
         hostile::sleep_ms(20);
         // SAFETY: the payload's own page.
         let count = unsafe { read64(STORE_PAGE.addr()) };
         check!(count > 0, "A: CPU 1 is not storing");
-        println!("A: CPU 1 stores to {:#x} and the crash region ({count} so far)", STORE_PAGE.addr());
+        println!(
+            "A: CPU 1 stores to {:#x} and the crash region ({count} so far)",
+            STORE_PAGE.addr()
+        );
         // The UART's transmitter off: Portcullis must not wait for it before the fence.
         if let Some(uart) = ctx.dtb.stdout_base() {
             // SAFETY: the PL011's control register; the host owns the UART.
@@ -168,7 +170,10 @@ hostile_storer_vectors:
     }
 
     fn second_cpu_crash_region(env: &Env) -> Outcome {
-        counter_stopped(env.crash()?.end() - CRASH_STORE_FROM_END, "the crash region")
+        counter_stopped(
+            env.crash()?.end() - CRASH_STORE_FROM_END,
+            "the crash region",
+        )
     }
 
     fn propbaser_report_store(env: &Env) -> Outcome {
@@ -237,7 +242,10 @@ hostile_storer_vectors:
         });
         let after = guest::hooks::fence_mode()
             .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_MODE: {e}")))?;
-        check!(c.is_none(), "executing B's own page {page:#x} aborted: {c:?}");
+        check!(
+            c.is_none(),
+            "executing B's own page {page:#x} aborted: {c:?}"
+        );
         check!(
             after == before,
             "a second fetch in the crash region changed the fence: {before:?} -> {after:?}"
@@ -313,18 +321,54 @@ hostile_storer_vectors:
     }
 
     const ATTACKS: &[Attack] = &[
-        Attack { name: "crash-uart-tx-disabled-fence", run: uart_tx_disabled_fence },
-        Attack { name: "crash-second-cpu-stores-dump", run: second_cpu_dump },
-        Attack { name: "crash-second-cpu-stores-crash-region", run: second_cpu_crash_region },
-        Attack { name: "crash-propbaser-report-then-store", run: propbaser_report_store },
-        Attack { name: "crash-store-dump", run: store_dump },
-        Attack { name: "crash-dc-zva-dump-report", run: dc_zva_dump },
-        Attack { name: "crash-store-portcullis", run: store_portcullis },
-        Attack { name: "crash-exec-crash-region-traps-once", run: exec_traps_once },
-        Attack { name: "crash-pendbaser-dump-lpi", run: pendbaser_dump },
-        Attack { name: "crash-relift-fence-strtab", run: relift_fence },
-        Attack { name: "crash-fwcfg-dma-report", run: fwcfg_report },
-        Attack { name: "crash-fwcfg-dma-dump", run: fwcfg_dump },
+        Attack {
+            name: "crash-uart-tx-disabled-fence",
+            run: uart_tx_disabled_fence,
+        },
+        Attack {
+            name: "crash-second-cpu-stores-dump",
+            run: second_cpu_dump,
+        },
+        Attack {
+            name: "crash-second-cpu-stores-crash-region",
+            run: second_cpu_crash_region,
+        },
+        Attack {
+            name: "crash-propbaser-report-then-store",
+            run: propbaser_report_store,
+        },
+        Attack {
+            name: "crash-store-dump",
+            run: store_dump,
+        },
+        Attack {
+            name: "crash-dc-zva-dump-report",
+            run: dc_zva_dump,
+        },
+        Attack {
+            name: "crash-store-portcullis",
+            run: store_portcullis,
+        },
+        Attack {
+            name: "crash-exec-crash-region-traps-once",
+            run: exec_traps_once,
+        },
+        Attack {
+            name: "crash-pendbaser-dump-lpi",
+            run: pendbaser_dump,
+        },
+        Attack {
+            name: "crash-relift-fence-strtab",
+            run: relift_fence,
+        },
+        Attack {
+            name: "crash-fwcfg-dma-report",
+            run: fwcfg_report,
+        },
+        Attack {
+            name: "crash-fwcfg-dma-dump",
+            run: fwcfg_dump,
+        },
     ];
 
     fn capture_kernel(ctx: &Context, _crash: Reg, dead: &DeadKernel) -> Outcome {

@@ -38,7 +38,9 @@ mod scenario {
 
     /// The ITS set up on the payload's own tables.
     fn its_own(env: &Env) -> Result<Option<Its>, Failure> {
-        let Some(its) = its(env)? else { return Ok(None) };
+        let Some(its) = its(env)? else {
+            return Ok(None);
+        };
         let s = env.scratch(0);
         its.setup(s + QUEUE, 1, s + DEVICES, s + COLLECTIONS);
         Ok(Some(its))
@@ -48,7 +50,10 @@ mod scenario {
         let (gicr, _) = gic::frames(&env.ctx.dtb);
         let r = Redist::nth(gicr, i);
         if !device_reachable(r.0 + gic::GICR_TYPER) {
-            println!("  redistributor {i} at {:#x} is withheld from the host", r.0);
+            println!(
+                "  redistributor {i} at {:#x} is withheld from the host",
+                r.0
+            );
             return Ok(None);
         }
         check!(
@@ -88,7 +93,9 @@ mod scenario {
     }
 
     fn its_itt(env: &Env, itt: u64, device: u32) -> Outcome {
-        let Some(its) = its_own(env)? else { return Ok(()) };
+        let Some(its) = its_own(env)? else {
+            return Ok(());
+        };
         let s = env.scratch(0);
         let read = its.run(
             s + QUEUE,
@@ -121,7 +128,9 @@ mod scenario {
         its.setup(queue, pages, s + DEVICES, s + COLLECTIONS);
         its.write64(gic::GITS_CWRITER, write);
         let read = its.wait_read(write);
-        println!("  command queue at {queue:#x} ({pages} pages), CWRITER {write:#x}: CREADR {read:#x}");
+        println!(
+            "  command queue at {queue:#x} ({pages} pages), CWRITER {write:#x}: CREADR {read:#x}"
+        );
         // Leave the ITS on the payload's own queue.
         its.setup(s + QUEUE, 1, s + DEVICES, s + COLLECTIONS);
         check!(
@@ -150,7 +159,9 @@ mod scenario {
     /// Redistributor `rd`'s pending table at `pend` (64 KiB-aligned), LPI 8192 + `lpi` made
     /// pending through the ITS (device `device`): its bit is at `pend + 1024 + lpi / 8`.
     fn lpi_pending(env: &Env, rd: u64, pend: u64, device: u32, lpi: u32) -> Outcome {
-        let Some(r) = redist(env, rd)? else { return Ok(()) };
+        let Some(r) = redist(env, rd)? else {
+            return Ok(());
+        };
         let s = env.scratch(0);
         gic::enable_lpi(s + PROP, LPI_BASE + lpi);
         r.enable_lpis(s + PROP, pend);
@@ -160,7 +171,9 @@ mod scenario {
             r.pendbaser(),
             r.ctlr()
         );
-        let Some(its) = its_own(env)? else { return Ok(()) };
+        let Some(its) = its_own(env)? else {
+            return Ok(());
+        };
         let icid = rd as u16;
         let read = its.run(
             s + QUEUE,
@@ -173,7 +186,10 @@ mod scenario {
                 gic::sync(r.processor()),
             ],
         );
-        println!("  LPI {} made pending on redistributor {rd}: CREADR {read:#x}", LPI_BASE + lpi);
+        println!(
+            "  LPI {} made pending on redistributor {rd}: CREADR {read:#x}",
+            LPI_BASE + lpi
+        );
         hostile::sleep_ms(5);
         Ok(())
     }
@@ -184,7 +200,8 @@ mod scenario {
     }
 
     fn pendbaser_report(env: &Env) -> Outcome {
-        lpi_pending(env, 2, env.report()?.base, 9, 5)
+        // Bit 7 of byte 1024: clear in ASCII text and in the NUL padding.
+        lpi_pending(env, 2, env.report()?.base, 9, 7)
     }
 
     fn pendbaser_crash_region(env: &Env) -> Outcome {
@@ -192,12 +209,17 @@ mod scenario {
         let pend = env.crash()?.base + 0x10_0000;
         // SAFETY: the crash region is host RAM the host may write in normal mode.
         let intact = unsafe { watch_page(pend) };
-        lpi_pending(env, 3, pend, 10, 7)?;
+        // A bit that is clear in the pattern now at byte 1024.
+        let byte = guest::dma::memory_pattern(pend + 1024);
+        let bit = (0..8).find(|b| byte & (1 << b) == 0).unwrap_or(0);
+        lpi_pending(env, 3, pend, 10, bit)?;
         intact()
     }
 
     fn propbaser(env: &Env, rd: u64, prop: u64) -> Outcome {
-        let Some(r) = redist(env, rd)? else { return Ok(()) };
+        let Some(r) = redist(env, rd)? else {
+            return Ok(());
+        };
         let pend = env.scratch(0) + PEND + rd * 0x1_0000;
         r.enable_lpis(prop, pend);
         println!(
@@ -222,19 +244,58 @@ mod scenario {
     }
 
     const ATTACKS: &[Attack] = &[
-        Attack { name: "its-device-table-portcullis", run: its_device_table_portcullis },
-        Attack { name: "its-device-table-report", run: its_device_table_report },
-        Attack { name: "its-collection-table-portcullis", run: its_collection_table_portcullis },
-        Attack { name: "its-itt-portcullis", run: its_itt_portcullis },
-        Attack { name: "its-itt-report", run: its_itt_report },
-        Attack { name: "its-cmdq-portcullis", run: its_cmdq_portcullis },
-        Attack { name: "its-cmdq-report", run: its_cmdq_report },
-        Attack { name: "its-cmdq-straddle-portcullis", run: its_cmdq_straddle_portcullis },
-        Attack { name: "gicr-pendbaser-portcullis-lpi", run: pendbaser_portcullis },
-        Attack { name: "gicr-pendbaser-report-lpi", run: pendbaser_report },
-        Attack { name: "gicr-pendbaser-crash-region-lpi", run: pendbaser_crash_region },
-        Attack { name: "gicr-propbaser-portcullis", run: propbaser_portcullis },
-        Attack { name: "gicr-propbaser-report", run: propbaser_report },
+        Attack {
+            name: "its-device-table-portcullis",
+            run: its_device_table_portcullis,
+        },
+        Attack {
+            name: "its-device-table-report",
+            run: its_device_table_report,
+        },
+        Attack {
+            name: "its-collection-table-portcullis",
+            run: its_collection_table_portcullis,
+        },
+        Attack {
+            name: "its-itt-portcullis",
+            run: its_itt_portcullis,
+        },
+        Attack {
+            name: "its-itt-report",
+            run: its_itt_report,
+        },
+        Attack {
+            name: "its-cmdq-portcullis",
+            run: its_cmdq_portcullis,
+        },
+        Attack {
+            name: "its-cmdq-report",
+            run: its_cmdq_report,
+        },
+        Attack {
+            name: "its-cmdq-straddle-portcullis",
+            run: its_cmdq_straddle_portcullis,
+        },
+        Attack {
+            name: "gicr-pendbaser-portcullis-lpi",
+            run: pendbaser_portcullis,
+        },
+        Attack {
+            name: "gicr-pendbaser-report-lpi",
+            run: pendbaser_report,
+        },
+        Attack {
+            name: "gicr-pendbaser-crash-region-lpi",
+            run: pendbaser_crash_region,
+        },
+        Attack {
+            name: "gicr-propbaser-portcullis",
+            run: propbaser_portcullis,
+        },
+        Attack {
+            name: "gicr-propbaser-report",
+            run: propbaser_report,
+        },
     ];
 
     fn run(ctx: &Context) -> Outcome {

@@ -91,7 +91,9 @@ mod scenario {
                 write64(a, 0xbad)
             })?;
             // SAFETY: as above.
-            expect_refused(a, "an STP to the fault report", || unsafe { stp(a - 8, 1, 2) })?;
+            expect_refused(a, "an STP to the fault report", || unsafe {
+                stp(a - 8, 1, 2)
+            })?;
         }
         Ok(())
     }
@@ -175,21 +177,66 @@ mod scenario {
     }
 
     const ATTACKS: &[Attack] = &[
-        Attack { name: "cpu-load-portcullis", run: cpu_load_portcullis },
-        Attack { name: "cpu-store-portcullis", run: cpu_store_portcullis },
-        Attack { name: "cpu-pair-postindex-portcullis", run: cpu_pair_portcullis },
-        Attack { name: "cpu-exclusive-atomic-portcullis", run: cpu_exclusive_portcullis },
-        Attack { name: "cpu-dc-zva-portcullis", run: cpu_dc_zva_portcullis },
-        Attack { name: "cpu-dc-ivac-portcullis", run: cpu_dc_ivac_portcullis },
-        Attack { name: "cpu-store-report", run: cpu_store_report },
-        Attack { name: "cpu-dc-zva-ivac-report", run: cpu_dc_zva_report },
-        Attack { name: "fwcfg-dma-portcullis-data", run: fwcfg_dma_portcullis },
-        Attack { name: "fwcfg-dma-portcullis-heap", run: fwcfg_dma_heap },
-        Attack { name: "fwcfg-dma-portcullis-text", run: fwcfg_dma_rodata },
-        Attack { name: "fwcfg-dma-report", run: fwcfg_dma_report },
-        Attack { name: "fwcfg-dma-crash-region", run: fwcfg_dma_crash_region },
-        Attack { name: "fwcfg-dma-descriptor-in-portcullis", run: fwcfg_dma_descriptor_in_portcullis },
-        Attack { name: "fwcfg-dma-descriptor-in-report", run: fwcfg_dma_descriptor_in_report },
+        Attack {
+            name: "cpu-load-portcullis",
+            run: cpu_load_portcullis,
+        },
+        Attack {
+            name: "cpu-store-portcullis",
+            run: cpu_store_portcullis,
+        },
+        Attack {
+            name: "cpu-pair-postindex-portcullis",
+            run: cpu_pair_portcullis,
+        },
+        Attack {
+            name: "cpu-exclusive-atomic-portcullis",
+            run: cpu_exclusive_portcullis,
+        },
+        Attack {
+            name: "cpu-dc-zva-portcullis",
+            run: cpu_dc_zva_portcullis,
+        },
+        Attack {
+            name: "cpu-dc-ivac-portcullis",
+            run: cpu_dc_ivac_portcullis,
+        },
+        Attack {
+            name: "cpu-store-report",
+            run: cpu_store_report,
+        },
+        Attack {
+            name: "cpu-dc-zva-ivac-report",
+            run: cpu_dc_zva_report,
+        },
+        Attack {
+            name: "fwcfg-dma-portcullis-data",
+            run: fwcfg_dma_portcullis,
+        },
+        Attack {
+            name: "fwcfg-dma-portcullis-heap",
+            run: fwcfg_dma_heap,
+        },
+        Attack {
+            name: "fwcfg-dma-portcullis-text",
+            run: fwcfg_dma_rodata,
+        },
+        Attack {
+            name: "fwcfg-dma-report",
+            run: fwcfg_dma_report,
+        },
+        Attack {
+            name: "fwcfg-dma-crash-region",
+            run: fwcfg_dma_crash_region,
+        },
+        Attack {
+            name: "fwcfg-dma-descriptor-in-portcullis",
+            run: fwcfg_dma_descriptor_in_portcullis,
+        },
+        Attack {
+            name: "fwcfg-dma-descriptor-in-report",
+            run: fwcfg_dma_descriptor_in_report,
+        },
     ];
 
     fn run(ctx: &Context) -> Outcome {

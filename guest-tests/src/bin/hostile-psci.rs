@@ -68,7 +68,7 @@ mod scenario {
 
     fn cpu_on_entry_outside_ram(env: &Env) -> Outcome {
         let cpu = other_cpu(env)?;
-        for entry in [0, 0x0902_0000, u64::MAX & !3, 1 << 52] {
+        for entry in [0, 0x0902_0000, !3u64, 1 << 52] {
             let r = psci::cpu_on(cpu, entry, 0);
             check!(
                 r == INVALID_ADDRESS || r == INVALID_PARAMETERS,
@@ -135,7 +135,10 @@ mod scenario {
         check!(r <= 0, "CPU_SUSPEND returned {r}");
         let r = psci::call(SYSTEM_SUSPEND, entry, 0, 0)[0] as i64;
         println!("  SYSTEM_SUSPEND(entry {entry:#x}) returned {r}");
-        check!(r < 0, "SYSTEM_SUSPEND with its entry in Portcullis' memory returned {r}");
+        check!(
+            r < 0,
+            "SYSTEM_SUSPEND with its entry in Portcullis' memory returned {r}"
+        );
         Ok(())
     }
 
@@ -164,7 +167,13 @@ mod scenario {
     }
 
     fn unknown_test_hooks(_env: &Env) -> Outcome {
-        for id in [0xc600_0106u32, 0xc600_01ff, 0xc600_0200, 0x8600_0100, 0x8600_0104] {
+        for id in [
+            0xc600_0106u32,
+            0xc600_01ff,
+            0xc600_0200,
+            0x8600_0100,
+            0x8600_0104,
+        ] {
             let mut args = [0u64; 17];
             args[0] = 0xffff_ffff_ffff_ffff;
             let r = smccc::hvc64(id, args)[0] as i64;
@@ -202,15 +211,39 @@ mod scenario {
     }
 
     const ATTACKS: &[Attack] = &[
-        Attack { name: "psci-cpu-on-entry-portcullis", run: cpu_on_entry_portcullis },
-        Attack { name: "psci-cpu-on-entry-outside-ram", run: cpu_on_entry_outside_ram },
-        Attack { name: "psci-bad-mpidr", run: cpu_on_bad_mpidr },
-        Attack { name: "psci-suspend-entry-portcullis", run: suspend_entry_portcullis },
-        Attack { name: "smccc-unknown-function-ids", run: unknown_smccc },
-        Attack { name: "smccc-unknown-test-hook-ids", run: unknown_test_hooks },
-        Attack { name: "smccc-hvc-nonzero-immediate", run: hvc_nonzero_immediate },
+        Attack {
+            name: "psci-cpu-on-entry-portcullis",
+            run: cpu_on_entry_portcullis,
+        },
+        Attack {
+            name: "psci-cpu-on-entry-outside-ram",
+            run: cpu_on_entry_outside_ram,
+        },
+        Attack {
+            name: "psci-bad-mpidr",
+            run: cpu_on_bad_mpidr,
+        },
+        Attack {
+            name: "psci-suspend-entry-portcullis",
+            run: suspend_entry_portcullis,
+        },
+        Attack {
+            name: "smccc-unknown-function-ids",
+            run: unknown_smccc,
+        },
+        Attack {
+            name: "smccc-unknown-test-hook-ids",
+            run: unknown_test_hooks,
+        },
+        Attack {
+            name: "smccc-hvc-nonzero-immediate",
+            run: hvc_nonzero_immediate,
+        },
         // Last: at 91d8669 it panics Portcullis.
-        Attack { name: "psci-cpu-on-twice", run: cpu_on_twice },
+        Attack {
+            name: "psci-cpu-on-twice",
+            run: cpu_on_twice,
+        },
     ];
 
     fn run(ctx: &Context) -> Outcome {

@@ -72,7 +72,13 @@ mod scenario {
     }
 
     fn stage2_command(env: &Env) -> Outcome {
-        expect_ill(env, Command::TlbiS2Ipa { vmid: 2, ipa: env.hyp.base })
+        expect_ill(
+            env,
+            Command::TlbiS2Ipa {
+                vmid: 2,
+                ipa: env.hyp.base,
+            },
+        )
     }
 
     fn el2_command(env: &Env) -> Outcome {
@@ -85,7 +91,10 @@ mod scenario {
         let w0 = cmd::OPCODE.val(cmd::SYNC) | cmd::SYNC_CS.val(0b01) | 0xdead_u64 << 32;
         let w1 = env.canary(0) & 0x000f_ffff_ffff_fffc;
         let err = issue_error(&s, &[Command::Raw([w0, w1])])?;
-        println!("  CMD_SYNC with an MSI to {:#x}: error {err:?}", env.canary(0));
+        println!(
+            "  CMD_SYNC with an MSI to {:#x}: error {err:?}",
+            env.canary(0)
+        );
         hostile::sleep_ms(5);
         Ok(())
     }
@@ -137,7 +146,10 @@ mod scenario {
     fn queue_at(env: &Env, cmdq: u64, log2: u64) -> Outcome {
         let s = smmu(env)?;
         let _ = s.set_cr0(cr0::EVENTQEN.set() as u32);
-        s.write64(reg::CMDQ_BASE, queue_base::ADDR.addr(cmdq) | queue_base::LOG2SIZE.val(log2));
+        s.write64(
+            reg::CMDQ_BASE,
+            queue_base::ADDR.addr(cmdq) | queue_base::LOG2SIZE.val(log2),
+        );
         s.write32(reg::CMDQ_PROD, 0);
         s.write32(reg::CMDQ_CONS, 0);
         let _ = s.set_cr0((cr0::CMDQEN.set() | cr0::EVENTQEN.set()) as u32);
@@ -145,7 +157,9 @@ mod scenario {
         hostile::sleep_ms(5);
         let cons = s.cmdq_cons();
         let (active, _, _) = s.active_gerrors();
-        println!("  Command queue at {cmdq:#x} (log2 {log2}): CONS {cons:#x}, GERROR active {active:#x}");
+        println!(
+            "  Command queue at {cmdq:#x} (log2 {log2}): CONS {cons:#x}, GERROR active {active:#x}"
+        );
         Ok(())
     }
 
@@ -164,17 +178,29 @@ mod scenario {
     fn evtq_at(env: &Env, evtq: u64) -> Outcome {
         let s = smmu(env)?;
         let _ = s.set_cr0(cr0::CMDQEN.set() as u32);
-        s.write64(reg::EVTQ_BASE, queue_base::ADDR.addr(evtq) | queue_base::LOG2SIZE.val(8));
+        s.write64(
+            reg::EVTQ_BASE,
+            queue_base::ADDR.addr(evtq) | queue_base::LOG2SIZE.val(8),
+        );
         s.write32(reg::EVTQ_PROD, 0);
         s.write32(reg::EVTQ_CONS, 0);
         let _ = s.set_cr0((cr0::CMDQEN.set() | cr0::EVENTQEN.set() | cr0::SMMUEN.set()) as u32);
         // An STE with a reserved Config: Portcullis makes up C_BAD_STE for it.
         let bad = guest::smmu::Ste([1 | 0b110 << 1, 0, 0, 0, 0, 0, 0, 0]);
         let _ = s.write_ste(SID, &bad);
-        let err = issue_error(&s, &[Command::CfgiSte { sid: SID }, Command::Sync(SyncSignal::None)])?;
+        let err = issue_error(
+            &s,
+            &[
+                Command::CfgiSte { sid: SID },
+                Command::Sync(SyncSignal::None),
+            ],
+        )?;
         let _ = s.read32(reg::EVTQ_PROD);
         hostile::sleep_ms(5);
-        println!("  Event queue at {evtq:#x}: CFGI_STE error {err:?}, EVTQ_PROD {:#x}", s.read32(reg::EVTQ_PROD));
+        println!(
+            "  Event queue at {evtq:#x}: CFGI_STE error {err:?}, EVTQ_PROD {:#x}",
+            s.read32(reg::EVTQ_PROD)
+        );
         Ok(())
     }
 
@@ -220,7 +246,9 @@ mod scenario {
         let c = attempt(|| unsafe { write64(frame + reg::CR0, u64::MAX) });
         // SAFETY: as above (an unaligned 64-bit access).
         let d = attempt(|| unsafe { write64(frame + reg::STRTAB_BASE + 4, u64::MAX) });
-        println!("  8-bit CR0 write {a:?}; 16-bit IDR0 read {b:?}; 64-bit CR0 write {c:?}; unaligned {d:?}");
+        println!(
+            "  8-bit CR0 write {a:?}; 16-bit IDR0 read {b:?}; 64-bit CR0 write {c:?}; unaligned {d:?}"
+        );
         Ok(())
     }
 
@@ -242,7 +270,9 @@ mod scenario {
         let (host, topology) = guest::dma::discover(&env.ctx.dtb)?;
         let (edus, n) = guest::dma::edus::<1>(&host, &topology, &env.ctx.dtb)?;
         check!(n == 1, "no edu: run with -device edu");
-        let Some((edu, _)) = &edus[0] else { return Ok(()) };
+        let Some((edu, _)) = &edus[0] else {
+            return Ok(());
+        };
         let s = smmu(env)?;
         let _ = s.set_cr0(0);
         s.write32(reg::GBPA, 1 << 31); // UPDATE, ABORT = 0: bypass
@@ -260,37 +290,100 @@ mod scenario {
         let queues = (cr0::CMDQEN.set() | cr0::EVENTQEN.set()) as u32;
         let _ = s.set_cr0(queues);
         // A linear table of 2^16 STEs (4 MiB of zeros: every STE invalid).
-        s.write64(reg::STRTAB_BASE, strtab::BASE_ADDR.addr(env.scratch(0x80_0000)));
+        s.write64(
+            reg::STRTAB_BASE,
+            strtab::BASE_ADDR.addr(env.scratch(0x80_0000)),
+        );
         s.write32(reg::STRTAB_BASE_CFG, 16);
         let _ = s.set_cr0(queues | cr0::SMMUEN.set() as u32);
         let mut batch = [Command::CfgiAll; 9];
         batch[8] = Command::Sync(SyncSignal::None);
         let err = issue_error(&s, &batch);
-        println!("  8 x CFGI_STE_RANGE(31) in one CMDQ_PROD write: {:?}", err.as_ref().map(|e| *e));
+        println!(
+            "  8 x CFGI_STE_RANGE(31) in one CMDQ_PROD write: {:?}",
+            err.as_ref().map(|e| *e)
+        );
         err.map(|_| ())
     }
 
     const ATTACKS: &[Attack] = &[
-        Attack { name: "smmu-illegal-opcode", run: illegal_opcode },
-        Attack { name: "smmu-stage2-command", run: stage2_command },
-        Attack { name: "smmu-el2-command", run: el2_command },
-        Attack { name: "smmu-sync-msi-into-portcullis", run: sync_msi_portcullis },
-        Attack { name: "smmu-strtab-portcullis", run: strtab_portcullis },
-        Attack { name: "smmu-strtab-report", run: strtab_report },
-        Attack { name: "smmu-strtab-l1-into-portcullis", run: strtab_l1_portcullis },
-        Attack { name: "smmu-strtab-huge-log2", run: strtab_huge },
-        Attack { name: "smmu-cmdq-portcullis", run: cmdq_portcullis },
-        Attack { name: "smmu-cmdq-report", run: cmdq_report },
-        Attack { name: "smmu-cmdq-huge-log2", run: cmdq_huge_log2 },
-        Attack { name: "smmu-evtq-portcullis", run: evtq_portcullis },
-        Attack { name: "smmu-evtq-report", run: evtq_report },
-        Attack { name: "smmu-cmdq-prod-beyond-queue", run: prod_beyond },
-        Attack { name: "smmu-isv0-access", run: isv0_access },
-        Attack { name: "smmu-wrong-size-access", run: wrong_size },
-        Attack { name: "smmu-readonly-registers", run: readonly_registers },
-        Attack { name: "smmu-gbpa-bypass-edu-dma", run: gbpa_bypass_edu },
+        Attack {
+            name: "smmu-illegal-opcode",
+            run: illegal_opcode,
+        },
+        Attack {
+            name: "smmu-stage2-command",
+            run: stage2_command,
+        },
+        Attack {
+            name: "smmu-el2-command",
+            run: el2_command,
+        },
+        Attack {
+            name: "smmu-sync-msi-into-portcullis",
+            run: sync_msi_portcullis,
+        },
+        Attack {
+            name: "smmu-strtab-portcullis",
+            run: strtab_portcullis,
+        },
+        Attack {
+            name: "smmu-strtab-report",
+            run: strtab_report,
+        },
+        Attack {
+            name: "smmu-strtab-l1-into-portcullis",
+            run: strtab_l1_portcullis,
+        },
+        Attack {
+            name: "smmu-strtab-huge-log2",
+            run: strtab_huge,
+        },
+        Attack {
+            name: "smmu-cmdq-portcullis",
+            run: cmdq_portcullis,
+        },
+        Attack {
+            name: "smmu-cmdq-report",
+            run: cmdq_report,
+        },
+        Attack {
+            name: "smmu-cmdq-huge-log2",
+            run: cmdq_huge_log2,
+        },
+        Attack {
+            name: "smmu-evtq-portcullis",
+            run: evtq_portcullis,
+        },
+        Attack {
+            name: "smmu-evtq-report",
+            run: evtq_report,
+        },
+        Attack {
+            name: "smmu-cmdq-prod-beyond-queue",
+            run: prod_beyond,
+        },
+        Attack {
+            name: "smmu-isv0-access",
+            run: isv0_access,
+        },
+        Attack {
+            name: "smmu-wrong-size-access",
+            run: wrong_size,
+        },
+        Attack {
+            name: "smmu-readonly-registers",
+            run: readonly_registers,
+        },
+        Attack {
+            name: "smmu-gbpa-bypass-edu-dma",
+            run: gbpa_bypass_edu,
+        },
         // Last: at 91d8669 it exhausts Portcullis' heap and powers the machine off.
-        Attack { name: "smmu-cfgi-range-batch", run: cfgi_batch },
+        Attack {
+            name: "smmu-cfgi-range-batch",
+            run: cfgi_batch,
+        },
     ];
 
     fn run(ctx: &Context) -> Outcome {
