@@ -2,22 +2,25 @@
 //! Event queue bases in Portcullis' memory and the fault report, level 1 descriptors pointing
 //! there, huge queue and table sizes, CMDQ_PROD beyond the queue, illegal, stage 2 and EL2
 //! commands (CERROR_ILL), CMD_SYNC with an MSI into Portcullis, accesses without a valid syndrome
-//! or of the wrong size, writes to read-only registers, and last (it took Portcullis down at
+//! or of the wrong size, writes to read-only registers, GBPA bypass with SMMUEN = 0 then edu DMA
+//! into Portcullis, commands from two CPUs while a third re-points STRTAB_BASE, and last (it took Portcullis down at
 //! 91d8669) a batch of CFGI_STE_RANGE(31) over a 2^16-entry linear table in one CMDQ_PROD write.
 //! Each attack is one `ATTACK` line (see `guest::hostile`).
 //!
-//! `scripts/run --kernel <hostile-smmu> --features test-hooks --smp 1 --append "crashkernel=32M"`
+//! `scripts/run --kernel <hostile-smmu> --features test-hooks --smp 3 --append "crashkernel=32M"
+//!  -- -device edu,dma_mask=0xffffffffffffffff` (two CPUs race the boot CPU in one attack)
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod scenario {
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use guest::hostile::{self, Attack, Env, attempt, ldp, str_post};
-    use guest::rt::{Context, mmio_read16, mmio_write8, write64};
+    use guest::rt::{self, Context, mmio_read16, mmio_read32, mmio_write8, mmio_write32, write64};
     use guest::smmu::{
         Command, Smmu, SmmuError, SmmuMemory, SyncSignal, cmd, cmdq_cons, cr0, queue_base, reg,
         strtab,
     };
-    use guest::{Failure, Outcome, check, println};
+    use guest::{Failure, Outcome, check, println, psci};
 
     guest::scenario!("hostile-smmu", run);
 
@@ -285,6 +288,94 @@ mod scenario {
         Ok(())
     }
 
+    static RACE_SMMU: AtomicU64 = AtomicU64::new(0);
+    static RACE_STOP: AtomicBool = AtomicBool::new(false);
+    static RACE_WRITES: AtomicU64 = AtomicU64::new(0);
+    static RACE_DONE: AtomicU64 = AtomicU64::new(0);
+    const RACE_MAX_WRITES: u32 = 200;
+
+    /// A secondary CPU: moves CMDQ_PROD two commands past CMDQ_CONS, acknowledges command errors,
+    /// until told to stop.
+    fn racer(_index: u64) {
+        let base = RACE_SMMU.load(Ordering::SeqCst);
+        let wrap_mask = (1u32 << 9) - 1; // index + wrap bit of a 2^8 queue
+        // Bounded: each CMDQ_PROD write makes Portcullis run commands (and, at 91d8669, log a
+        // line per lost event without a rate limit, which would drown the console).
+        let mut writes = 0;
+        while !RACE_STOP.load(Ordering::SeqCst) && writes < RACE_MAX_WRITES {
+            writes += 1;
+            // SAFETY: the SMMU frame's registers; single 32-bit accesses.
+            unsafe {
+                let cons = mmio_read32(base + reg::CMDQ_CONS) & wrap_mask;
+                mmio_write32(base + reg::CMDQ_PROD, (cons + 2) & wrap_mask);
+                let g = mmio_read32(base + reg::GERROR);
+                mmio_write32(base + reg::GERRORN, g);
+            }
+            RACE_WRITES.fetch_add(1, Ordering::SeqCst);
+        }
+        RACE_DONE.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn race_strtab(env: &Env) -> Outcome {
+        let s = smmu(env)?;
+        let frame = env.ctx.dtb.smmu().map_or(0, |r| r.base);
+        // Every queue slot a CFGI_STE or a CMD_SYNC, so the racers always find commands.
+        let size = 1u32 << s.cmdq_ring().log2;
+        for i in 0..size {
+            let c = if i % 2 == 0 {
+                Command::CfgiSte { sid: SID }
+            } else {
+                Command::Sync(SyncSignal::None)
+            };
+            s.replace_command(i, &c);
+        }
+        let mut cpus = [0u64; rt::MAX_CPUS];
+        let n = env.ctx.dtb.cpus(&mut cpus);
+        let me = rt::mpidr();
+        RACE_SMMU.store(frame, Ordering::SeqCst);
+        RACE_STOP.store(false, Ordering::SeqCst);
+        rt::set_secondary_fn(racer);
+        let mut started = 0;
+        for (i, &m) in cpus[..n].iter().enumerate() {
+            if m != me && psci::cpu_on(m, rt::secondary_entry_address(), i as u64) == 0 {
+                started += 1;
+            }
+        }
+        check!(
+            started >= 2,
+            "{started} racing CPUs started: run with --smp 3"
+        );
+        let queues = (cr0::CMDQEN.set() | cr0::EVENTQEN.set()) as u32;
+        let bases = [
+            s.own_strtab_base(),
+            strtab::BASE_ADDR.addr(env.canary(0)),
+            strtab::BASE_ADDR.addr(env.report()?.base),
+            strtab::BASE_ADDR.addr(env.hyp.base),
+        ];
+        for round in 0..50 {
+            s.write32(reg::CR0, queues);
+            s.write64(reg::STRTAB_BASE, bases[round % bases.len()]);
+            s.write32(reg::STRTAB_BASE_CFG, s.strtab_base_cfg());
+            s.write32(reg::CR0, queues | cr0::SMMUEN.set() as u32);
+        }
+        RACE_STOP.store(true, Ordering::SeqCst);
+        let start = rt::ticks();
+        while RACE_DONE.load(Ordering::SeqCst) < started
+            && rt::ticks().wrapping_sub(start) < rt::tick_hz() * 20
+        {
+            core::hint::spin_loop();
+        }
+        println!(
+            "  {started} CPUs wrote CMDQ_PROD {} times while CPU 0 re-pointed STRTAB_BASE 50 times",
+            RACE_WRITES.load(Ordering::SeqCst)
+        );
+        check!(
+            RACE_DONE.load(Ordering::SeqCst) == started,
+            "the racing CPUs did not stop within 20 s"
+        );
+        smmu(env).map(|_| ())
+    }
+
     fn cfgi_batch(env: &Env) -> Outcome {
         let s = smmu(env)?;
         let queues = (cr0::CMDQEN.set() | cr0::EVENTQEN.set()) as u32;
@@ -378,6 +469,10 @@ mod scenario {
         Attack {
             name: "smmu-gbpa-bypass-edu-dma",
             run: gbpa_bypass_edu,
+        },
+        Attack {
+            name: "smmu-multi-cpu-commands-while-strtab-rewritten",
+            run: race_strtab,
         },
         // Last: at 91d8669 it exhausts Portcullis' heap and powers the machine off.
         Attack {
