@@ -2,7 +2,7 @@
 //! Portcullis through one interface, one named attack after another, and after each attack checks
 //! that nothing it may not touch changed.
 //!
-//! A payload first prints the names of all its attacks (`ATTACKS <payload>: a b c ...`), then one
+//! A payload first prints the names of all its attacks (`ATTACKS: a b c ...`), then one
 //! line per attack, `ATTACK <name>: PASS` or `ATTACK <name>: FAIL: <why>`; scripts/test counts each
 //! name as a test, and a name that never got its line (Portcullis died, the payload hung) as failed.
 //!
@@ -243,7 +243,7 @@ fn verify(env: &Env, before: &Snapshot) -> Outcome {
 
 /// Runs `attacks` in order, printing the list first and one line per attack. Fails if any did.
 pub fn run(payload: &str, env: &Env, attacks: &[Attack]) -> Outcome {
-    crate::console::print(format_args!("ATTACKS {payload}:"));
+    crate::console::print(format_args!("ATTACKS:"));
     for a in attacks {
         crate::console::print(format_args!(" {}", a.name));
     }
@@ -280,7 +280,7 @@ pub fn run(payload: &str, env: &Env, attacks: &[Attack]) -> Outcome {
     }
     check!(
         failed == 0,
-        "{failed} of {} attacks failed (first: {})",
+        "{payload}: {failed} of {} attacks failed (first: {})",
         attacks.len(),
         first.unwrap_or("")
     );
