@@ -126,10 +126,17 @@ hostile_storer_vectors:
         HOSTILE_STORER_TARGETS[1].store(setup.crash.end() - CRASH_STORE_FROM_END, Ordering::SeqCst);
         let r = psci::cpu_on(other, hostile_storer_entry as *const () as u64, 0);
         check!(r == 0, "A: CPU_ON for the storer returned {r}");
-        hostile::sleep_ms(20);
-        // SAFETY: the payload's own page.
-        let count = unsafe { read64(STORE_PAGE.addr()) };
-        check!(count > 0, "A: CPU 1 is not storing");
+        // Up to 2 s for CPU 1 to come up (TCG under load is slow).
+        let mut count = 0;
+        for _ in 0..200 {
+            hostile::sleep_ms(10);
+            // SAFETY: the payload's own page.
+            count = unsafe { read64(STORE_PAGE.addr()) };
+            if count > 0 {
+                break;
+            }
+        }
+        check!(count > 0, "A: CPU 1 is not storing 2 s after CPU_ON");
         println!(
             "A: CPU 1 stores to {:#x} and the crash region ({count} so far)",
             STORE_PAGE.addr()
