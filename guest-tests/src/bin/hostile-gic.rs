@@ -5,6 +5,7 @@
 //! tables (`GICR_PROPBASER`, `GICR_PENDBASER`, with an LPI made pending through the ITS). Each
 //! attack is one `ATTACK` line (see `guest::hostile`). Every `PENDBASER`/`PROPBASER` attack uses a
 //! redistributor of its own (LPIs, once enabled, may stay enabled): run with `--smp 6`.
+//! Redistributor 0 (the payload's CPU, interrupts masked) takes the last one.
 //!
 //! `scripts/run --kernel <hostile-gic> --features test-hooks --smp 6 --append "crashkernel=32M"`
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -243,6 +244,12 @@ mod scenario {
         propbaser(env, 5, env.report()?.base)
     }
 
+    fn propbaser_crash_region(env: &Env) -> Outcome {
+        // Normal mode: the crash region holds the loaded capture kernel. Redistributor 0 is the
+        // payload's own CPU's (its interrupts stay masked).
+        propbaser(env, 0, env.crash()?.base + 0x20_0000)
+    }
+
     const ATTACKS: &[Attack] = &[
         Attack {
             name: "its-device-table-portcullis",
@@ -295,6 +302,10 @@ mod scenario {
         Attack {
             name: "gicr-propbaser-report",
             run: propbaser_report,
+        },
+        Attack {
+            name: "gicr-propbaser-crash-region",
+            run: propbaser_crash_region,
         },
     ];
 
