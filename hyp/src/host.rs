@@ -10,6 +10,7 @@ use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
 use platform::devtree::Platform;
+use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
@@ -178,12 +179,16 @@ pub fn prepare(
             incoming_dtb.size() as usize,
         )
     };
+    // Default-deny device map: what the host may touch directly, what it is kept away from.
+    let devices = DeviceMap::decide(machine);
+    log_device_map(&devices);
     let params = host_tree::HostTreeParams {
         portcullis: hyp,
         crash_region: crash,
         // The host drives the SMMU Portcullis emulates at the physical one's address.
         hide_smmu: false,
         fault_report: report,
+        disable: devices.to_disable(),
     };
     let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
@@ -208,6 +213,7 @@ pub fn prepare(
         crash,
         smmu: machine.smmu.as_ref().map(|s| s.regs),
         its_doorbells: crate::firewall::its_doorbells(machine),
+        devices: devices.allowed,
         report,
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
@@ -257,6 +263,33 @@ pub fn prepare(
         },
         map,
     ))
+}
+
+/// The device map as a table on the console, one line per device.
+fn log_device_map(map: &DeviceMap) {
+    log::info!(
+        "device map: {} allowed, {} withheld, {} mediated; anything else unmapped (default-deny)",
+        map.count(Decision::Allow),
+        map.count(Decision::Withhold),
+        map.count(Decision::Mediated)
+    );
+    log::info!(
+        "  {:<36} {:<8} {:<44} reason",
+        "device",
+        "decision",
+        "ranges"
+    );
+    for entry in &map.entries {
+        log::info!("  {entry}");
+    }
+    for c in &map.conflicts {
+        log::warn!(
+            "device map: {} shares {} with withheld {}: unmapped for the host (withheld wins)",
+            c.allowed,
+            c.pages,
+            c.withheld
+        );
+    }
 }
 
 fn host() -> &'static Host {
