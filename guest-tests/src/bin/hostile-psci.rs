@@ -8,7 +8,7 @@
 
 #[cfg(target_os = "none")]
 mod scenario {
-    use core::sync::atomic::{AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use guest::hostile::{self, Attack, Env};
     use guest::rt::{self, Context};
     use guest::{Failure, Outcome, check, println, psci};
@@ -24,9 +24,15 @@ mod scenario {
     const SYSTEM_SUSPEND: u32 = 0xc400_000e;
 
     static ARRIVALS: AtomicU64 = AtomicU64::new(0);
+    /// Holds an arrived CPU on until the boot CPU has made both of its CPU_ON calls (otherwise a
+    /// CPU that started, ran and turned off in between would make a second success legitimate).
+    static HOLD: AtomicBool = AtomicBool::new(false);
 
     fn secondary(_index: u64) {
         ARRIVALS.fetch_add(1, Ordering::SeqCst);
+        while HOLD.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
         // Returning powers the CPU off (CPU_OFF).
     }
 
@@ -100,10 +106,12 @@ mod scenario {
     fn cpu_on_twice(env: &Env) -> Outcome {
         let cpu = other_cpu(env)?;
         rt::set_secondary_fn(secondary);
-        for round in 0..10 {
+        for round in 0..50 {
             let before = ARRIVALS.load(Ordering::SeqCst);
+            HOLD.store(true, Ordering::SeqCst);
             let a = psci::cpu_on(cpu, rt::secondary_entry_address(), 1);
             let b = psci::cpu_on(cpu, rt::secondary_entry_address(), 1);
+            HOLD.store(false, Ordering::SeqCst);
             check!(a == 0, "round {round}: the first CPU_ON returned {a}");
             check!(
                 b == ALREADY_ON || b == ON_PENDING,
