@@ -12,7 +12,9 @@
 //!   (`PORTCULLIS_TEST_INTEGRITY`: the image's `.data`, the heap, the last page of its region);
 //! - the fault report region holds what Portcullis last wrote there (`PORTCULLIS_TEST_REPORT`);
 //! - in crash mode, the dump's canary pages (the dead kernel's pages filled with
-//!   [`memory_pattern`]) hold their pattern.
+//!   [`memory_pattern`]) are unchanged.
+//!
+//! Each attack is judged on its own: an earlier attack's damage does not fail the later ones.
 
 use crate::dma::{self, memory_changed, memory_pattern};
 use crate::dt::Reg;
