@@ -5,7 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -15,8 +15,9 @@ use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
+use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// Portcullis' own options, from `/chosen/portcullis,bootargs`.
 pub struct Options {
@@ -83,8 +84,6 @@ struct Host {
     crash: Option<PhysRange>,
     /// The address map the policies are built from (for the crash-mode variant built at the trap).
     map: AddressMap,
-    /// GICv3 redistributor regions: read at the kexec trap for the LPI tables.
-    redistributors: Vec<PhysRange>,
     vtcr: u64,
     ram: Vec<PhysRange>,
     hyp: PhysRange,
@@ -94,8 +93,8 @@ struct Host {
 
 static HOST: Once<Host> = Once::new();
 
-/// CPU_ON requests waiting for their CPU to reach Portcullis' secondary entry.
-static PENDING: Mutex<[Option<Entry>; MAX_CPUS]> = Mutex::new([None; MAX_CPUS]);
+/// Each CPU's power state and, while it starts, where it enters the host (lock-free).
+static CPUS: CpuTable<MAX_CPUS> = CpuTable::new();
 
 const MIB: u64 = 1 << 20;
 
@@ -214,6 +213,7 @@ pub fn prepare(
         smmu: machine.smmu.as_ref().map(|s| s.regs),
         its_doorbells: crate::firewall::its_doorbells(machine),
         devices: devices.allowed,
+        trapped: crate::gic_mediation::trapped(),
         report,
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
@@ -245,17 +245,16 @@ pub fn prepare(
         crash_stage2: crash_table,
         crash,
         map: map.clone(),
-        redistributors: machine
-            .gic
-            .as_ref()
-            .map(|g| g.redistributors.clone())
-            .unwrap_or_default(),
         vtcr,
         ram: machine.memory.clone(),
         hyp,
         smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
+    if let Some(boot) = tree_index(cpu::mpidr()) {
+        BOOT_TREE_INDEX.store(boot, Ordering::Relaxed);
+    }
+    CPUS.booted(0);
     Ok((
         Entry {
             pc: load.raw(),
@@ -320,47 +319,90 @@ pub fn enter(cpu_index: usize, entry: Entry) -> ! {
 /// EL1h with D, A, I and F masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;
 
-/// A secondary CPU, just started at Portcullis' entry: enter the host where it asked.
+/// The device-tree index of the CPU with affinity `mpidr`.
+fn tree_index(mpidr: u64) -> Option<usize> {
+    host()
+        .cpus
+        .iter()
+        .position(|&m| m == mpidr & 0xff_00ff_ffff)
+}
+
+/// The device-tree index of the boot CPU.
+static BOOT_TREE_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+/// The Portcullis CPU index (EL2 stack, TPIDR_EL2, state in `CPUS`) of the CPU with affinity
+/// `mpidr` (`portcullis::trap::cpus::cpu_slot`).
+fn cpu_slot(mpidr: u64) -> Option<usize> {
+    let i = tree_index(mpidr)?;
+    Some(cpus::cpu_slot(i, BOOT_TREE_INDEX.load(Ordering::Relaxed)))
+}
+
+/// A secondary CPU, just started at Portcullis' entry: enter the host where it asked. A CPU with
+/// no CPU_ON pending (see `portcullis::trap::cpus`: only firmware starting a CPU unasked can do
+/// that) is parked.
 pub fn secondary_start(index: usize) -> ! {
-    let entry = PENDING.lock().get_mut(index).and_then(Option::take);
-    match entry {
-        Some(e) => {
+    match CPUS.arrive(index) {
+        Arrival::Enter(e) => {
             log::debug!(
                 "CPU {index} (MPIDR {:#x}) entering the host at {:#x}",
                 cpu::mpidr(),
                 e.pc
             );
-            enter(index, e)
+            enter(
+                index,
+                Entry {
+                    pc: e.pc,
+                    x0: e.context,
+                },
+            )
         }
-        None => panic!("CPU {index} started with no pending CPU_ON"),
+        Arrival::Unexpected(state) => {
+            log::error!(
+                "CPU {index} (MPIDR {:#x}) started with no CPU_ON pending (state {state:?}); parking it",
+                cpu::mpidr()
+            );
+            firmware::call(psci::PsciFunction::CpuOff.smc32_id(), [0; 3]);
+            loop {
+                aarch64_cpu::asm::wfe();
+            }
+        }
     }
 }
 
-/// The host's PSCI CPU_ON: checks the request, remembers where the CPU should enter the host, and
-/// has firmware start it at Portcullis' own entry.
+/// The host's PSCI CPU_ON: checks the request, records where the CPU should enter the host (if it
+/// is off), and has firmware start it at Portcullis' own entry.
 pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let h = host();
-    let Some(index) = h.cpus.iter().position(|&m| m == target & 0xff_00ff_ffff) else {
+    let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
-    if index >= MAX_CPUS {
-        log::warn!("CPU_ON({target:#x}): Portcullis supports {MAX_CPUS} CPUs; refusing");
-        return psci::x0(code::INVALID_PARAMETERS);
-    }
     let in_ram = h.ram.iter().any(|r| r.contains(platform::addr::Pa(entry)));
     if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
         return psci::x0(code::INVALID_ADDRESS);
     }
-    PENDING.lock()[index] = Some(Entry {
-        pc: entry,
-        x0: context,
-    });
+    if let Err(code) = CPUS.request_on(index, HostEntry { pc: entry, context }) {
+        return psci::x0(code);
+    }
     let secondary = head::secondary_entry as *const () as u64;
     let r = firmware::cpu_on(target, secondary, index as u64);
     if r != i64::from(code::SUCCESS) {
-        PENDING.lock()[index] = None;
+        CPUS.firmware_refused(index);
     }
     r as u64
+}
+
+/// The host's PSCI CPU_OFF on this CPU: marked off first, then firmware; returns only if firmware
+/// refused (x0..x3 for the host).
+pub fn cpu_off(function_id: u32) -> [u64; 4] {
+    let me = cpu_slot(cpu::mpidr());
+    if let Some(i) = me {
+        CPUS.turning_off(i);
+    }
+    let r = firmware::call(function_id, [0; 3]);
+    if let Some(i) = me {
+        CPUS.still_on(i);
+    }
+    r
 }
 
 /// The base of the SMMU's register frame (only called for an address inside it).
@@ -451,44 +493,6 @@ fn live_stage2() -> &'static Stage2Table {
     }
 }
 
-/// The LPI configuration and pending tables the GICv3 redistributors point at: hardware-owned
-/// memory in the dead kernel's RAM that the capture kernel keeps using.
-fn gic_lpi_tables(redistributors: &[PhysRange]) -> Vec<PhysRange> {
-    const GICR_TYPER: u64 = 0x08;
-    const GICR_PROPBASER: u64 = 0x70;
-    const GICR_PENDBASER: u64 = 0x78;
-    const TYPER_VLPIS: u64 = 1 << 1;
-    const TYPER_LAST: u64 = 1 << 4;
-    let read = |addr: u64| {
-        // SAFETY: a 64-bit register of a redistributor frame from the device tree, mapped as
-        // Device memory in Portcullis' EL2 tables; reading it has no side effects.
-        unsafe { (addr as *const u64).read_volatile() }
-    };
-    let mut tables = Vec::new();
-    for region in redistributors {
-        let mut frame = region.start.raw();
-        while frame + 0x2_0000 <= region.end.raw() {
-            let typer = read(frame + GICR_TYPER);
-            let prop = read(frame + GICR_PROPBASER);
-            let pend = read(frame + GICR_PENDBASER);
-            for t in portcullis::fence::lpi_tables(prop, pend) {
-                if !tables.contains(&t) {
-                    tables.push(t);
-                }
-            }
-            if typer & TYPER_LAST != 0 {
-                break;
-            }
-            frame += if typer & TYPER_VLPIS != 0 {
-                0x4_0000
-            } else {
-                0x2_0000
-            };
-        }
-    }
-    tables
-}
-
 /// The crash region, if the host has one.
 pub fn crash_region() -> Option<PhysRange> {
     host().crash
@@ -502,7 +506,14 @@ pub fn switch_to_crash_mode() {
     if h.crash_stage2.is_none() {
         panic!("crash mode requested without a crash region");
     }
-    let lpi = gic_lpi_tables(&h.redistributors);
+    // The dead kernel's LPI tables, as Portcullis accepted them (never as the hardware says).
+    let forbidden: Vec<PhysRange> = [Some(h.hyp), h.map.report].into_iter().flatten().collect();
+    let (lpi, skipped) = crate::gic_mediation::enter_crash(&forbidden);
+    for r in &skipped {
+        log::error!(
+            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
+        );
+    }
     if !lpi.is_empty() {
         let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &lpi);
         match Stage2Table::build(&regions, h.map.ipa_bits, 3) {

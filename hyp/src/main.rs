@@ -13,7 +13,11 @@ mod crash;
 #[cfg(target_os = "none")]
 mod firewall;
 #[cfg(target_os = "none")]
+mod gic_mediation;
+#[cfg(target_os = "none")]
 mod host;
+#[cfg(target_os = "none")]
+mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
 #[cfg(target_os = "none")]
@@ -22,12 +26,36 @@ mod traps;
 #[cfg(target_os = "none")]
 mod image {
     use crate::arch::{console, cpu, firmware, head, mmu};
-    use crate::{firewall, host};
-    use buddy_system_allocator::LockedHeap;
+    use crate::{firewall, gic_mediation, host};
+    use buddy_system_allocator::Heap;
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::ptr::{self, NonNull};
     use platform::addr::PhysRange;
+    use spin::mutex::TicketMutex;
+
+    /// The buddy heap behind a ticket lock: every CPU allocating on a trap path gets its turn.
+    struct TicketHeap(TicketMutex<Heap<32>>);
+
+    // SAFETY: allocation and deallocation are serialised by the lock and delegated to the buddy
+    // allocator, which hands out non-overlapping blocks of at least the requested layout.
+    unsafe impl GlobalAlloc for TicketHeap {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.0
+                .lock()
+                .alloc(layout)
+                .map_or(ptr::null_mut(), NonNull::as_ptr)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if let Some(p) = NonNull::new(ptr) {
+                // SAFETY: the caller returns a block this allocator gave out, with its layout.
+                unsafe { self.0.lock().dealloc(p, layout) }
+            }
+        }
+    }
 
     #[global_allocator]
-    static HEAP: LockedHeap<32> = LockedHeap::empty();
+    static HEAP: TicketHeap = TicketHeap(TicketMutex::new(Heap::empty()));
 
     fn symbol(s: &u8) -> u64 {
         s as *const u8 as u64
@@ -60,7 +88,8 @@ mod image {
         unsafe { mmu::enable_boot_tables(&[image, dtb_range]) };
         // SAFETY: the heap range is reserved by the linker script for this allocator alone.
         unsafe {
-            HEAP.lock()
+            HEAP.0
+                .lock()
                 .init(heap.start.raw() as usize, heap.size() as usize)
         };
 
@@ -94,9 +123,11 @@ mod image {
         if let Some(smmu) = &machine.smmu {
             devices.push(smmu.regs);
         }
-        // Read at the kexec trap (the LPI tables the capture kernel keeps).
+        // GIC mediation: the distributor (GICD_TYPER), redistributors and ITSs.
         if let Some(gic) = &machine.gic {
+            devices.push(gic.distributor);
             devices.extend(gic.redistributors.iter().copied());
+            devices.extend(gic.its.iter().copied());
         }
         let el2_map = mmu::install_final_tables(&mmu::El2Layout {
             ram: &machine.memory,
@@ -121,6 +152,8 @@ mod image {
             ),
         }
 
+        // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
+        gic_mediation::init(&machine);
         let (entry, map) = match host::prepare(&machine, image, dtb_range) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -128,6 +161,7 @@ mod image {
                 firmware::system_off()
             }
         };
+        gic_mediation::set_policy(&map);
         if let Err(e) = firewall::init(&machine, &map) {
             // The SMMU keeps refusing DMA (GBPA abort, invalid STEs) if it got that far; the host
             // boots either way, and the console says plainly what is not protected.

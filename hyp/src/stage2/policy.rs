@@ -7,6 +7,7 @@
 //! | rest of host RAM       | RWX                   | RW             | read-only  | unmapped       |
 //! | SMMU MMIO              | unmapped (emulated)   | —              | unmapped   | —              |
 //! | allowed device MMIO    | device RW             | ITS doorbells  | device RW  | ITS doorbells  |
+//! | trapped GIC MMIO       | unmapped (mediated)   | —              | unmapped   | —              |
 //! | everything else        | unmapped              | unmapped       | unmapped   | unmapped       |
 //!
 //! Device MMIO is default-deny: the CPU gets Device-nGnRE only on [`AddressMap::devices`], the
@@ -55,6 +56,10 @@ pub struct AddressMap {
     /// taken out every page a withheld device shares): the only IPAs outside RAM the CPU policies
     /// map. Never given to DMA.
     pub devices: Vec<PhysRange>,
+    /// MMIO Portcullis mediates (the GIC's ITS control and redistributor LPI register pages):
+    /// never mapped for the CPU, so that every access traps. They win every overlap with device
+    /// mappings.
+    pub trapped: Vec<PhysRange>,
     /// The fault report region (host RAM, reserved `no-map` in the host's tree): written by
     /// Portcullis alone, so unmapped for the host in normal mode, read-only for the capture kernel
     /// in crash mode, and never reachable by DMA.
@@ -225,11 +230,13 @@ impl AddressMap {
         Ok(())
     }
 
-    /// Portcullis' memory and the SMMU frame, widened to whole pages: never mapped for anyone.
+    /// Portcullis' memory, the SMMU frame and the trapped MMIO pages, widened to whole pages:
+    /// never mapped for anyone.
     fn holes(&self) -> Vec<PhysRange> {
         [Some(self.hyp), self.smmu]
             .into_iter()
             .flatten()
+            .chain(self.trapped.iter().copied())
             .map(align_out)
             .collect()
     }
@@ -489,6 +496,7 @@ mod tests {
             smmu: Some(r(0x0905_0000, 0x2_0000)),
             its_doorbells: alloc::vec![r(0x080a_0000, 0x1000)],
             devices: alloc::vec![r(0x0900_0000, 0x1000)],
+            trapped: alloc::vec::Vec::new(),
             report: Some(r(0x7b00_0000, 0x1_0000)),
             ipa_bits: 40,
         };

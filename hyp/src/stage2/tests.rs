@@ -41,6 +41,7 @@ fn qemu_map() -> AddressMap {
             r(0x40_1000_0000, 0x1000_0000),    // ECAM
             r(0x80_0000_0000, 0x80_0000_0000), // PCI MMIO64 window
         ],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     }
@@ -52,7 +53,11 @@ fn expected(map: &AddressMap, cpu: bool, mode: Mode, kexec_trap: bool, pa: u64) 
     let pa = Pa(pa);
     let in_crash = map.crash.is_some_and(|c| c.contains(pa));
     let in_ram = in_any(&map.ram, pa);
-    if pa.0 >= map.ipa_limit() || map.hyp.contains(pa) || map.smmu.is_some_and(|s| s.contains(pa)) {
+    if pa.0 >= map.ipa_limit()
+        || map.hyp.contains(pa)
+        || map.smmu.is_some_and(|s| s.contains(pa))
+        || in_any(&map.trapped, pa)
+    {
         return None;
     }
     match (cpu, mode) {
@@ -175,6 +180,30 @@ fn qemu_cpu_normal() {
 }
 
 #[test]
+fn trapped_gic_pages_are_unmapped_for_everyone() {
+    let mut map = qemu_map();
+    // The ITS control page, a redistributor's RD_base page 0, and (hostile to the policy) a
+    // trapped range overlapping the ITS doorbell page and RAM: trapped wins every overlap.
+    map.trapped = vec![
+        r(0x0808_0000, 0x1000),
+        r(0x080a_0000, 0x1000),
+        r(0x0809_0000, 0x1000),
+        r(0x5000_0000, 0x1000),
+    ];
+    for mode in [Mode::Normal, Mode::Crash] {
+        let cpu = check_against_oracle(&map, true, mode, true);
+        let dma = Stage2Table::build(&dma_policy(&map, mode), map.ipa_bits, 2).expect("dma");
+        for pa in [0x0808_0000, 0x080a_0000, 0x0809_0000, 0x5000_0000] {
+            assert_eq!(access_at(&cpu, pa), None, "CPU at {pa:#x} in {mode:?}");
+            assert_eq!(access_at(&dma, pa), None, "DMA at {pa:#x} in {mode:?}");
+        }
+        // The rest of the ITS and redistributor frames stays plain MMIO for the CPU.
+        assert_eq!(access_at(&cpu, 0x0808_1000), Some(Access::Device));
+        assert_eq!(access_at(&cpu, 0x080b_0000), Some(Access::Device));
+    }
+}
+
+#[test]
 fn qemu_cpu_normal_without_kexec_trap() {
     let map = qemu_map();
     let table = check_against_oracle(&map, true, Mode::Normal, false);
@@ -268,6 +297,7 @@ fn several_ram_banks() {
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000), r(0x0829_0000, 0x1000)],
         devices: vec![r(0x0809_0000, 0x1000), r(0x8000_0000, 2 * GIB)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     };
@@ -299,6 +329,7 @@ fn unaligned_region_edges() {
         smmu: Some(r(0x0905_1000, 0x1_f000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
         devices: vec![r(0x0900_1000, 0x1000), r(0x0905_0000, 0x3000)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     };
@@ -322,6 +353,7 @@ fn policies_never_map_partial_pages_of_an_unvalidated_map() {
         smmu: Some(r(0x0905_0800, 0x800)),
         its_doorbells: vec![r(0x0809_0040, 4)],
         devices: vec![r(0x0905_0000, 0x2000), r(0x4000_0000, 0x1000)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     };
@@ -555,6 +587,7 @@ fn random_map() -> impl Strategy<Value = AddressMap> {
                         .into_iter()
                         .map(|(p, n)| r(page(p), page(n)))
                         .collect(),
+                    trapped: Vec::new(),
                     report: None,
                     ipa_bits: bits,
                 }

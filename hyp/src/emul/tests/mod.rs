@@ -1,5 +1,6 @@
 //! Tests of the emulated SMMU.
 
+mod bounded;
 mod bringup;
 mod fakes;
 mod props;
