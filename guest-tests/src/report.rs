@@ -8,6 +8,8 @@
 //! fence-window-ns: <N>
 //! fence-commands: <N>
 //! streams-terminated: <N>
+//! fence-stores: <N>                (optional)
+//! fence-cpu-window-ns: <N>         (optional)
 //! live-streams: <sid> <sid> ... [truncated=<N>]
 //! faults-total: <N>
 //! faults-overflowed: <N>
@@ -48,6 +50,10 @@ pub struct Report<'a> {
     pub fence_window_ns: u64,
     pub fence_commands: u64,
     pub streams_terminated: u64,
+    /// `fence-stores:` (a later addition to v1; `None` in a report without it).
+    pub fence_stores: Option<u64>,
+    /// `fence-cpu-window-ns:` (likewise).
+    pub fence_cpu_window_ns: Option<u64>,
     /// The StreamID tokens of `live-streams:` (without `truncated=`).
     live: &'a str,
     /// `truncated=<N>` at the end of `live-streams:`.
@@ -228,7 +234,18 @@ impl<'a> Report<'a> {
         let fence_commands = lines.number_field("fence-commands")?;
         let streams_terminated = lines.number_field("streams-terminated")?;
 
-        let line = lines.next()?;
+        let mut line = lines.next()?;
+        let mut fence_stores = None;
+        if let Some(v) = line.strip_prefix("fence-stores: ") {
+            fence_stores = Some(decimal(v).ok_or_else(|| lines.error("fence-stores", line))?);
+            line = lines.next()?;
+        }
+        let mut fence_cpu_window_ns = None;
+        if let Some(v) = line.strip_prefix("fence-cpu-window-ns: ") {
+            fence_cpu_window_ns =
+                Some(decimal(v).ok_or_else(|| lines.error("fence-cpu-window-ns", line))?);
+            line = lines.next()?;
+        }
         let tokens = line
             .strip_prefix("live-streams:")
             .ok_or_else(|| lines.error("no live-streams: line", line))?;
@@ -300,6 +317,8 @@ impl<'a> Report<'a> {
             fence_window_ns,
             fence_commands,
             streams_terminated,
+            fence_stores,
+            fence_cpu_window_ns,
             live,
             live_truncated,
             lpi_tables,

@@ -6,6 +6,7 @@
 //! the host as a synchronous external abort. Nothing the host does can make Portcullis panic; an
 //! exception taken at EL2 itself is a Portcullis bug and does.
 
+use crate::arch::cpu::{FaultIpa, fault_ipa};
 use crate::arch::firmware;
 use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
@@ -28,9 +29,11 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
             ELR_EL2.get()
         );
     }
-    // Portcullis owns the physical event queue and drains it whenever it runs; a CPU that was
-    // stopped when the fence was raised takes up the crash-mode stage 2 on its first trap.
-    host::ensure_live_stage2();
+    // The kexec trap raises the fence before anything else (no drain, no log, no other lock).
+    if crate::crash::kexec_trap(&vector) {
+        return;
+    }
+    // Portcullis owns the physical event queue and drains it whenever it runs.
     crate::firewall::poll();
     match (vector.kind, vector.aarch32) {
         (ExceptionType::Sync, false) => lower_sync(frame),
@@ -58,6 +61,8 @@ fn lower_sync(frame: &mut TrapFrame) {
         }
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
+        // WFI traps only in crash mode (the capture kernel's idle: see `crash::idle`).
+        Exception::Wfx(_) => crate::crash::idle(&mut frame.elr, syndrome.instruction_length),
         other => {
             limited!(
                 Warn,
@@ -99,30 +104,6 @@ fn smccc_call(frame: &mut TrapFrame) {
                 frame.x[0] as i64
             );
         }
-    }
-}
-
-/// The IPA of a stage-2 abort, from HPFAR_EL2 only where the architecture promises it.
-enum FaultIpa {
-    Known(platform::addr::Ipa),
-    /// A permission fault whose VA the host's stage 1 no longer translates (it changed its tables
-    /// since): return to the instruction and let it fault again, or not.
-    Retry,
-    /// Nothing says (FAR not valid, or no address for this kind of fault).
-    Unknown,
-}
-
-fn fault_ipa(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> FaultIpa {
-    let far = FAR_EL2.get();
-    match esr::ipa_source(s1ptw, far_not_valid, fault) {
-        esr::IpaSource::Hpfar => FaultIpa::Known(esr::fault_ipa(HPFAR_EL2.get(), far)),
-        esr::IpaSource::TranslateFar => {
-            match esr::ipa_from_par(crate::arch::cpu::translate_el1_read(far), far) {
-                Some(ipa) => FaultIpa::Known(ipa),
-                None => FaultIpa::Retry,
-            }
-        }
-        esr::IpaSource::Unknown => FaultIpa::Unknown,
     }
 }
 
@@ -186,6 +167,12 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         }
         return;
     }
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, abort.write && !abort.s1ptw, false)
+    {
+        // Faulted while the fence swapped the stage 2 (break-before-make): allowed now, retry.
+        return;
+    }
     limited!(
         Warn,
         "host {} at {ipa:?} (ELR {:#x}) refused by its stage 2 ({:?}): not its memory, or read-only in crash mode; injecting an external abort",
@@ -217,12 +204,11 @@ fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
             return inject_abort(frame, Abort::Instruction { far });
         }
     };
-    let crash = host::crash_region();
-    let in_crash = crash.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())));
-    if in_crash && !host::in_crash_mode() && matches!(abort.fault, FaultStatus::Permission { .. }) {
-        // A permission fault on an instruction fetch from the crash region: the kexec event.
-        // Resume at the same instruction, which the crash-mode stage 2 lets run.
-        crate::crash::raise(ipa);
+    // (The kexec event, a permission fault on a fetch from the crash region, never gets here:
+    // `crash::kexec_trap` takes it first.)
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, false, !abort.s1ptw)
+    {
         return;
     }
     limited!(
