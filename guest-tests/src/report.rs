@@ -13,7 +13,7 @@
 //! live-streams: <sid> <sid> ... [truncated=<N>]
 //! faults-total: <N>
 //! faults-overflowed: <N>
-//! fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
+//! fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N> writes=<N>
 //! ...
 //! [truncated: <N> more]
 //! end
@@ -40,6 +40,8 @@ pub struct FaultLine<'a> {
     /// `write`, `read`, or `-` for events without an access.
     pub dir: &'a str,
     pub count: u64,
+    /// Of `count`, the refused writes.
+    pub writes: u64,
 }
 
 /// A parsed report, borrowing its text.
@@ -136,7 +138,7 @@ impl<'a> FaultLine<'a> {
             fields
                 .next()
                 .and_then(|f| f.strip_prefix(key))
-                .ok_or("fault: fields are not sid= bdf= event= addr= dir= count=")
+                .ok_or("fault: fields are not sid= bdf= event= addr= dir= count= writes=")
         };
         let sid = sid_token(field("sid=")?).ok_or("bad sid=")?;
         let bdf = field("bdf=")?;
@@ -153,8 +155,12 @@ impl<'a> FaultLine<'a> {
             return Err("dir= is not write, read or -");
         }
         let count = decimal(field("count=")?).ok_or("bad count=")?;
+        let writes = decimal(field("writes=")?).ok_or("bad writes=")?;
+        if writes > count {
+            return Err("writes= above count=");
+        }
         if fields.next().is_some() {
-            return Err("trailing fields after count=");
+            return Err("trailing fields after writes=");
         }
         Ok(FaultLine {
             sid,
@@ -163,6 +169,7 @@ impl<'a> FaultLine<'a> {
             addr,
             dir,
             count,
+            writes,
         })
     }
 }
@@ -363,8 +370,8 @@ mod tests {
         live-streams: 0x0008 0x0100\n\
         faults-total: 17\n\
         faults-overflowed: 0\n\
-        fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x100001000 dir=write count=16\n\
-        fault: sid=0x0100 bdf=- event=0x3f addr=0x0 dir=- count=1\n\
+        fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x100001000 dir=write count=16 writes=16\n\
+        fault: sid=0x0100 bdf=- event=0x3f addr=0x0 dir=- count=1 writes=0\n\
         end\n";
 
     #[test]
@@ -386,7 +393,8 @@ mod tests {
                 event: "F_TRANSLATION",
                 addr: 0x1_0000_1000,
                 dir: "write",
-                count: 16
+                count: 16,
+                writes: 16
             }
         );
         let g = r.fault_for(0x100).expect("sid 0x100 has a line");
@@ -421,7 +429,7 @@ mod tests {
         let text = "PORTCULLIS FAULT REPORT v1\nstate: fenced\nfence-window-ns: 1\n\
             fence-commands: 2\nstreams-terminated: 3\nlive-streams: 0x0001 truncated=7\n\
             faults-total: 9\nfaults-overflowed: 1\n\
-            fault: sid=0x0001 bdf=00:00.0 event=F_TRANSLATION addr=0x10 dir=read count=9\n\
+            fault: sid=0x0001 bdf=00:00.0 event=F_TRANSLATION addr=0x10 dir=read count=9 writes=0\n\
             truncated: 4 more\nend\n";
         let r = Report::parse(text).expect("parses");
         assert_eq!(r.live_truncated, Some(7));
@@ -448,7 +456,9 @@ mod tests {
             SAMPLE.replace("0x0008 0x0100", "0x0100 0x0008"),
             SAMPLE.replace("0x0008 0x0100", "0x8"),
             SAMPLE.replace("dir=write", "dir=sideways"),
-            SAMPLE.replace("count=16", "count=16 extra=1"),
+            SAMPLE.replace("writes=16", "writes=16 extra=1"),
+            SAMPLE.replace("writes=16", "writes=17"),
+            SAMPLE.replace(" writes=16", ""),
             SAMPLE.replace("end\n", "end\nmore\n"),
             SAMPLE.replace("end\n", "end"),
             SAMPLE.replace("faults-total: 17\n", ""),

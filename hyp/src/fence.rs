@@ -66,7 +66,9 @@ pub fn classify_instruction_abort(
     mode: Mode,
 ) -> KexecTrap {
     match (mode, crash_region, fault) {
-        (Mode::Normal, Some(crash), FaultStatus::Permission { .. }) if crash.contains(Pa(ipa.0)) => {
+        (Mode::Normal, Some(crash), FaultStatus::Permission { .. })
+            if crash.contains(Pa(ipa.0)) =>
+        {
             KexecTrap::Fence
         }
         _ => KexecTrap::NotOurs,
@@ -506,7 +508,7 @@ impl fmt::Debug for ReportInput<'_> {
 /// lpi-tables: 0x<start>-0x<end> ...
 /// faults-total: <N>
 /// faults-overflowed: <N>
-/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
+/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N> writes=<N>
 /// ...
 /// end
 /// ```
@@ -519,7 +521,7 @@ impl fmt::Debug for ReportInput<'_> {
 ///   `[start, end)` in hex, sorted, after one space; beyond [`MAX_LPI_TABLES`] the token
 ///   `truncated=<N>` counts the tables left out.
 /// - One `fault:` line per stream with faults: the latest fault's address and direction, the
-///   number of faults. `bdf=-` when the function is unknown (or its text empty); `event=` is the
+///   number of faults and, of those, the refused writes. `bdf=-` when the function is unknown (or its text empty); `event=` is the
 ///   event's name as `smmu::event` spells it (`0x%02x` for a Reserved number); `dir=-` for
 ///   events without an access (configuration errors, fetch aborts).
 /// - When the fault lines would not fit, the last lines are dropped and `truncated: <N> more`
@@ -661,8 +663,8 @@ fn write_fault_line(
     };
     writeln!(
         out,
-        " addr={:#x} dir={dir} count={}",
-        stats.last_addr, stats.count
+        " addr={:#x} dir={dir} count={} writes={}",
+        stats.last_addr, stats.count, stats.writes
     )
 }
 

@@ -23,7 +23,7 @@ use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
 use portcullis::smmu::driver::{
-    self, DmaBlock, DmaMemory, EventRecord, SmmuDriver, SmmuError, SmmuMmio,
+    self, DmaBlock, DmaMemory, EventRecord, GlobalErrors, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::queue::QueuePair;
@@ -531,10 +531,23 @@ pub fn poll() {
     match driver.drain_events(&mut on_record) {
         Ok(report) if report.overflow => {
             faults.ring.note_hardware_overflow();
-            log::error!("SMMU event queue overflowed: some fault records were lost by the SMMU");
+            limited!(
+                Error,
+                "SMMU event queue overflowed: some fault records were lost by the SMMU"
+            );
         }
         Ok(_) => {}
-        Err(e) => log::error!("SMMU event queue: {e}"),
+        Err(e) => limited!(Error, "SMMU event queue: {e}"),
+    }
+    // An SMMU that cannot write a record (QEMU's, when its Event queue is full) raises
+    // GERROR.EVTQ_ABT_ERR instead of the queue's overflow flag: the record is lost just the same,
+    // and the report must say records were lost.
+    let errors = driver.global_errors();
+    if errors.has(GlobalErrors::EVTQ_ABT_ERR) {
+        faults.ring.note_hardware_overflow();
+    }
+    if !errors.is_empty() {
+        limited!(Error, "SMMU global errors: {errors}");
     }
     // After the fence, the dead kernel's refused transactions go to the capture kernel too: into an
     // Event queue it set up itself (not the dead kernel's, which lies in the read-only dump), as

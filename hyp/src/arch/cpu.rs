@@ -281,12 +281,10 @@ pub fn fault_ipa(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> FaultI
     let far = FAR_EL2.get();
     match esr::ipa_source(s1ptw, far_not_valid, fault) {
         esr::IpaSource::Hpfar => FaultIpa::Known(esr::fault_ipa(HPFAR_EL2.get(), far)),
-        esr::IpaSource::TranslateFar => {
-            match esr::ipa_from_par(translate_el1_read(far), far) {
-                Some(ipa) => FaultIpa::Known(ipa),
-                None => FaultIpa::Retry,
-            }
-        }
+        esr::IpaSource::TranslateFar => match esr::ipa_from_par(translate_el1_read(far), far) {
+            Some(ipa) => FaultIpa::Known(ipa),
+            None => FaultIpa::Retry,
+        },
         esr::IpaSource::Unknown => FaultIpa::Unknown,
     }
 }

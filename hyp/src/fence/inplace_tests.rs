@@ -37,6 +37,8 @@ fn map() -> AddressMap {
         crash: Some(r(0x7c00_0000, 64 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        devices: Vec::new(),
+        trapped: Vec::new(),
         report: Some(r(0xbfff_0000, 0x1_0000)),
         ipa_bits: 40,
     }

@@ -60,7 +60,11 @@ fn mode_goes_from_normal_to_crash_once() {
     assert_eq!((t.mode(), t.state()), (Mode::Normal, ReportState::Armed));
     assert!(t.fenced_streams().is_empty() && !t.is_fenced(8));
     assert_eq!(
-        t.classify(Ipa(0x7c00_1000), FaultStatus::Permission { level: 3 }, Some(crash())),
+        t.classify(
+            Ipa(0x7c00_1000),
+            FaultStatus::Permission { level: 3 },
+            Some(crash())
+        ),
         KexecTrap::Fence
     );
 
@@ -69,7 +73,11 @@ fn mode_goes_from_normal_to_crash_once() {
     assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
     assert!(t.is_fenced(8) && t.is_fenced(0x10) && !t.is_fenced(0xa));
     assert_eq!(
-        t.classify(Ipa(0x7c00_1000), FaultStatus::Permission { level: 3 }, Some(crash())),
+        t.classify(
+            Ipa(0x7c00_1000),
+            FaultStatus::Permission { level: 3 },
+            Some(crash())
+        ),
         KexecTrap::NotOurs
     );
     // A second trap changes nothing.
@@ -331,11 +339,11 @@ fn report_format() {
          live-streams: 0x0008 0x0010 0x12345\n\
          faults-total: 6\n\
          faults-overflowed: 0\n\
-         fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=2\n\
-         fault: sid=0x0010 bdf=- event=C_BAD_STE addr=0x0 dir=- count=1\n\
-         fault: sid=0x0011 bdf=- event=0x77 addr=0x0 dir=- count=1\n\
-         fault: sid=0x0012 bdf=- event=F_PERMISSION addr=0x40002000 dir=read count=1\n\
-         fault: sid=0x12345 bdf=- event=IMPDEF_EVENT0xe3 addr=0x10 dir=- count=1\n\
+         fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=2 writes=2\n\
+         fault: sid=0x0010 bdf=- event=C_BAD_STE addr=0x0 dir=- count=1 writes=0\n\
+         fault: sid=0x0011 bdf=- event=0x77 addr=0x0 dir=- count=1 writes=0\n\
+         fault: sid=0x0012 bdf=- event=F_PERMISSION addr=0x40002000 dir=read count=1 writes=0\n\
+         fault: sid=0x12345 bdf=- event=IMPDEF_EVENT0xe3 addr=0x10 dir=- count=1 writes=1\n\
          end\n"
     );
     assert!(alloc::format!("{input:?}").starts_with("ReportInput { state: Fenced"));
@@ -400,13 +408,14 @@ fn report_counts_what_the_book_could_not_keep() {
     // 300 counted, 44 refused by the 256-entry ring, and one Event queue overflow.
     assert!(report.contains("\nfaults-total: 300\nfaults-overflowed: 45\n"));
     assert!(report.contains(
-        "fault: sid=0x0002 bdf=- event=F_TRANSLATION addr=0x12b000 dir=write count=100\n"
+        "fault: sid=0x0002 bdf=- event=F_TRANSLATION addr=0x12b000 dir=write count=100 writes=100\n"
     ));
 }
 
 fn stats(count: u64, addr: u64) -> StreamFaultStats {
     StreamFaultStats {
         count,
+        writes: count,
         last_addr: addr,
         last_event: EventId::F_TRANSLATION,
         last_write: true,
@@ -503,7 +512,7 @@ fn a_huge_live_stream_list_is_truncated() {
 /// A loose parser of the format, as a consumer would write it.
 fn parse_fault_line(line: &str) -> Option<()> {
     let rest = line.strip_prefix("fault: ")?;
-    let keys = ["sid", "bdf", "event", "addr", "dir", "count"];
+    let keys = ["sid", "bdf", "event", "addr", "dir", "count", "writes"];
     let fields: Vec<&str> = rest.split(' ').collect();
     if fields.len() != keys.len() {
         return None;
@@ -514,7 +523,7 @@ fn parse_fault_line(line: &str) -> Option<()> {
             "sid" | "addr" => {
                 u64::from_str_radix(value.strip_prefix("0x")?, 16).ok()?;
             }
-            "count" => {
+            "count" | "writes" => {
                 value.parse::<u64>().ok()?;
             }
             "dir" => {
@@ -547,6 +556,7 @@ proptest! {
             .map(|(sid, count, addr, event, write)| {
                 (sid, StreamFaultStats {
                     count: count % 4,
+                    writes: if write { count % 4 } else { 0 },
                     last_addr: addr,
                     last_event: EventId(event),
                     last_write: write,
@@ -659,12 +669,12 @@ fn bdf_text_cannot_break_the_format() {
     assert_eq!(
         l[10],
         "fault: sid=0x0001 bdf=0000:00:01.0_x_y_end event=F_TRANSLATION addr=0x1000 dir=write \
-         count=1"
+         count=1 writes=1"
     );
     assert_eq!(
         l[11],
         alloc::format!(
-            "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1",
+            "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1 writes=1",
             "_".repeat(MAX_BDF_TEXT)
         )
     );
@@ -683,6 +693,8 @@ fn lpi_tables_line() {
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
+        stores: 1,
+        cpu_window_ns: 1,
         streams_terminated: 1,
         live_streams: &[8],
         lpi_tables: &tables,
@@ -690,12 +702,12 @@ fn lpi_tables_line() {
         bdf: &no_bdf,
     });
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[5], "live-streams: 0x0008");
+    assert_eq!(lines[7], "live-streams: 0x0008");
     assert_eq!(
-        lines[6],
+        lines[8],
         "lpi-tables: 0x48000000-0x48010000 0x48010000-0x48020000"
     );
-    assert_eq!(lines[7], "faults-total: 0");
+    assert_eq!(lines[9], "faults-total: 0");
     // Many redistributors: the line is bounded and says how many it left out.
     let many: Vec<PhysRange> = (0..5000u64)
         .map(|i| PhysRange::from_bounds(0x4000_0000 + i * 0x1_0000, 0x4001_0000 + i * 0x1_0000))
@@ -704,13 +716,15 @@ fn lpi_tables_line() {
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
+        stores: 1,
+        cpu_window_ns: 1,
         streams_terminated: 1,
         live_streams: &[],
         lpi_tables: &many,
         faults: &book,
         bdf: &no_bdf,
     });
-    let line = report.lines().nth(6).expect("lpi-tables line");
+    let line = report.lines().nth(8).expect("lpi-tables line");
     assert!(line.len() <= MAX_LPI_TABLES_LINE, "{}", line.len());
     assert!(line.ends_with(&alloc::format!(" truncated={}", 5000 - MAX_LPI_TABLES)));
 }

@@ -24,6 +24,8 @@ fn map(ipa_bits: u32) -> AddressMap {
         crash: Some(r(0x7c00_0000, 64 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        devices: vec![r(0x0900_0000, 0x1000)],
+        trapped: Vec::new(),
         report: Some(r(0xbfff_0000, 0x1_0000)),
         ipa_bits,
     }
@@ -41,6 +43,7 @@ fn probes(m: &AddressMap) -> Vec<u64> {
     }
     edges.extend(m.smmu.iter().flat_map(|s| [s.start.0, s.end.0]));
     edges.extend(m.its_doorbells.iter().map(|d| d.start.0));
+    edges.extend(m.devices.iter().flat_map(|d| [d.start.0, d.end.0]));
     let mut pages = Vec::new();
     for e in edges {
         for p in [e.saturating_sub(PAGE_SIZE), e, e + PAGE_SIZE] {
@@ -144,8 +147,11 @@ fn dead_cpus_write_nothing() {
                 }),
                 "{p:#x}"
             );
-        } else {
+        } else if m.devices.iter().any(|d| d.contains(pa)) {
             assert_eq!(got, Some(Access::Device), "{p:#x}");
+        } else {
+            // Default-deny: MMIO the device map did not allow stays unmapped.
+            assert_eq!(got, None, "{p:#x}");
         }
     }
 }
