@@ -957,6 +957,8 @@ pub fn write_report() {
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         from = to;
     }
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::report_written(region.start.raw(), region.size());
 }
 
 /// What went wrong after the fence's window, once (for the caller's log after the fence).

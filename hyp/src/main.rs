@@ -147,6 +147,8 @@ mod image {
         // Live for ever: secondaries and every trap run on it.
         core::mem::forget(el2_map);
         log::debug!("EL2 stage-1 tables installed");
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::init();
 
         match machine.psci.as_ref().map(|p| p.conduit) {
             Some(platform::devtree::Conduit::Smc) => {
