@@ -28,8 +28,10 @@ def _cargo_build(package, features="", binary=None):
 def _to_image(elf, out):
     """objcopy the ELF to a flat arm64 Image (the header is the first 64 bytes of .text)."""
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(elf):
-        subprocess.run([OBJCOPY, "-O", "binary", elf, out + ".tmp"], check=True)
-        os.replace(out + ".tmp", out)
+        # A temporary name of this process's own: runs in parallel may convert the same image.
+        tmp = f"{out}.{os.getpid()}.tmp"
+        subprocess.run([OBJCOPY, "-O", "binary", elf, tmp], check=True)
+        os.replace(tmp, out)
     return out
 
 
