@@ -1,5 +1,7 @@
 //! Tests of the emulated SMMU.
 
 mod bringup;
-mod fakes;
 mod props;
+
+/// The fakes, shared with the fuzz targets (`fuzz/`, feature `testing`).
+use super::testing as fakes;

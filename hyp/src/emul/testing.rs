@@ -1,8 +1,12 @@
 //! Fakes of what the arch layer provides: host memory under a policy that is a set of ranges, and a
 //! physical SMMU that records what it is asked and checks it against Portcullis' policy.
+//!
+//! Used by the unit tests and, with the `testing` feature, by the fuzz targets in `fuzz/`.
 
+use std::boxed::Box;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::format;
 use std::ops::Range;
 use std::string::String;
 use std::vec::Vec;
@@ -143,6 +147,9 @@ pub struct FakePhys {
     pub fail_ste: bool,
     /// Anything Portcullis must never hand the physical SMMU.
     pub violations: Vec<String>,
+    /// The most bytes of STEs or commands handed over in one call (what one host batch made
+    /// Portcullis materialise at once).
+    pub largest_request: usize,
 }
 
 impl FakePhys {
@@ -153,6 +160,7 @@ impl FakePhys {
             fail_sync: false,
             fail_ste: false,
             violations: Vec::new(),
+            largest_request: 0,
         }
     }
 
@@ -209,7 +217,16 @@ impl PhysicalSmmu for FakePhys {
         Ok(())
     }
 
+    fn write_stes(&mut self, stes: &[(StreamId, Ste)]) -> Result<(), Self::Error> {
+        self.largest_request = self.largest_request.max(core::mem::size_of_val(stes));
+        for (sid, ste) in stes {
+            self.write_ste(*sid, ste)?;
+        }
+        Ok(())
+    }
+
     fn submit(&mut self, cmds: &[Command]) -> Result<(), Self::Error> {
+        self.largest_request = self.largest_request.max(core::mem::size_of_val(cmds));
         for cmd in cmds {
             self.check_command(cmd);
         }

@@ -1,0 +1,123 @@
+//! The boot path's device-tree handling on mutated trees: `Platform::parse`, the placement of the
+//! crash region and fault report from `crashkernel=`, `portcullis,bootargs`, and the host-tree
+//! rewrite (`boot::host_tree::build_host_tree`).
+//!
+//! The input is a flattened device tree; bytes after its `totalsize` choose the rewrite's
+//! parameters (where Portcullis' memory is, whether to hide the SMMU), so plain `.dtb` files are
+//! seeds. Invariants on a tree that was accepted:
+//! - the rewritten tree parses again, is at most `DTB_MAX_SIZE`, keeps `boot_cpuid_phys`;
+//! - its RAM is the incoming RAM minus Portcullis' memory: no byte of Portcullis' memory is RAM for
+//!   the host, and Portcullis' memory (and the fault report) are reserved `no-map`;
+//! - the crash region, when placed, lies in RAM, overlaps nothing taken, and is the only
+//!   `crashkernel=` of the host's command line, which Portcullis parses back to the same region;
+//! - the fault report overlaps neither Portcullis nor the crash region.
+
+use portcullis::boot::cmdline::{parse_crashkernel, parse_hyp_options};
+use portcullis::boot::host_tree::{HostTreeParams, build_host_tree};
+use portcullis::boot::layout::{
+    self, DTB_MAX_SIZE, Taken, TakenKind, place_crash_region, place_report, platform_taken,
+};
+use portcullis::platform::addr::{PhysRange, subtract_ranges};
+use portcullis::platform::devtree::{Platform, dtb_total_size};
+
+/// Portcullis' footprint in the harness (as the real image, 2 MiB aligned).
+const HYP_SIZE: u64 = 8 << 20;
+const MIB: u64 = 1 << 20;
+
+pub fn run(data: &[u8]) {
+    let Ok(platform) = Platform::parse(data) else {
+        return;
+    };
+    // The parameters: the bytes after the tree.
+    let tail = dtb_total_size(data)
+        .ok()
+        .and_then(|n| data.get(n..))
+        .unwrap_or(&[]);
+    let knob = |i: usize| tail.get(i).copied().unwrap_or(0);
+    let Some(first) = platform.memory.get(usize::from(knob(0)) % platform.memory.len().max(1))
+    else {
+        return;
+    };
+    let slot = u64::from(knob(1)) * 2 * MIB;
+    let hyp_start = first.start.raw().checked_add(slot).unwrap_or(first.start.raw()) & !(2 * MIB - 1);
+    let Some(hyp) = PhysRange::new(hyp_start, HYP_SIZE) else {
+        return;
+    };
+    let hide_smmu = knob(2) & 1 != 0;
+
+    let _ = parse_hyp_options(platform.chosen.portcullis_bootargs.as_deref().unwrap_or(""));
+    let bootargs = platform.chosen.bootargs.as_deref().unwrap_or("");
+    let mut taken = platform_taken(&platform);
+    taken.push(Taken::new(TakenKind::Portcullis, hyp));
+    let ram_total = layout::total_ram(&platform.memory);
+    let crash = match parse_crashkernel(bootargs, ram_total) {
+        Ok(Some(request)) => place_crash_region(&platform.memory, &taken, &request).ok(),
+        _ => None,
+    };
+    if let Some(c) = crash {
+        assert!(
+            platform.memory.iter().any(|r| r.covers(&c)),
+            "crash region {c} outside RAM"
+        );
+        for t in &taken {
+            assert!(!t.range.overlaps(&c), "crash region {c} overlaps {t:?}");
+        }
+        taken.push(Taken::new(TakenKind::CrashRegion, c));
+    }
+    let report = crash.and_then(|_| place_report(&platform.memory, &taken).ok());
+    if let Some(r) = report {
+        for t in &taken {
+            assert!(!t.range.overlaps(&r), "fault report {r} overlaps {t:?}");
+        }
+    }
+
+    let params = HostTreeParams {
+        portcullis: hyp,
+        crash_region: crash,
+        hide_smmu,
+        fault_report: report,
+    };
+    let Ok(out) = build_host_tree(data, &params) else {
+        return;
+    };
+    assert!(out.len() as u64 <= DTB_MAX_SIZE);
+    let host = match Platform::parse(&out) {
+        Ok(p) => p,
+        Err(e) => panic!("the host's tree does not parse: {e}"),
+    };
+    assert_eq!(host.boot_cpuid_phys, platform.boot_cpuid_phys);
+    for r in &host.memory {
+        assert!(!r.overlaps(&hyp), "host RAM {r} overlaps Portcullis {hyp}");
+    }
+    assert_eq!(
+        host.memory,
+        subtract_ranges(&platform.memory, &[hyp]),
+        "host RAM is not the incoming RAM minus Portcullis"
+    );
+    let no_map = |range: PhysRange| {
+        host.reserved_regions
+            .iter()
+            .any(|r| r.no_map && r.range.covers(&range))
+    };
+    assert!(no_map(hyp), "Portcullis {hyp} not reserved no-map");
+    if let Some(r) = report {
+        assert!(no_map(r), "fault report {r} not reserved no-map");
+    }
+    let host_args = host.chosen.bootargs.as_deref().unwrap_or("");
+    let crash_params = host_args
+        .split_ascii_whitespace()
+        .filter(|p| p.starts_with("crashkernel"))
+        .count();
+    assert_eq!(
+        crash_params,
+        usize::from(crash.is_some()),
+        "crashkernel= in the host's command line: {host_args:?}"
+    );
+    if let Some(c) = crash {
+        let back = parse_crashkernel(host_args, ram_total);
+        let Ok(Some(request)) = back else {
+            panic!("host command line {host_args:?} does not give the crash region back")
+        };
+        assert_eq!((request.size, request.base.map(|b| b.raw())), (c.size(), Some(c.start.raw())));
+    }
+}

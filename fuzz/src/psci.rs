@@ -1,0 +1,125 @@
+//! PSCI / SMCCC decoding and policy (`portcullis::trap::psci`) on sequences of host calls.
+//!
+//! Invariants (checked against the raw registers, independently of the decoder):
+//! - only w0 selects the function: the upper half of x0 changes nothing;
+//! - SMC32 calls never pass more than 32 bits of an argument on;
+//! - only the proxied PSCI functions reach firmware, with the function ID the host used (or
+//!   PSCI_FEATURES asking about one of them); CPU_SUSPEND, SYSTEM_SUSPEND, MIGRATE and every
+//!   non-PSCI service (SiP, OEM, Trusted OS, vendor hypervisor) never do;
+//! - CPU_ON is intercepted exactly for the two CPU_ON function IDs, with x1..x3 as target, entry
+//!   and context.
+
+use arbitrary::Arbitrary;
+use portcullis::trap::psci::{self, Action, Call, Convention, PsciFunction};
+
+#[derive(Arbitrary, Debug)]
+pub struct Input {
+    calls: Vec<Regs>,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Regs {
+    Raw([u64; 4]),
+    /// A PSCI function ID (in either convention, maybe with stray bits) and raw arguments.
+    Psci {
+        number: u8,
+        smc64: bool,
+        stray: u32,
+        args: [u64; 3],
+    },
+}
+
+impl Regs {
+    fn x(self) -> [u64; 4] {
+        match self {
+            Self::Raw(x) => x,
+            Self::Psci {
+                number,
+                smc64,
+                stray,
+                args,
+            } => {
+                let id = 0x8400_0000 | u32::from(number & 0x1f) | u32::from(smc64) << 30;
+                // Usually a clean ID; sometimes bits flipped anywhere, upper half included.
+                let id = u64::from(id ^ (stray & 0x7fff_0000)) | u64::from(stray) << 32;
+                [id, args[0], args[1], args[2]]
+            }
+        }
+    }
+}
+
+/// The proxied PSCI function numbers, written out from the module's documentation.
+const PROXIED: [u32; 8] = [0x0, 0x2, 0x3, 0x4, 0x6, 0x8, 0x9, 0xa];
+
+pub fn run(input: &Input) {
+    for regs in input.calls.iter().take(256) {
+        check(regs.x());
+    }
+}
+
+fn check(x: [u64; 4]) {
+    let call = psci::classify(&x);
+    let action = psci::decide(&call);
+    let w0 = x[0] as u32;
+
+    let mut high = x;
+    high[0] = u64::from(w0) | (!x[0] & 0xffff_ffff_0000_0000);
+    assert_eq!(psci::classify(&high), call, "upper half of x0 changed the call");
+
+    let smc64 = w0 & 0x4000_0000 != 0;
+    let standard_fast = w0 & 0xbf00_0000 == 0x8400_0000 && (w0 >> 16) & 0xff == 0;
+    match action {
+        Action::Forward { function_id, args } => {
+            assert!(standard_fast, "{w0:#x} forwarded to firmware: {action:?}");
+            let number = function_id & 0xffff;
+            assert!(
+                PROXIED.contains(&number),
+                "{w0:#x} forwarded as {function_id:#x}, not a proxied function"
+            );
+            if function_id == w0 {
+                if !smc64 {
+                    assert!(args.iter().all(|a| a >> 32 == 0), "SMC32 args not truncated");
+                }
+                let expect = |a: u64| if smc64 { a } else { a & 0xffff_ffff };
+                assert_eq!(args, [expect(x[1]), expect(x[2]), expect(x[3])]);
+            } else {
+                // PSCI_FEATURES(id) about a proxied function.
+                assert_eq!(w0 & 0xffff, 0xa, "{w0:#x} forwarded as {function_id:#x}");
+                assert_eq!(function_id, PsciFunction::Features.smc32_id());
+                assert_eq!(args[1..], [0, 0]);
+            }
+        }
+        Action::CpuOn {
+            target_cpu,
+            entry,
+            context,
+            convention,
+        } => {
+            assert!(
+                w0 == 0x8400_0003 || w0 == 0xc400_0003,
+                "{w0:#x} intercepted as CPU_ON"
+            );
+            assert_eq!(convention == Convention::Smc64, smc64);
+            let expect = |a: u64| if smc64 { a } else { a & 0xffff_ffff };
+            assert_eq!(
+                [target_cpu, entry, context],
+                [expect(x[1]), expect(x[2]), expect(x[3])]
+            );
+        }
+        Action::Return(value) => {
+            // Portcullis answers itself: SMCCC discovery, or a refusal.
+            match call {
+                Call::SmcccVersion => assert_eq!(value, psci::SMCCC_VERSION_1_1),
+                Call::Psci {
+                    function: PsciFunction::Features,
+                    ..
+                } => {}
+                _ => assert_eq!(value, psci::NOT_SUPPORTED, "{call:?} answered {value:#x}"),
+            }
+        }
+    }
+    if let Call::Psci { function, .. } = call {
+        assert!(standard_fast, "{w0:#x} classified as PSCI {function:?}");
+        assert_eq!(u32::from(function.number()), w0 & 0xffff);
+    }
+}
