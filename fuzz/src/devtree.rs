@@ -34,12 +34,19 @@ pub fn run(data: &[u8]) {
         .and_then(|n| data.get(n..))
         .unwrap_or(&[]);
     let knob = |i: usize| tail.get(i).copied().unwrap_or(0);
-    let Some(first) = platform.memory.get(usize::from(knob(0)) % platform.memory.len().max(1))
+    let Some(first) = platform
+        .memory
+        .get(usize::from(knob(0)) % platform.memory.len().max(1))
     else {
         return;
     };
     let slot = u64::from(knob(1)) * 2 * MIB;
-    let hyp_start = first.start.raw().checked_add(slot).unwrap_or(first.start.raw()) & !(2 * MIB - 1);
+    let hyp_start = first
+        .start
+        .raw()
+        .checked_add(slot)
+        .unwrap_or(first.start.raw())
+        & !(2 * MIB - 1);
     let Some(hyp) = PhysRange::new(hyp_start, HYP_SIZE) else {
         return;
     };
@@ -118,6 +125,9 @@ pub fn run(data: &[u8]) {
         let Ok(Some(request)) = back else {
             panic!("host command line {host_args:?} does not give the crash region back")
         };
-        assert_eq!((request.size, request.base.map(|b| b.raw())), (c.size(), Some(c.start.raw())));
+        assert_eq!(
+            (request.size, request.base.map(|b| b.raw())),
+            (c.size(), Some(c.start.raw()))
+        );
     }
 }

@@ -102,7 +102,11 @@ enum Value {
     Raw(u64),
     Small(u8),
     /// A `*_BASE` value: address, low bits (LOG2SIZE / alignment slack), RA / WA bits.
-    Base { addr: Addr, low: u8, attrs: u8 },
+    Base {
+        addr: Addr,
+        low: u8,
+        attrs: u8,
+    },
 }
 
 impl Value {
@@ -413,7 +417,7 @@ impl Harness {
                 let mut prod =
                     QueueIndex::from_field(log2, self.smmu.read(o::CMDQ_PROD, 4).value as u32);
                 let words = cmd.words(&self.streams);
-                for _ in 0..count.min(1 << log2.min(8)) {
+                for _ in 0..u32::from(count).min(1 << log2) {
                     self.mem
                         .poke_words(base.wrapping_add(prod.byte_offset(16) as u64), &words);
                     prod = prod.advance(1);
@@ -479,7 +483,10 @@ impl Harness {
                     if route == EventRoute::Host {
                         let (smmu, mem) = (&mut self.smmu, &mut self.mem);
                         let (_, peak) = peak_during(|| smmu.deliver_record(record, mem));
-                        assert!(peak <= self.alloc_bound, "delivering a record allocated {peak}");
+                        assert!(
+                            peak <= self.alloc_bound,
+                            "delivering a record allocated {peak}"
+                        );
                     }
                 }
             }

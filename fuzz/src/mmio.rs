@@ -49,7 +49,10 @@ pub fn run(input: &Input) {
     let syndrome = esr::decode(esr);
     let ec = (esr >> 26) & 0x3f;
     let iss = esr & 0x1ff_ffff;
-    assert_eq!(syndrome.instruction_length.bytes(), if bit(esr, 25) { 4 } else { 2 });
+    assert_eq!(
+        syndrome.instruction_length.bytes(),
+        if bit(esr, 25) { 4 } else { 2 }
+    );
     for code in 0..64u8 {
         // Total, and blind to bits above the 6-bit code.
         assert_eq!(FaultStatus::decode(code), FaultStatus::decode(code | 0xc0));
@@ -90,9 +93,7 @@ pub fn run(input: &Input) {
                     let next = inject::skip_instruction(input.elr, syndrome.instruction_length);
                     assert_eq!(
                         next,
-                        input
-                            .elr
-                            .wrapping_add(syndrome.instruction_length.bytes())
+                        input.elr.wrapping_add(syndrome.instruction_length.bytes())
                     );
                     None
                 }
@@ -123,7 +124,10 @@ pub fn run(input: &Input) {
             assert_eq!(ec, 0x01);
             None
         }
-        Exception::Other { ec: other, iss: raw } => {
+        Exception::Other {
+            ec: other,
+            iss: raw,
+        } => {
             assert!(![0x01, 0x16, 0x17, 0x18, 0x20, 0x24].contains(&ec));
             assert_eq!(u64::from(other), ec);
             assert_eq!(u64::from(raw), iss);
@@ -140,9 +144,17 @@ fn emulate(access: &MmioAccess, input: &Input) {
     let size = access.size_bytes;
     assert!([1, 2, 4, 8].contains(&size));
     assert!(access.reg <= 31);
-    let mask = if size == 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+    let mask = if size == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    };
     let stored = access.store_value(&input.gprs);
-    let source = input.gprs.get(usize::from(access.reg)).copied().unwrap_or(0);
+    let source = input
+        .gprs
+        .get(usize::from(access.reg))
+        .copied()
+        .unwrap_or(0);
     assert_eq!(stored, source & mask, "stored value");
 
     let mut gprs = input.gprs;
@@ -159,9 +171,20 @@ fn emulate(access: &MmioAccess, input: &Input) {
     if !access.sixty_four {
         assert_eq!(result >> 32, 0, "a W-register load set the upper half");
     }
-    assert_eq!(result & mask, raw & (if access.sixty_four { mask } else { mask & 0xffff_ffff }));
+    assert_eq!(
+        result & mask,
+        raw & (if access.sixty_four {
+            mask
+        } else {
+            mask & 0xffff_ffff
+        })
+    );
     if !access.sign_extend {
-        let w = if access.sixty_four { raw } else { raw & 0xffff_ffff };
+        let w = if access.sixty_four {
+            raw
+        } else {
+            raw & 0xffff_ffff
+        };
         assert_eq!(result, w, "a zero-extending load");
     }
 }
@@ -170,7 +193,11 @@ fn check_injection(state: &GuestState, abort: &Abort) {
     let spsr = state.spsr_el2;
     let from_aarch32 = bit(spsr, 4);
     let m = spsr & 0xf;
-    let host = if from_aarch32 { m == 0 } else { [0b0000, 0b0100, 0b0101].contains(&m) };
+    let host = if from_aarch32 {
+        m == 0
+    } else {
+        [0b0000, 0b0100, 0b0101].contains(&m)
+    };
     let Ok(inj) = inject::inject_external_abort(state, abort) else {
         assert!(!host, "refused to inject into the host at SPSR {spsr:#x}");
         return;
@@ -186,8 +213,12 @@ fn check_injection(state: &GuestState, abort: &Abort) {
     assert_eq!(inj.elr_el2, (state.vbar_el1 & !0x7ff).wrapping_add(group));
     assert_eq!(inj.elr_el1, state.elr_el2);
     assert_eq!(inj.spsr_el1, spsr);
-    assert_eq!(inj.spsr_el2 & 0x3ff, 0x3c5, "handler not at EL1h with DAIF masked");
-    assert_eq!(inj.spsr_el2 >> 28, spsr >> 28, "NZCV");
+    assert_eq!(
+        inj.spsr_el2 & 0x3ff,
+        0x3c5,
+        "handler not at EL1h with DAIF masked"
+    );
+    assert_eq!(inj.spsr_el2 >> 28 & 0xf, spsr >> 28 & 0xf, "NZCV");
     let ec = inj.esr_el1 >> 26;
     let (far, write, expected_ec) = match *abort {
         Abort::Data { far, write } => (far, write, if same_el { 0x25 } else { 0x24 }),

@@ -64,7 +64,11 @@ fn check(x: [u64; 4]) {
 
     let mut high = x;
     high[0] = u64::from(w0) | (!x[0] & 0xffff_ffff_0000_0000);
-    assert_eq!(psci::classify(&high), call, "upper half of x0 changed the call");
+    assert_eq!(
+        psci::classify(&high),
+        call,
+        "upper half of x0 changed the call"
+    );
 
     let smc64 = w0 & 0x4000_0000 != 0;
     let standard_fast = w0 & 0xbf00_0000 == 0x8400_0000 && (w0 >> 16) & 0xff == 0;
@@ -76,17 +80,30 @@ fn check(x: [u64; 4]) {
                 PROXIED.contains(&number),
                 "{w0:#x} forwarded as {function_id:#x}, not a proxied function"
             );
-            if function_id == w0 {
+            if let Call::Psci {
+                function: PsciFunction::Features,
+                ..
+            } = call
+            {
+                // PSCI_FEATURES(id) about a proxied function, asked in SMC32.
+                assert_eq!(function_id, PsciFunction::Features.smc32_id());
+                assert_eq!(args, [x[1] & 0xffff_ffff, 0, 0]);
+                let asked = psci::classify(&[x[1] & 0xffff_ffff, 0, 0, 0]);
+                assert!(
+                    matches!(asked, Call::Psci { function, .. } if function.is_proxied()),
+                    "PSCI_FEATURES({:#x}) forwarded",
+                    x[1]
+                );
+            } else {
+                assert_eq!(function_id, w0, "{w0:#x} forwarded as {function_id:#x}");
                 if !smc64 {
-                    assert!(args.iter().all(|a| a >> 32 == 0), "SMC32 args not truncated");
+                    assert!(
+                        args.iter().all(|a| a >> 32 == 0),
+                        "SMC32 args not truncated"
+                    );
                 }
                 let expect = |a: u64| if smc64 { a } else { a & 0xffff_ffff };
                 assert_eq!(args, [expect(x[1]), expect(x[2]), expect(x[3])]);
-            } else {
-                // PSCI_FEATURES(id) about a proxied function.
-                assert_eq!(w0 & 0xffff, 0xa, "{w0:#x} forwarded as {function_id:#x}");
-                assert_eq!(function_id, PsciFunction::Features.smc32_id());
-                assert_eq!(args[1..], [0, 0]);
             }
         }
         Action::CpuOn {

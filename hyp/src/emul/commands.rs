@@ -39,7 +39,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
 
-use super::device::{EmulatedSmmu, Note, queue_base_addr};
+use super::device::{EmulatedSmmu, Note, push_note, queue_base_addr};
 use super::streams::{Trigger, read_words};
 use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::StreamId;
@@ -48,9 +48,19 @@ use crate::smmu::queue::{CmdqCons, CommandQueueError, QueueIndex, QueuePair};
 use crate::smmu::ste::Ste;
 
 /// Physical work collected while a host batch runs, published in host order.
-#[derive(Debug, Default)]
+///
+/// What it holds at once is bounded by the number of physical streams, not by the length of the
+/// host's batch: once it holds [`PhysBatch::limit`] STEs and commands it must be flushed (the
+/// caller does so between compositions), so that a queue full of CMD_CFGI_ALL never materialises
+/// every stream's STE once per command. Flushing early changes nothing the host can see: the work
+/// is still published in host order, and the batch's host CMD_SYNCs still complete with the one
+/// physical sync at its end.
+#[derive(Debug)]
 pub(super) struct PhysBatch {
     ops: Vec<Pending>,
+    /// STEs and commands in `ops`.
+    held: usize,
+    limit: usize,
     /// Some physical operation of this batch failed.
     pub failed: bool,
 }
@@ -62,7 +72,27 @@ enum Pending {
 }
 
 impl PhysBatch {
+    /// The fewest entries a batch holds before it asks to be flushed.
+    const MIN_LIMIT: usize = 64;
+
+    /// A batch for an SMMU with `streams` physical streams: it holds at most one STE per stream
+    /// (or [`Self::MIN_LIMIT`] entries) before it is full.
+    pub fn for_streams(streams: usize) -> Self {
+        Self {
+            ops: Vec::new(),
+            held: 0,
+            limit: streams.max(Self::MIN_LIMIT),
+            failed: false,
+        }
+    }
+
+    /// Whether the batch must be flushed before more is added.
+    pub fn is_full(&self) -> bool {
+        self.held >= self.limit
+    }
+
     pub fn push_ste(&mut self, sid: StreamId, ste: Ste) {
+        self.held += 1;
         match self.ops.last_mut() {
             Some(Pending::Stes(stes)) => stes.push((sid, ste)),
             _ => self.ops.push(Pending::Stes(vec![(sid, ste)])),
@@ -70,6 +100,7 @@ impl PhysBatch {
     }
 
     pub fn push_command(&mut self, cmd: Command) {
+        self.held += 1;
         match self.ops.last_mut() {
             Some(Pending::Commands(cmds)) => cmds.push(cmd),
             _ => self.ops.push(Pending::Commands(vec![cmd])),
@@ -79,18 +110,19 @@ impl PhysBatch {
     /// Hands everything to the physical SMMU; returns the streams whose STE write failed.
     pub fn flush<P: PhysicalSmmu>(&mut self, phys: &mut P, notes: &mut Vec<Note>) -> Vec<StreamId> {
         let mut failed_streams = Vec::new();
+        self.held = 0;
         for op in self.ops.drain(..) {
             match op {
                 Pending::Stes(stes) => {
                     if let Err(e) = phys.write_stes(&stes) {
-                        notes.push(Note::physical("STE write", &e));
+                        push_note(notes, Note::physical("STE write", &e));
                         failed_streams.extend(stes.iter().map(|(sid, _)| *sid));
                         self.failed = true;
                     }
                 }
                 Pending::Commands(cmds) => {
                     if let Err(e) = phys.submit(&cmds) {
-                        notes.push(Note::physical("command submission", &e));
+                        push_note(notes, Note::physical("command submission", &e));
                         self.failed = true;
                     }
                 }
@@ -123,14 +155,17 @@ impl EmulatedSmmu {
         let prod = QueueIndex::from_field(log2, self.regs.cmdq_prod);
         let mut cons_reg = CmdqCons::decode(log2, self.regs.cmdq_cons);
         if QueuePair::new(prod, cons_reg.rd).is_err() {
-            notes.push(Note::CommandQueueOverrun {
-                prod: self.regs.cmdq_prod,
-                cons: self.regs.cmdq_cons,
-            });
+            push_note(
+                notes,
+                Note::CommandQueueOverrun {
+                    prod: self.regs.cmdq_prod,
+                    cons: self.regs.cmdq_cons,
+                },
+            );
             return;
         }
         let base = queue_base_addr(self.regs.cmdq_base);
-        let mut batch = PhysBatch::default();
+        let mut batch = PhysBatch::for_streams(self.streams.len());
         let mut cons = cons_reg.rd;
         let mut first_sync = None;
         let mut error = None;
@@ -140,7 +175,7 @@ impl EmulatedSmmu {
             let raw = match read_words::<2, M>(mem, addr) {
                 Ok(raw) => raw,
                 Err(denied) => {
-                    notes.push(Note::CommandFetchAborted { ipa: denied.ipa });
+                    push_note(notes, Note::CommandFetchAborted { ipa: denied.ipa });
                     error = Some(CommandQueueError::Abort);
                     break;
                 }
@@ -151,16 +186,22 @@ impl EmulatedSmmu {
                     first_sync.get_or_insert(cons);
                 }
                 Err(e) => {
-                    notes.push(Note::IllegalCommand {
-                        index: cons.index(),
-                        raw,
-                        error: e,
-                    });
+                    push_note(
+                        notes,
+                        Note::IllegalCommand {
+                            index: cons.index(),
+                            raw,
+                            error: e,
+                        },
+                    );
                     error = Some(e.cerror());
                     break;
                 }
             }
             cons = cons.advance(1);
+            if batch.is_full() {
+                self.flush(&mut batch, phys, notes);
+            }
         }
 
         self.flush(&mut batch, phys, notes);
@@ -169,7 +210,7 @@ impl EmulatedSmmu {
             && !failed
             && let Err(e) = phys.sync()
         {
-            notes.push(Note::physical("CMD_SYNC", &e));
+            push_note(notes, Note::physical("CMD_SYNC", &e));
             failed = true;
         }
         if let (true, Some(sync)) = (failed, first_sync) {

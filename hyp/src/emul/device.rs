@@ -189,6 +189,17 @@ impl fmt::Display for Note {
     }
 }
 
+/// At most this many notes come back from one access; the rest are dropped (they are for the log,
+/// which is rate-limited anyway, and a host batch could otherwise make one per stream and command).
+pub const MAX_NOTES: usize = 32;
+
+/// Appends `note` unless `notes` already holds [`MAX_NOTES`].
+pub(super) fn push_note(notes: &mut Vec<Note>, note: Note) {
+    if notes.len() < MAX_NOTES {
+        notes.push(note);
+    }
+}
+
 /// The answer to a register read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MmioRead {
@@ -482,10 +493,13 @@ impl EmulatedSmmu {
         notes: &mut Vec<Note>,
     ) {
         if value & GBPA::UPDATE::SET.value == 0 {
-            notes.push(Note::WriteIgnored {
-                register: Reg::Gbpa.name(),
-                reason: "UPDATE not set",
-            });
+            push_note(
+                notes,
+                Note::WriteIgnored {
+                    register: Reg::Gbpa.name(),
+                    reason: "UPDATE not set",
+                },
+            );
             return;
         }
         let old = self.regs.gbpa;
@@ -539,12 +553,12 @@ impl EmulatedSmmu {
         phys: &mut P,
         notes: &mut Vec<Note>,
     ) {
-        let mut batch = PhysBatch::default();
+        let mut batch = PhysBatch::for_streams(self.streams.len());
         let sids: Vec<StreamId> = self.streams.keys().copied().collect();
         self.recompose(&sids, Trigger::Bulk, mem, phys, &mut batch, notes);
         self.flush(&mut batch, phys, notes);
         if let Err(e) = phys.sync() {
-            notes.push(Note::physical("CMD_SYNC", &e));
+            push_note(notes, Note::physical("CMD_SYNC", &e));
         }
     }
 

@@ -111,10 +111,13 @@ impl EmulatedSmmu {
     ) {
         match self.deliver_event(event, mem) {
             Delivery::Written => {}
-            reason => notes.push(Note::EventLost {
-                event: event.id().0,
-                reason,
-            }),
+            reason => super::device::push_note(
+                notes,
+                Note::EventLost {
+                    event: event.id().0,
+                    reason,
+                },
+            ),
         }
     }
 

@@ -260,7 +260,7 @@ impl EmulatedSmmu {
         sids: &[StreamId],
         trigger: Trigger,
         mem: &mut M,
-        phys: &P,
+        phys: &mut P,
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
     ) {
@@ -268,6 +268,9 @@ impl EmulatedSmmu {
         for &sid in sids {
             let c = self.compose(sid, &s2, trigger, mem);
             self.streams.insert(sid, c.state);
+            if batch.is_full() {
+                self.flush(batch, phys, notes);
+            }
             batch.push_ste(sid, c.ste);
             if let Some(event) = c.event {
                 self.deliver_event_noted(&event, mem, notes);

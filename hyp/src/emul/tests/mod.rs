@@ -1,5 +1,6 @@
 //! Tests of the emulated SMMU.
 
+mod bounds;
 mod bringup;
 mod props;
 
