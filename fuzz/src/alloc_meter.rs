@@ -1,14 +1,19 @@
 //! A global allocator that counts live heap bytes and their peak, so that a harness can bound what
 //! one host action makes Portcullis allocate (Portcullis' heap is small and fixed; an allocation
 //! failure there is fatal).
+//!
+//! What the fakes allocate for themselves (their logs, the pages of the host-memory model) is not
+//! Portcullis' and is left out: a harness runs every call into a fake inside [`unmetered`]. The
+//! counters are signed because such memory may later be freed while metering.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 struct Meter;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+static PAUSED: AtomicBool = AtomicBool::new(false);
 
 // SAFETY: every call is forwarded to the system allocator with the same arguments; the counters
 // only observe.
@@ -34,7 +39,7 @@ unsafe impl GlobalAlloc for Meter {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded unchanged; `ptr` came from this allocator with `layout`.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        shrink(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -43,15 +48,33 @@ unsafe impl GlobalAlloc for Meter {
         if !p.is_null() {
             // Both blocks may be live at once while the data moves.
             grow(new_size);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            shrink(layout.size());
         }
         p
     }
 }
 
 fn grow(bytes: usize) {
+    if PAUSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let bytes = bytes as isize;
     let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
     PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+fn shrink(bytes: usize) {
+    if !PAUSED.load(Ordering::Relaxed) {
+        LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` (a call into a fake) without counting what it allocates or frees.
+pub fn unmetered<T>(f: impl FnOnce() -> T) -> T {
+    let was = PAUSED.swap(true, Ordering::Relaxed);
+    let out = f();
+    PAUSED.store(was, Ordering::Relaxed);
+    out
 }
 
 #[global_allocator]
@@ -64,5 +87,5 @@ pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     PEAK.store(start, Ordering::Relaxed);
     let out = f();
     let peak = PEAK.load(Ordering::Relaxed);
-    (out, peak.saturating_sub(start))
+    (out, peak.saturating_sub(start).max(0) as usize)
 }

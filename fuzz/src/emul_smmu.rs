@@ -26,14 +26,57 @@ use portcullis::emul::testing::{
     CD_TABLE, CMDQ, EVTQ, FakeMemory, FakePhys, HOST_RAM, HYP_MEM, L2_GROUP0, PhysOp, STRTAB,
     crash_policy, policy, qemu_like,
 };
-use portcullis::emul::{EmulConfig, EmulatedSmmu, EventRoute};
-use portcullis::smmu::StreamId;
+use portcullis::emul::{
+    AccessDenied, EmulConfig, EmulatedSmmu, EventRoute, HostMemory, PhysicalSmmu,
+};
+use portcullis::smmu::cmd::Command;
 use portcullis::smmu::event::Event;
 use portcullis::smmu::queue::{QueueIndex, clamp_log2_size};
 use portcullis::smmu::regs::{SmmuFeatures, offset as o};
 use portcullis::smmu::ste::{AttrOverrides, Stage2Config, Ste, StreamConfig};
+use portcullis::smmu::{Ipa, StreamId};
 
-use crate::alloc_meter::peak_during;
+use crate::alloc_meter::{peak_during, unmetered};
+
+/// Host memory as Portcullis reaches it, the fake's own bookkeeping left out of the heap meter.
+struct Mem<'a>(&'a mut FakeMemory);
+
+impl HostMemory for Mem<'_> {
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
+        unmetered(|| self.0.read(ipa, buf))
+    }
+
+    fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied> {
+        unmetered(|| self.0.write(ipa, bytes))
+    }
+}
+
+/// The physical SMMU, likewise.
+struct Phys<'a>(&'a mut FakePhys);
+
+impl PhysicalSmmu for Phys<'_> {
+    type Error = &'static str;
+
+    fn stage2(&self) -> Stage2Config {
+        self.0.stage2()
+    }
+
+    fn write_ste(&mut self, sid: StreamId, ste: &Ste) -> Result<(), Self::Error> {
+        unmetered(|| self.0.write_ste(sid, ste))
+    }
+
+    fn write_stes(&mut self, stes: &[(StreamId, Ste)]) -> Result<(), Self::Error> {
+        unmetered(|| self.0.write_stes(stes))
+    }
+
+    fn submit(&mut self, cmds: &[Command]) -> Result<(), Self::Error> {
+        unmetered(|| self.0.submit(cmds))
+    }
+
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        unmetered(|| self.0.sync())
+    }
+}
 
 /// Heap one host action may keep live at once, beyond the per-stream share.
 pub const ALLOC_BASE: usize = 64 << 10;
@@ -345,8 +388,8 @@ impl Harness {
     }
 
     fn write(&mut self, offset: usize, size: u8, value: u64) {
-        let (smmu, mem, phys) = (&mut self.smmu, &mut self.mem, &mut self.phys);
-        let (_, peak) = peak_during(|| smmu.write(offset, size, value, mem, phys));
+        let (smmu, mut mem, mut phys) = (&mut self.smmu, Mem(&mut self.mem), Phys(&mut self.phys));
+        let (_, peak) = peak_during(|| smmu.write(offset, size, value, &mut mem, &mut phys));
         assert!(
             peak <= self.alloc_bound,
             "a {size}-byte write of {value:#x} at {offset:#x} kept {peak} bytes of heap live at once \
@@ -481,8 +524,8 @@ impl Harness {
                         );
                     }
                     if route == EventRoute::Host {
-                        let (smmu, mem) = (&mut self.smmu, &mut self.mem);
-                        let (_, peak) = peak_during(|| smmu.deliver_record(record, mem));
+                        let (smmu, mut mem) = (&mut self.smmu, Mem(&mut self.mem));
+                        let (_, peak) = peak_during(|| smmu.deliver_record(record, &mut mem));
                         assert!(
                             peak <= self.alloc_bound,
                             "delivering a record allocated {peak}"
@@ -497,8 +540,9 @@ impl Harness {
                     policy()
                 };
                 self.ste_failed = false;
-                let (smmu, mem, phys) = (&mut self.smmu, &mut self.mem, &mut self.phys);
-                let (_, peak) = peak_during(|| smmu.recompose_all(mem, phys));
+                let (smmu, mut mem, mut phys) =
+                    (&mut self.smmu, Mem(&mut self.mem), Phys(&mut self.phys));
+                let (_, peak) = peak_during(|| smmu.recompose_all(&mut mem, &mut phys));
                 assert!(peak <= self.alloc_bound, "a policy switch allocated {peak}");
             }
             Op::PhysicalFailures { ste, sync } => {
