@@ -83,6 +83,9 @@ pub const ALLOC_BASE: usize = 64 << 10;
 /// Heap per physical stream one host action may keep live at once.
 pub const ALLOC_PER_STREAM: usize = 1 << 10;
 
+/// What the host may reach in crash mode in this harness (the crash region).
+const CRASH_REGION: Range<u64> = 0x4400_0000..0x4800_0000;
+
 /// At most this many physical streams (each recomposition costs per stream).
 const MAX_STREAMS: usize = 24;
 /// At most this many steps per input.
@@ -534,11 +537,12 @@ impl Harness {
                 }
             }
             Op::SwitchPolicy => {
-                self.phys.policy = if self.phys.policy == policy() {
-                    crash_policy()
-                } else {
-                    policy()
-                };
+                // The fence and back (the capture kernel's lifting): the DMA policy and the
+                // host's CPU policy change together; in crash mode the host reaches only the
+                // crash region.
+                let crash = self.phys.policy == policy();
+                self.phys.policy = if crash { crash_policy() } else { policy() };
+                self.mem.allowed = vec![if crash { CRASH_REGION } else { HOST_RAM }];
                 self.ste_failed = false;
                 let (smmu, mut mem, mut phys) =
                     (&mut self.smmu, Mem(&mut self.mem), Phys(&mut self.phys));
@@ -608,7 +612,10 @@ impl Harness {
                     "host memory written outside its Event queue {queue:x?}: {access:x?}"
                 );
                 assert!(
-                    HOST_RAM.start <= access.ipa && end <= HOST_RAM.end,
+                    self.mem
+                        .allowed
+                        .iter()
+                        .any(|r| r.start <= access.ipa && end <= r.end),
                     "host memory written outside the policy: {access:x?}"
                 );
             }
