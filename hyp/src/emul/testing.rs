@@ -319,6 +319,12 @@ pub struct Rig {
     pub notes: Vec<Note>,
 }
 
+impl Default for Rig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Rig {
     pub fn new() -> Self {
         Self::with(qemu_like(), &STREAMS)
