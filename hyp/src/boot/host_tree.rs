@@ -17,7 +17,7 @@ use dtoolkit::fdt::Fdt;
 use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 use dtoolkit::{Node, Property};
 use platform::addr::{PhysRange, subtract_ranges};
-use platform::devtree::{DtError, Platform, Smmu, dtb_slice};
+use platform::devtree::{DtError, Platform, Smmu, device_type_matches, dtb_slice};
 
 use super::cmdline::rewrite_crashkernel;
 use super::layout::DTB_MAX_SIZE;
@@ -230,7 +230,7 @@ fn encode_reg(
 }
 
 fn is_memory_node(node: &DeviceTreeNode) -> bool {
-    prop_bytes(node, "device_type").is_some_and(|v| v == b"memory\0")
+    prop_bytes(node, "device_type").is_some_and(|v| device_type_matches(&v, "memory"))
 }
 
 /// Takes `cut` out of every `/memory` node's `reg` and `linux,usable-memory`, splitting entries;

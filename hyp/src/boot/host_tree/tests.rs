@@ -286,6 +286,38 @@ fn existing_reserved_memory_and_one_cell_root() {
     dtc_accepts(SYNTHETIC, &out);
 }
 
+/// Found by the `devtree` fuzz target: a `device_type = "memory"` without its NUL (FDT pads the
+/// value with zeros, so Linux's `strcmp` reads "memory") was RAM to the parser but not a memory
+/// node to the rewrite, which left Portcullis' memory in the host's RAM. Both now read the value
+/// as Linux does, up to the first NUL.
+#[test]
+fn memory_node_read_as_linux_reads_it() {
+    let portcullis = r(0x4200_0000, 8 * MIB);
+    for device_type in [
+        &b"memory"[..],
+        b"memory\0",
+        b"memory\0\0\0",
+        b"memory\0junk",
+    ] {
+        let input = edited(QEMU, |t| {
+            set(t, "/memory@40000000", "device_type", device_type.to_vec())
+        });
+        let incoming = Platform::parse(&input).unwrap();
+        assert_eq!(
+            incoming.memory,
+            [r(0x4000_0000, 1 << 30)],
+            "{device_type:?}"
+        );
+        let out = build_host_tree(&input, &params(portcullis, None)).unwrap();
+        let host = Platform::parse(&out).unwrap();
+        assert!(
+            host.memory.iter().all(|m| !m.overlaps(&portcullis)),
+            "{device_type:?}: host RAM {:?} overlaps Portcullis",
+            host.memory
+        );
+    }
+}
+
 #[test]
 fn address_that_does_not_fit_one_cell() {
     let e = build_host_tree(SYNTHETIC, &params(r(0x1_0000_0000, 32 * MIB), None)).unwrap_err();
