@@ -205,6 +205,45 @@ impl Tree {
         n
     }
 
+    /// The GICv3 under the root (`arm,gic-v3`): its distributor, first redistributor region and
+    /// first ITS (`arm,gic-v3-its` child), if any.
+    pub fn gic_v3(&self) -> Option<GicV3> {
+        let is = |n: &dtoolkit::fdt::FdtNode<'_>, c: &[u8]| {
+            n.property("compatible")
+                .is_some_and(|p| p.value().split(|&b| b == 0).any(|s| s == c))
+        };
+        let root = self.fdt.root();
+        let gic = root.children().find(|n| is(n, b"arm,gic-v3"))?;
+        let v = value(gic.property("reg")?);
+        let (ac, sc) = (self.addr_cells, self.size_cells);
+        let stride = 4 * (ac + sc);
+        let reg = |c: &[u8], ac: usize, sc: usize| Reg {
+            base: cells(c, ac),
+            size: cells(&c[4 * ac..], sc),
+        };
+        let mut regs = v.chunks_exact(stride).map(|c| reg(c, ac, sc));
+        let distributor = regs.next()?;
+        let redistributors = regs.next()?;
+        let cac = gic
+            .property("#address-cells")
+            .map_or(ac, |p| be32(p.value()) as usize);
+        let csc = gic
+            .property("#size-cells")
+            .map_or(sc, |p| be32(p.value()) as usize);
+        let its = gic
+            .children()
+            .find(|n| is(n, b"arm,gic-v3-its"))
+            .and_then(|n| {
+                let v = value(n.property("reg")?);
+                (v.len() >= 4 * (cac + csc)).then(|| reg(v, cac, csc))
+            });
+        Some(GicV3 {
+            distributor,
+            redistributors,
+            its,
+        })
+    }
+
     /// The register frame of the first `arm,smmu-v3` node.
     pub fn smmu(&self) -> Option<Reg> {
         let root = self.fdt.root();
@@ -219,6 +258,14 @@ impl Tree {
             size: cells(&v[4 * ac..], sc),
         })
     }
+}
+
+/// A GICv3's register frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicV3 {
+    pub distributor: Reg,
+    pub redistributors: Reg,
+    pub its: Option<Reg>,
 }
 
 /// A window of a PCI host bridge's `ranges`: PCI bus addresses `[pci_base, pci_base + size)` appear

@@ -52,6 +52,8 @@ pub struct Report<'a> {
     live: &'a str,
     /// `truncated=<N>` at the end of `live-streams:`.
     pub live_truncated: Option<u64>,
+    /// The tokens of `lpi-tables:` (empty without the line).
+    pub lpi_tables: &'a str,
     pub faults_total: u64,
     pub faults_overflowed: u64,
     /// The `fault:` lines, each ending with a newline.
@@ -250,6 +252,16 @@ impl<'a> Report<'a> {
             previous = Some(sid);
         }
 
+        // Optional (crash mode with GIC LPI tables kept writable): `lpi-tables: 0x<s>-0x<e> ...`.
+        let mut lpi_tables = "";
+        if lines.text[lines.at..].starts_with("lpi-tables:") {
+            let line = lines.next()?;
+            lpi_tables = line.strip_prefix("lpi-tables:").unwrap_or("");
+            if !lpi_tables.is_empty() && !lpi_tables.starts_with(' ') {
+                return Err(lines.error("lpi-tables: tokens must follow a space", line));
+            }
+        }
+
         let faults_total = lines.number_field("faults-total")?;
         let faults_overflowed = lines.number_field("faults-overflowed")?;
 
@@ -290,6 +302,7 @@ impl<'a> Report<'a> {
             streams_terminated,
             live,
             live_truncated,
+            lpi_tables,
             faults_total,
             faults_overflowed,
             fault_lines: &text[faults_start..faults_end],
@@ -361,6 +374,16 @@ mod tests {
         assert_eq!((g.bdf, g.event, g.dir), (None, "0x3f", "-"));
         assert_eq!(r.faults().count(), 2);
         assert_eq!((r.truncated, r.live_truncated), (None, None));
+    }
+
+    #[test]
+    fn lpi_tables_line_is_optional() {
+        let text = "PORTCULLIS FAULT REPORT v1\nstate: fenced\nfence-window-ns: 1\n\
+            fence-commands: 1\nstreams-terminated: 1\nlive-streams:\n\
+            lpi-tables: 0x48000000-0x48010000\nfaults-total: 0\nfaults-overflowed: 0\nend\n";
+        let r = Report::parse(text).expect("parses");
+        assert_eq!(r.lpi_tables, " 0x48000000-0x48010000");
+        assert_eq!(Report::parse(SAMPLE).expect("sample").lpi_tables, "");
     }
 
     #[test]

@@ -256,38 +256,6 @@ pub fn should_lift(sid: StreamId, new_ste: &Ste, fenced: bool) -> bool {
     lift
 }
 
-/// The memory a GICv3 redistributor's LPI tables occupy, from its GICR_PROPBASER and
-/// GICR_PENDBASER: the capture kernel has to keep using (and writing) them, because they cannot be
-/// moved once the dead kernel enabled LPIs (Linux then says "Using preallocated redistributor
-/// tables"). Empty when LPIs are not configured. Sizes per the GICv3 architecture (the configuration
-/// table holds one byte per LPI, INTIDs 8192 .. 2^(IDbits+1); the pending table one bit per INTID),
-/// rounded up to 64 KiB: the pending table's alignment, and the unit in which Linux allocates and
-/// clears both (a capture kernel clears the whole 64 KiB it believes the table has).
-pub fn lpi_tables(propbaser: u64, pendbaser: u64) -> Vec<PhysRange> {
-    const LPI_BASE: u64 = 8192;
-    const GRANULE: u64 = 64 << 10;
-    // IDbits + 1 interrupt ID bits; LPIs need at least 14. Capped so a corrupt value cannot name
-    // gigabytes (Linux uses 16 bits).
-    let id_bits = ((propbaser & 0x1f) + 1).min(24);
-    if id_bits < 14 {
-        return Vec::new();
-    }
-    let ids = 1u64 << id_bits;
-    let mut out = Vec::new();
-    let prop_pa = propbaser & 0x000f_ffff_ffff_f000;
-    if prop_pa != 0 {
-        out.extend(PhysRange::new(
-            prop_pa,
-            (ids - LPI_BASE).next_multiple_of(GRANULE),
-        ));
-    }
-    let pend_pa = pendbaser & 0x000f_ffff_ffff_0000;
-    if pend_pa != 0 {
-        out.extend(PhysRange::new(pend_pa, (ids / 8).next_multiple_of(GRANULE)));
-    }
-    out
-}
-
 /// Nanoseconds for `ticks` of a counter running at `freq_hz` (e.g. `CNTPCT_EL0` at
 /// `CNTFRQ_EL0`), rounded down, saturating at `u64::MAX`. A zero frequency (`CNTFRQ_EL0` not
 /// programmed) gives `u64::MAX`: the time is unknown, and must not read as no time at all.
@@ -385,6 +353,9 @@ pub struct ReportInput<'a> {
     /// StreamIDs for `live-streams:` (e.g. the emulation's `live_streams()`), in any order: the
     /// report sorts them.
     pub live_streams: &'a [StreamId],
+    /// The dead kernel's GIC LPI tables the capture kernel keeps writing (crash mode), in any
+    /// order: the report sorts them. Empty: no `lpi-tables:` line.
+    pub lpi_tables: &'a [PhysRange],
     /// A `&FaultBook` (or [`FaultTotals`]).
     pub faults: &'a dyn FaultSource,
     /// The PCI function behind a StreamID as text (e.g. `PciHost::bdf_for_stream` formatted:
@@ -402,6 +373,7 @@ impl fmt::Debug for ReportInput<'_> {
             .field("commands", &self.commands)
             .field("streams_terminated", &self.streams_terminated)
             .field("live_streams", &self.live_streams.len())
+            .field("lpi_tables", &self.lpi_tables.len())
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -416,6 +388,7 @@ impl fmt::Debug for ReportInput<'_> {
 /// fence-commands: <N>
 /// streams-terminated: <N>
 /// live-streams: <sid> <sid> ...
+/// lpi-tables: 0x<start>-0x<end> ...
 /// faults-total: <N>
 /// faults-overflowed: <N>
 /// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
@@ -427,6 +400,9 @@ impl fmt::Debug for ReportInput<'_> {
 /// - `live-streams:` lists the StreamIDs sorted, without duplicates, as `0x%04x`, each after one
 ///   space (no StreamIDs: `live-streams:` alone). Beyond [`MAX_LIVE_STREAMS_LINE`] the list
 ///   stops at the highest StreamID that fits and ends with the token `truncated=<N>`.
+/// - `lpi-tables:` only when the fence kept GIC LPI tables writable in the dump: each
+///   `[start, end)` in hex, sorted, after one space; beyond [`MAX_LPI_TABLES`] the token
+///   `truncated=<N>` counts the tables left out.
 /// - One `fault:` line per stream with faults: the latest fault's address and direction, the
 ///   number of faults. `bdf=-` when the function is unknown (or its text empty); `event=` is the
 ///   event's name as `smmu::event` spells it (`0x%02x` for a Reserved number); `dir=-` for
@@ -458,6 +434,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
         fence_value(input.streams_terminated)
     )?;
     write_live_streams(out, input.live_streams)?;
+    write_lpi_tables(out, input.lpi_tables)?;
     writeln!(out, "faults-total: {}", input.faults.total())?;
     writeln!(out, "faults-overflowed: {}", input.faults.overflowed())?;
 
@@ -505,6 +482,30 @@ fn write_live_streams(out: &mut String, live: &[StreamId]) -> fmt::Result {
         }
         write!(out, " {sid:#06x}")?;
         len += token;
+    }
+    out.push('\n');
+    Ok(())
+}
+
+/// Most ranges on the `lpi-tables:` line (two per redistributor: 64 redistributors).
+pub const MAX_LPI_TABLES: usize = 128;
+/// The longest `lpi-tables:` line, newline included.
+pub const MAX_LPI_TABLES_LINE: usize =
+    "lpi-tables:".len() + MAX_LPI_TABLES * (2 * 18 + 2) + LIVE_TAIL_RESERVE;
+
+fn write_lpi_tables(out: &mut String, tables: &[PhysRange]) -> fmt::Result {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = tables.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    out.push_str("lpi-tables:");
+    for t in sorted.iter().take(MAX_LPI_TABLES) {
+        write!(out, " {:#x}-{:#x}", t.start.raw(), t.end.raw())?;
+    }
+    if sorted.len() > MAX_LPI_TABLES {
+        write!(out, " truncated={}", sorted.len() - MAX_LPI_TABLES)?;
     }
     out.push('\n');
     Ok(())

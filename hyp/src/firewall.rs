@@ -705,6 +705,7 @@ pub fn write_report() {
         None => fw.emul.live_streams().collect(),
     };
     let pci = &fw.pci;
+    let lpi_tables = crate::gic_mediation::lpi_tables();
     let bdf = |sid: StreamId| describe_stream(pci, sid).map(|b| alloc::format!("{b}"));
     let input = ReportInput {
         state: if fw.fenced.is_some() {
@@ -716,6 +717,7 @@ pub fn write_report() {
         commands: fw.fence.commands,
         streams_terminated: fw.fence.streams,
         live_streams: &live,
+        lpi_tables: &lpi_tables,
         faults: &fw.faults,
         bdf: &bdf,
     };

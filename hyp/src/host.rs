@@ -10,6 +10,7 @@ use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
 use platform::devtree::Platform;
+use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
@@ -82,8 +83,6 @@ struct Host {
     crash: Option<PhysRange>,
     /// The address map the policies are built from (for the crash-mode variant built at the trap).
     map: AddressMap,
-    /// GICv3 redistributor regions: read at the kexec trap for the LPI tables.
-    redistributors: Vec<PhysRange>,
     vtcr: u64,
     ram: Vec<PhysRange>,
     hyp: PhysRange,
@@ -178,12 +177,16 @@ pub fn prepare(
             incoming_dtb.size() as usize,
         )
     };
+    // Default-deny device map: what the host may touch directly, what it is kept away from.
+    let devices = DeviceMap::decide(machine);
+    log_device_map(&devices);
     let params = host_tree::HostTreeParams {
         portcullis: hyp,
         crash_region: crash,
         // The host drives the SMMU Portcullis emulates at the physical one's address.
         hide_smmu: false,
         fault_report: report,
+        disable: devices.to_disable(),
     };
     let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
@@ -208,6 +211,8 @@ pub fn prepare(
         crash,
         smmu: machine.smmu.as_ref().map(|s| s.regs),
         its_doorbells: crate::firewall::its_doorbells(machine),
+        devices: devices.allowed,
+        trapped: crate::gic_mediation::trapped(),
         report,
         ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
     };
@@ -239,11 +244,6 @@ pub fn prepare(
         crash_stage2: crash_table,
         crash,
         map: map.clone(),
-        redistributors: machine
-            .gic
-            .as_ref()
-            .map(|g| g.redistributors.clone())
-            .unwrap_or_default(),
         vtcr,
         ram: machine.memory.clone(),
         hyp,
@@ -257,6 +257,33 @@ pub fn prepare(
         },
         map,
     ))
+}
+
+/// The device map as a table on the console, one line per device.
+fn log_device_map(map: &DeviceMap) {
+    log::info!(
+        "device map: {} allowed, {} withheld, {} mediated; anything else unmapped (default-deny)",
+        map.count(Decision::Allow),
+        map.count(Decision::Withhold),
+        map.count(Decision::Mediated)
+    );
+    log::info!(
+        "  {:<36} {:<8} {:<44} reason",
+        "device",
+        "decision",
+        "ranges"
+    );
+    for entry in &map.entries {
+        log::info!("  {entry}");
+    }
+    for c in &map.conflicts {
+        log::warn!(
+            "device map: {} shares {} with withheld {}: unmapped for the host (withheld wins)",
+            c.allowed,
+            c.pages,
+            c.withheld
+        );
+    }
 }
 
 fn host() -> &'static Host {
@@ -418,44 +445,6 @@ fn live_stage2() -> &'static Stage2Table {
     }
 }
 
-/// The LPI configuration and pending tables the GICv3 redistributors point at: hardware-owned
-/// memory in the dead kernel's RAM that the capture kernel keeps using.
-fn gic_lpi_tables(redistributors: &[PhysRange]) -> Vec<PhysRange> {
-    const GICR_TYPER: u64 = 0x08;
-    const GICR_PROPBASER: u64 = 0x70;
-    const GICR_PENDBASER: u64 = 0x78;
-    const TYPER_VLPIS: u64 = 1 << 1;
-    const TYPER_LAST: u64 = 1 << 4;
-    let read = |addr: u64| {
-        // SAFETY: a 64-bit register of a redistributor frame from the device tree, mapped as
-        // Device memory in Portcullis' EL2 tables; reading it has no side effects.
-        unsafe { (addr as *const u64).read_volatile() }
-    };
-    let mut tables = Vec::new();
-    for region in redistributors {
-        let mut frame = region.start.raw();
-        while frame + 0x2_0000 <= region.end.raw() {
-            let typer = read(frame + GICR_TYPER);
-            let prop = read(frame + GICR_PROPBASER);
-            let pend = read(frame + GICR_PENDBASER);
-            for t in portcullis::fence::lpi_tables(prop, pend) {
-                if !tables.contains(&t) {
-                    tables.push(t);
-                }
-            }
-            if typer & TYPER_LAST != 0 {
-                break;
-            }
-            frame += if typer & TYPER_VLPIS != 0 {
-                0x4_0000
-            } else {
-                0x2_0000
-            };
-        }
-    }
-    tables
-}
-
 /// The crash region, if the host has one.
 pub fn crash_region() -> Option<PhysRange> {
     host().crash
@@ -469,7 +458,14 @@ pub fn switch_to_crash_mode() {
     if h.crash_stage2.is_none() {
         panic!("crash mode requested without a crash region");
     }
-    let lpi = gic_lpi_tables(&h.redistributors);
+    // The dead kernel's LPI tables, as Portcullis accepted them (never as the hardware says).
+    let forbidden: Vec<PhysRange> = [Some(h.hyp), h.map.report].into_iter().flatten().collect();
+    let (lpi, skipped) = crate::gic_mediation::enter_crash(&forbidden);
+    for r in &skipped {
+        log::error!(
+            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
+        );
+    }
     if !lpi.is_empty() {
         let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &lpi);
         match Stage2Table::build(&regions, h.map.ipa_bits, 3) {

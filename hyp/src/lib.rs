@@ -17,6 +17,7 @@ pub use platform;
 pub mod boot;
 pub mod emul;
 pub mod fence;
+pub mod gic;
 pub mod smmu;
 pub mod stage2;
 pub mod trap;

@@ -13,6 +13,8 @@ mod crash;
 #[cfg(target_os = "none")]
 mod firewall;
 #[cfg(target_os = "none")]
+mod gic_mediation;
+#[cfg(target_os = "none")]
 mod host;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
@@ -22,7 +24,7 @@ mod traps;
 #[cfg(target_os = "none")]
 mod image {
     use crate::arch::{console, cpu, firmware, head, mmu};
-    use crate::{firewall, host};
+    use crate::{firewall, gic_mediation, host};
     use buddy_system_allocator::LockedHeap;
     use platform::addr::PhysRange;
 
@@ -94,9 +96,11 @@ mod image {
         if let Some(smmu) = &machine.smmu {
             devices.push(smmu.regs);
         }
-        // Read at the kexec trap (the LPI tables the capture kernel keeps).
+        // GIC mediation: the distributor (GICD_TYPER), redistributors and ITSs.
         if let Some(gic) = &machine.gic {
+            devices.push(gic.distributor);
             devices.extend(gic.redistributors.iter().copied());
+            devices.extend(gic.its.iter().copied());
         }
         let el2_map = mmu::install_final_tables(&mmu::El2Layout {
             ram: &machine.memory,
@@ -119,6 +123,8 @@ mod image {
             ),
         }
 
+        // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
+        gic_mediation::init(&machine);
         let (entry, map) = match host::prepare(&machine, image, dtb_range) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -126,6 +132,7 @@ mod image {
                 firmware::system_off()
             }
         };
+        gic_mediation::set_policy(&map);
         if let Err(e) = firewall::init(&machine, &map) {
             // The SMMU keeps refusing DMA (GBPA abort, invalid STEs) if it got that far; the host
             // boots either way, and the console says plainly what is not protected.

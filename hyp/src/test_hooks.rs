@@ -20,8 +20,10 @@ pub const TEST_MODE: u32 = 0xc600_0102;
 const CANARY_SIZE: usize = 4096;
 
 /// A page of Portcullis' data with a known pattern. Only devices (through a broken firewall) could
-/// change it; nothing in Portcullis writes it.
-#[repr(C, align(4096))]
+/// change it; nothing in Portcullis writes it. 64 KiB aligned, so that a GIC pending table (64 KiB
+/// aligned, 2^16 bits on QEMU) placed at its block covers it: the gic-mediation scenario aims an
+/// LPI's pending bit at it.
+#[repr(C, align(65536))]
 struct Canary(UnsafeCell<[u8; CANARY_SIZE]>);
 
 // SAFETY: Portcullis never writes the canary; it is only read, with volatile loads.

@@ -96,6 +96,26 @@ fn smccc_call(frame: &mut TrapFrame) {
 
 fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
     let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    if crate::gic_mediation::is_trapped(ipa) {
+        match MmioAccess::from_abort(abort, ipa) {
+            Ok(access) => {
+                crate::gic_mediation::access(frame, &access);
+                frame.elr = inject::skip_instruction(frame.elr, len);
+            }
+            Err(e) => {
+                log::warn!("host access to the GIC at {ipa:?} refused: {e}");
+                let far = FAR_EL2.get();
+                inject_abort(
+                    frame,
+                    Abort::Data {
+                        far,
+                        write: abort.write,
+                    },
+                );
+            }
+        }
+        return;
+    }
     if host::is_emulated_smmu(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {

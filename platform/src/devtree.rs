@@ -7,8 +7,11 @@
 //! from a `reg` or `ranges` property, decoded with the `#address-cells` / `#size-cells` of the node's
 //! parent and translated through every `ranges` on the way up to the root.
 //!
+//! Every other node with registers or bus windows the CPU can reach is listed in
+//! [`Platform::devices`] with its `compatible`, its status (inherited from its ancestors) and its
+//! translated ranges, undecided: the hypervisor's device map decides what the host may have.
+//!
 //! The tree is boot-loader input, so every malformed property is a [`DtError`], never a panic.
-//! Devices Portcullis does not rely on are only looked at for [`Platform::max_address`].
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -520,6 +523,41 @@ impl PciHost {
     }
 }
 
+/// A node whose registers or bus windows the CPU can reach: what the tree says, undecided. Whether
+/// the host may have it is the device map's decision (the hypervisor's `boot::devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    pub path: String,
+    /// Every string of `compatible`, most specific first.
+    pub compatible: Vec<String>,
+    /// `status` as written, if present.
+    pub status: Option<String>,
+    /// `status` of this node and of every ancestor is absent, `okay` or `ok`.
+    pub available: bool,
+    /// `device_type`, if present (`pci` for PCI host bridges).
+    pub device_type: Option<String>,
+    /// Its `reg` entries as CPU ranges (through every parent's `ranges`); entries no `ranges`
+    /// chain maps to the CPU (a CPU's MPIDR, an I2C address, a PCI config address) are not MMIO and
+    /// are left out.
+    pub regs: Vec<PhysRange>,
+    /// Its `ranges` as CPU ranges: where its children's registers appear (a bus), or a PCI host's
+    /// I/O and memory windows. Empty for `ranges;` (identity: the children's own `reg` say it all).
+    pub windows: Vec<PhysRange>,
+    /// Index in [`Platform::devices`] of the nearest listed ancestor.
+    pub parent: Option<usize>,
+}
+
+impl DeviceNode {
+    pub fn is_compatible(&self, compatible: &str) -> bool {
+        self.compatible.iter().any(|c| c == compatible)
+    }
+
+    /// The node's name (the last path component).
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
 /// The boot interface in `/chosen`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Chosen {
@@ -570,6 +608,9 @@ pub struct Platform {
     /// The first available `arm,smmu-v3`.
     pub smmu: Option<Smmu>,
     pub pci: Vec<PciHost>,
+    /// Every node with MMIO (a `reg` or `ranges` that reaches the CPU), in document order: the
+    /// input of the device map ([`DeviceNode`]).
+    pub devices: Vec<DeviceNode>,
     pub chosen: Chosen,
     /// The highest end (exclusive) of anything with a CPU address in the tree: any `reg`, any
     /// `ranges` window, memory, reservations. Sizes the IPA space.
@@ -611,6 +652,7 @@ impl Platform {
             uart,
             smmu: tree.smmu()?,
             pci: tree.pci_hosts()?,
+            devices: tree.devices()?,
             chosen,
             max_address,
             model: tree.str_prop(0, "model")?.map(ToOwned::to_owned),
@@ -1596,6 +1638,79 @@ impl<'a> Tree<'a> {
             });
         }
         Ok(hosts)
+    }
+
+    /// Whether `idx` heads a subtree that describes no device: CPUs, memory, reserved memory, the
+    /// boot interface.
+    fn not_devices(&self, idx: usize) -> bool {
+        let top_level = self.parent(idx) == Some(0);
+        (top_level
+            && matches!(
+                self.nodes[idx].name,
+                "cpus" | "chosen" | "aliases" | "reserved-memory" | "__symbols__" | "__fixups__"
+            ))
+            || self.device_type_is(idx, "memory")
+    }
+
+    /// Every node with a CPU-visible `reg` or `ranges`, see [`DeviceNode`].
+    fn devices(&self) -> Result<Vec<DeviceNode>, DtError> {
+        let mut out: Vec<DeviceNode> = Vec::new();
+        // For each tree node: whether it and its ancestors are available, whether it lies in a
+        // subtree that describes no device, and its index in `out`.
+        let mut available = vec![true; self.nodes.len()];
+        let mut skipped = vec![false; self.nodes.len()];
+        let mut listed: Vec<Option<usize>> = vec![None; self.nodes.len()];
+        // Document order: every parent comes before its children.
+        for idx in 1..self.nodes.len() {
+            let parent = self.parent(idx).unwrap_or(0);
+            available[idx] = available[parent] && self.available(idx);
+            skipped[idx] = skipped[parent] || self.not_devices(idx);
+            if skipped[idx] {
+                continue;
+            }
+            let mut regs = Vec::new();
+            for (bus, size) in self.reg(idx)? {
+                if let Some(cpu) = self.translate(parent, bus)? {
+                    regs.push(self.phys_range(idx, "reg", cpu, size)?);
+                }
+            }
+            let mut windows = Vec::new();
+            for [_, parent_addr, size] in self.ranges(idx)?.unwrap_or_default() {
+                if let Some(cpu) = self.translate(parent, parent_addr)? {
+                    windows.push(self.phys_range(idx, "ranges", cpu, size)?);
+                }
+            }
+            let ancestor = {
+                let mut a = self.parent(idx);
+                while let Some(i) = a.filter(|&i| listed[i].is_none() && i != 0) {
+                    a = self.parent(i);
+                }
+                a.and_then(|i| listed[i])
+            };
+            if regs.is_empty() && windows.is_empty() {
+                continue;
+            }
+            listed[idx] = Some(out.len());
+            out.push(DeviceNode {
+                path: self.path(idx),
+                compatible: self.strings(idx, "compatible"),
+                status: self
+                    .str_prop(idx, "status")
+                    .ok()
+                    .flatten()
+                    .map(ToOwned::to_owned),
+                available: available[idx],
+                device_type: self
+                    .str_prop(idx, "device_type")
+                    .ok()
+                    .flatten()
+                    .map(ToOwned::to_owned),
+                regs,
+                windows,
+                parent: ancestor,
+            });
+        }
+        Ok(out)
     }
 
     /// The highest end of every `reg` and `ranges` window that translates to a CPU address.

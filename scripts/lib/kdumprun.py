@@ -110,12 +110,11 @@ def mkinitramfs(kernel_tag, *extra):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-FIRST_MODULES = "virtio_pci virtio_blk nvme virtio_mmio"
+FIRST_MODULES = "virtio_pci virtio_blk nvme"
 
 
 def images(kernel_tag):
-    """(first kernel's initramfs, capture kernel's initramfs) for kernel 61 or 612. virtio_mmio comes
-    last, so the PCI virtio-blk disk is probed first (vda) and the media disk after it."""
+    """(first kernel's initramfs, capture kernel's initramfs) for kernel 61 or 612."""
     capture = mkinitramfs(kernel_tag, "--modules", "", "--tools", "makedumpfile")
     first = mkinitramfs(kernel_tag, "--modules", FIRST_MODULES, "--tools", "kexec")
     return first, capture
@@ -126,8 +125,9 @@ def make_media(path, kernel, capture):
 
     They ride on a disk rather than in the first initramfs because scripts/run places the initrd
     below the device tree QEMU puts at RAM + 128 MiB: Portcullis, a 44 MiB 6.12 Image and an initrd
-    holding that Image again do not fit there. The disk is virtio-blk on virtio-mmio, which is not
-    behind the SMMU, so it adds no StreamID and no DMA through Portcullis."""
+    holding that Image again do not fit there. The disk is a third virtio-blk-pci function (00:03.0,
+    serial "media", behind the SMMU like the others): Portcullis withholds virtio-mmio from the host,
+    whose transports DMA without the SMMU. The first kernel tells it apart by its serial."""
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for src, name in ((kernel, "vmlinuz"), (capture, "capture.cpio.gz")):
             info = tar.gettarinfo(src, arcname=name)
@@ -159,7 +159,7 @@ def command(kernel, initrd, disks, media, *, append="", crashkernel=CRASHKERNEL,
             "-drive", drive(nvme, "d1"),
             "-device", "nvme,drive=d1,serial=pc1",
             "-drive", f"file={media},if=none,id=m0,format=raw,readonly=on",
-            "-device", "virtio-blk-device,drive=m0"]
+            "-device", "virtio-blk-pci,drive=m0,serial=media,disable-legacy=on,iommu_platform=on"]
     return cmd
 
 

@@ -13,7 +13,7 @@
 #   /boot/vmlinuz            the kernel to load as the capture kernel (the same one), and
 #   /boot/capture.cpio.gz    the capture kernel's initramfs (this script, busybox, makedumpfile);
 #                            or, when they are not in the image, a tar of both on a virtio-blk disk
-#                            on virtio-mmio (the "media" disk; no DMA through the SMMU).
+#                            with serial "media" (a third PCI function, behind the SMMU).
 # Kernel command-line options (first kernel):
 #   kdump.append="..."       extra capture-kernel command line ('+' stands for a space)
 #   kdump.readers=N          concurrent throttled readers per disk (default 3)
@@ -278,9 +278,8 @@ first_kernel() {
             say "insmod $(basename "$ko") failed"
     done < /etc/modules-load
     # The disks: the virtio-blk one on PCI and the NVMe one (the DMA load), and the media disk
-    # (virtio-blk on virtio-mmio, not behind the SMMU: a tar with the capture kernel and its initrd,
-    # read once; scripts/linux/kdump attaches it because the first initrd may not hold them: see
-    # README.md).
+    # (virtio-blk with serial "media": a tar with the capture kernel and its initrd, read once;
+    # scripts/linux/kdump attaches it because the first initrd may not hold them: see README.md).
     VD=""
     NV=""
     MEDIA=""
@@ -290,7 +289,11 @@ first_kernel() {
             [ -e "$b" ] || continue
             d=${b##*/}
             case "$d" in
-                vd*) if pci_function $d > /dev/null; then VD=${VD:-$d}; else MEDIA=${MEDIA:-$d}; fi ;;
+                vd*) if [ "$(cat $b/serial 2>/dev/null)" = media ] || ! pci_function $d > /dev/null; then
+                         MEDIA=${MEDIA:-$d}
+                     else
+                         VD=${VD:-$d}
+                     fi ;;
                 nvme*c*) ;;   # a multipath path device (hidden, no /dev node)
                 nvme*) NV=${NV:-$d} ;;
             esac

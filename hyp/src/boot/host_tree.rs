@@ -1,6 +1,6 @@
 //! The device tree the host is given: the boot loader's tree with Portcullis' memory taken out and
 //! reserved, the crash region fixed on the command line, Portcullis' own `/chosen` properties
-//! removed, and optionally the SMMU hidden.
+//! removed, the devices the device map withholds disabled, and optionally the SMMU hidden.
 //!
 //! The incoming tree is fully validated by [`Platform::parse`] first (structure, nesting depth,
 //! duplicate names, cell sizes) because the model dtoolkit edits it in recurses over nodes and
@@ -36,6 +36,9 @@ pub struct HostTreeParams {
     /// Where fault reports for the capture kernel go: reserved `no-map` as
     /// `portcullis-report@…` with `compatible = "portcullis,fault-report"`.
     pub fault_report: Option<PhysRange>,
+    /// Nodes to give `status = "disabled"`: the devices withheld from the host
+    /// ([`super::devices::DeviceMap::to_disable`]). A path the tree lacks is skipped.
+    pub disable: Vec<String>,
 }
 
 /// Why the host's tree could not be built.
@@ -130,6 +133,12 @@ pub fn build_host_tree(input: &[u8], params: &HostTreeParams) -> Result<Vec<u8>,
     }
 
     rewrite_chosen(&mut tree.root, &platform, params.crash_region)?;
+
+    for path in &params.disable {
+        if let Some(node) = tree.find_node_mut(path) {
+            node.add_property(DeviceTreeProperty::new("status", "disabled")?);
+        }
+    }
 
     if params.hide_smmu
         && let Some(smmu) = &platform.smmu

@@ -10,9 +10,12 @@
 //!    minus Portcullis' memory, [`layout::total_ram`]).
 //! 4. [`layout::place_crash_region`] against [`layout::platform_taken`] plus Portcullis, the image
 //!    and the incoming tree; on error, log it and boot without a crash region.
-//! 5. [`host_tree::build_host_tree`] with the placed region, then [`layout::place_dtb`] for the
-//!    result (with the crash region added to the taken ranges).
+//! 5. [`devices::DeviceMap::decide`] which devices the host may touch (default-deny), then
+//!    [`host_tree::build_host_tree`] with the placed region and the withheld devices disabled, then
+//!    [`layout::place_dtb`] for the result (with the crash region added to the taken ranges); the
+//!    allowed device pages become [`crate::stage2::AddressMap::devices`].
 
 pub mod cmdline;
+pub mod devices;
 pub mod host_tree;
 pub mod layout;

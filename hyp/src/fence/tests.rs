@@ -301,6 +301,7 @@ fn report_format() {
         commands: 3,
         streams_terminated: 2,
         live_streams: &[0x10, 8, 8, 0x1_2345],
+        lpi_tables: &[],
         faults: &book,
         bdf: &bdf,
     };
@@ -333,6 +334,7 @@ fn armed_report_has_no_fence_numbers() {
         commands: 5,
         streams_terminated: 7,
         live_streams: &[],
+        lpi_tables: &[],
         faults: &book,
         bdf: &no_bdf,
     };
@@ -368,6 +370,7 @@ fn report_counts_what_the_book_could_not_keep() {
         commands: 3,
         streams_terminated: 3,
         live_streams: &[0, 1, 2],
+        lpi_tables: &[],
         faults: &book,
         bdf: &no_bdf,
     };
@@ -404,6 +407,7 @@ fn fault_lines_are_truncated_to_64k() {
         commands: u64::MAX,
         streams_terminated: u64::MAX,
         live_streams: &[1, 2, 3],
+        lpi_tables: &[],
         faults: &FaultTotals {
             total: u64::MAX,
             overflowed: 17,
@@ -451,6 +455,7 @@ fn a_huge_live_stream_list_is_truncated() {
         commands: 2,
         streams_terminated: 20_000,
         live_streams: &live,
+        lpi_tables: &[],
         faults: &book,
         bdf: &no_bdf,
     };
@@ -541,6 +546,7 @@ proptest! {
             commands: numbers[1],
             streams_terminated: numbers[2],
             live_streams: &live,
+            lpi_tables: &[],
             faults,
             bdf: &bdf,
         };
@@ -610,6 +616,7 @@ fn bdf_text_cannot_break_the_format() {
         commands: 0,
         streams_terminated: 0,
         live_streams: &[],
+        lpi_tables: &[],
         faults: &FaultTotals {
             total: 3,
             overflowed: 0,
@@ -635,24 +642,44 @@ fn bdf_text_cannot_break_the_format() {
 }
 
 #[test]
-fn lpi_tables_from_redistributor_registers() {
-    // Linux on QEMU: 16 ID bits (IDbits = 15), the configuration table at 0x4680_0000, a pending
-    // table at 0x4690_0000 (64 KiB aligned); cacheability/shareability bits set as Linux does.
-    let propbaser = 0x4680_0000 | (0b111 << 7) | (0b01 << 10) | 15;
-    let pendbaser = 0x4690_0000 | (0b111 << 7) | (0b01 << 10) | (1 << 62);
+fn lpi_tables_line() {
+    let book = FaultBook::default();
+    let tables = [
+        PhysRange::from_bounds(0x4801_0000, 0x4802_0000),
+        PhysRange::from_bounds(0x4800_0000, 0x4801_0000),
+    ];
+    let report = render_report(&ReportInput {
+        state: ReportState::Fenced,
+        window_ns: 1,
+        commands: 1,
+        streams_terminated: 1,
+        live_streams: &[8],
+        lpi_tables: &tables,
+        faults: &book,
+        bdf: &no_bdf,
+    });
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[5], "live-streams: 0x0008");
     assert_eq!(
-        lpi_tables(propbaser, pendbaser),
-        [
-            // 2^16 - 8192 bytes and 2^16 / 8 bytes, each rounded up to 64 KiB.
-            PhysRange::new(0x4680_0000, 0x1_0000).expect("range"),
-            PhysRange::new(0x4690_0000, 0x1_0000).expect("range"),
-        ]
+        lines[6],
+        "lpi-tables: 0x48000000-0x48010000 0x48010000-0x48020000"
     );
-    // LPIs not configured (reset values, or too few ID bits): nothing.
-    assert!(lpi_tables(0, 0).is_empty());
-    assert!(lpi_tables(0x4680_0000 | 12, 0x4690_0000).is_empty());
-    // A corrupt IDbits cannot name more than 16 MiB.
-    let huge = lpi_tables(0x4680_0000 | 31, 0);
-    assert_eq!(huge.len(), 1);
-    assert!(huge[0].size() <= 1 << 24);
+    assert_eq!(lines[7], "faults-total: 0");
+    // Many redistributors: the line is bounded and says how many it left out.
+    let many: Vec<PhysRange> = (0..5000u64)
+        .map(|i| PhysRange::from_bounds(0x4000_0000 + i * 0x1_0000, 0x4001_0000 + i * 0x1_0000))
+        .collect();
+    let report = render_report(&ReportInput {
+        state: ReportState::Fenced,
+        window_ns: 1,
+        commands: 1,
+        streams_terminated: 1,
+        live_streams: &[],
+        lpi_tables: &many,
+        faults: &book,
+        bdf: &no_bdf,
+    });
+    let line = report.lines().nth(6).expect("lpi-tables line");
+    assert!(line.len() <= MAX_LPI_TABLES_LINE, "{}", line.len());
+    assert!(line.ends_with(&alloc::format!(" truncated={}", 5000 - MAX_LPI_TABLES)));
 }

@@ -6,11 +6,15 @@
 //! | crash region           | RW, XN (kexec trap)   | unmapped       | RWX        | RW             |
 //! | rest of host RAM       | RWX                   | RW             | read-only  | unmapped       |
 //! | SMMU MMIO              | unmapped (emulated)   | —              | unmapped   | —              |
-//! | other MMIO             | device RW             | ITS doorbells  | device RW  | ITS doorbells  |
+//! | allowed device MMIO    | device RW             | ITS doorbells  | device RW  | ITS doorbells  |
+//! | trapped GIC MMIO       | unmapped (mediated)   | —              | unmapped   | —              |
+//! | everything else        | unmapped              | unmapped       | unmapped   | unmapped       |
 //!
-//! "Other MMIO" for the CPU is literally every IPA below `2^ipa_bits` that is none of the above,
-//! identity-mapped as Device-nGnRE: the host keeps the GIC, UART, PCI and whatever else the board
-//! has, untrapped, without Portcullis needing to know where they are.
+//! Device MMIO is default-deny: the CPU gets Device-nGnRE only on [`AddressMap::devices`], the
+//! pages of the devices the host needs and that cannot write memory behind the SMMU (the boot-time
+//! device map decides which, `boot::devices`). Any other IPA is unmapped, so the host's access
+//! traps and comes back as an injected abort. RAM, Portcullis' memory, the SMMU frame and the
+//! crash region win over a device page that overlaps them.
 //!
 //! The functions here assume an address map that passed [`AddressMap::validate`], but stay on the
 //! safe side for one that did not: ranges that must stay unmapped are widened to whole pages,
@@ -48,6 +52,14 @@ pub struct AddressMap {
     pub smmu: Option<PhysRange>,
     /// The GITS_TRANSLATER pages of the GIC ITSs: the only MMIO a device may write (MSIs).
     pub its_doorbells: Vec<PhysRange>,
+    /// The device MMIO the host may touch directly, page-granular (the device map has already
+    /// taken out every page a withheld device shares): the only IPAs outside RAM the CPU policies
+    /// map. Never given to DMA.
+    pub devices: Vec<PhysRange>,
+    /// MMIO Portcullis mediates (the GIC's ITS control and redistributor LPI register pages):
+    /// never mapped for the CPU, so that every access traps. They win every overlap with device
+    /// mappings.
+    pub trapped: Vec<PhysRange>,
     /// The fault report region (host RAM, reserved `no-map` in the host's tree): written by
     /// Portcullis alone, so unmapped for the host in normal mode, read-only for the capture kernel
     /// in crash mode, and never reachable by DMA.
@@ -164,6 +176,18 @@ impl AddressMap {
                 });
             }
         }
+        // Device pages outside the IPA space are cut off by the policy, not an error: the tree may
+        // describe more than the CPU's physical address size reaches.
+        if let Some(&range) = self
+            .devices
+            .iter()
+            .find(|r| !r.start.is_aligned(PAGE_SIZE) || !r.end.is_aligned(PAGE_SIZE))
+        {
+            return Err(PolicyError::Unaligned {
+                what: "device MMIO",
+                range,
+            });
+        }
         for (i, a) in self.ram.iter().enumerate() {
             for b in &self.ram[i + 1..] {
                 check_disjoint(a, b)?;
@@ -206,11 +230,13 @@ impl AddressMap {
         Ok(())
     }
 
-    /// Portcullis' memory and the SMMU frame, widened to whole pages: never mapped for anyone.
+    /// Portcullis' memory, the SMMU frame and the trapped MMIO pages, widened to whole pages:
+    /// never mapped for anyone.
     fn holes(&self) -> Vec<PhysRange> {
         [Some(self.hyp), self.smmu]
             .into_iter()
             .flatten()
+            .chain(self.trapped.iter().copied())
             .map(align_out)
             .collect()
     }
@@ -246,12 +272,18 @@ impl AddressMap {
             .map_or_else(Vec::new, |crash| subtract(&[crash], &self.holes()))
     }
 
-    /// Every IPA below the limit that is neither RAM (any page of it) nor a hole: host MMIO.
-    fn other_mmio(&self) -> Vec<PhysRange> {
+    /// The allowed device pages below the limit, without any page of RAM or a hole.
+    fn device_mmio(&self) -> Vec<PhysRange> {
+        let pages: Vec<PhysRange> = self
+            .devices
+            .iter()
+            .filter_map(|r| r.intersection(&PhysRange::from_bounds(0, self.ipa_limit())))
+            .map(align_in)
+            .collect();
         let mut cut: Vec<PhysRange> = self.ram.iter().copied().map(align_out).collect();
         cut.extend(self.holes());
         cut.extend(self.crash_pages());
-        subtract(&[PhysRange::from_bounds(0, self.ipa_limit())], &cut)
+        subtract(&pages, &cut)
     }
 
     /// The ITS doorbell pages, without anything that is RAM or a hole.
@@ -283,7 +315,7 @@ pub fn cpu_policy(map: &AddressMap, mode: Mode, kexec_trap: bool) -> Vec<Region>
     }
     push_all(&mut regions, map.crash_mapped(), crash);
     push_all(&mut regions, map.rest_of_ram(), rest);
-    push_all(&mut regions, map.other_mmio(), Access::Device);
+    push_all(&mut regions, map.device_mmio(), Access::Device);
     normalize(regions)
 }
 
@@ -463,6 +495,8 @@ mod tests {
             crash: Some(r(0x7c00_0000, 0x400_0000)),
             smmu: Some(r(0x0905_0000, 0x2_0000)),
             its_doorbells: alloc::vec![r(0x080a_0000, 0x1000)],
+            devices: alloc::vec![r(0x0900_0000, 0x1000)],
+            trapped: alloc::vec::Vec::new(),
             report: Some(r(0x7b00_0000, 0x1_0000)),
             ipa_bits: 40,
         };
@@ -480,6 +514,16 @@ mod tests {
         let mut m = good.clone();
         m.report = Some(r(0x7b00_0800, 0x1000));
         assert!(matches!(m.validate(), Err(PolicyError::Unaligned { .. })));
+
+        let mut m = good.clone();
+        m.devices.push(r(0x0902_0000, 0x18));
+        assert!(matches!(
+            m.validate(),
+            Err(PolicyError::Unaligned {
+                what: "device MMIO",
+                ..
+            })
+        ));
 
         let mut m = good.clone();
         m.ipa_bits = 52;

@@ -19,7 +19,8 @@ fn r(start: u64, size: u64) -> PhysRange {
 
 /// QEMU virt: 1 GiB of RAM at 1 GiB, Portcullis in 32 MiB at 0x4020_0000, a 64 MiB crash region at
 /// the top of RAM, the SMMUv3 frame at 0x0905_0000, the ITS at 0x0808_0000 (its GITS_TRANSLATER at
-/// base + 0x1_0040, so its doorbell page is base + 0x1_0000), 40 IPA bits.
+/// base + 0x1_0040, so its doorbell page is base + 0x1_0000), 40 IPA bits; the devices the device map
+/// allows on QEMU virt (fw_cfg, virtio-mmio and the platform bus withheld, the SMMU emulated).
 fn qemu_map() -> AddressMap {
     AddressMap {
         ram: vec![r(0x4000_0000, GIB)],
@@ -27,6 +28,20 @@ fn qemu_map() -> AddressMap {
         crash: Some(r(0x7c00_0000, 64 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        devices: vec![
+            r(0, 0x800_0000),                  // flash, two banks
+            r(0x0800_0000, 0x1_0000),          // GIC distributor
+            r(0x0808_0000, 0x2_0000),          // ITS
+            r(0x080a_0000, 0xf6_0000),         // redistributors
+            r(0x0900_0000, 0x1000),            // PL011
+            r(0x0901_0000, 0x1000),            // PL031
+            r(0x0903_0000, 0x1000),            // PL061
+            r(0x1000_0000, 0x2eff_0000),       // PCI MMIO32 window
+            r(0x3eff_0000, 0x1_0000),          // PCI I/O window
+            r(0x40_1000_0000, 0x1000_0000),    // ECAM
+            r(0x80_0000_0000, 0x80_0000_0000), // PCI MMIO64 window
+        ],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     }
@@ -38,7 +53,11 @@ fn expected(map: &AddressMap, cpu: bool, mode: Mode, kexec_trap: bool, pa: u64) 
     let pa = Pa(pa);
     let in_crash = map.crash.is_some_and(|c| c.contains(pa));
     let in_ram = in_any(&map.ram, pa);
-    if pa.0 >= map.ipa_limit() || map.hyp.contains(pa) || map.smmu.is_some_and(|s| s.contains(pa)) {
+    if pa.0 >= map.ipa_limit()
+        || map.hyp.contains(pa)
+        || map.smmu.is_some_and(|s| s.contains(pa))
+        || in_any(&map.trapped, pa)
+    {
         return None;
     }
     match (cpu, mode) {
@@ -46,7 +65,8 @@ fn expected(map: &AddressMap, cpu: bool, mode: Mode, kexec_trap: bool, pa: u64) 
         (true, Mode::Normal) if in_ram => Some(Access::RWX),
         (true, Mode::Crash) if in_crash => Some(Access::RWX),
         (true, Mode::Crash) if in_ram => Some(Access::RO),
-        (true, _) => Some(Access::Device),
+        (true, _) if in_any(&map.devices, pa) => Some(Access::Device),
+        (true, _) => None,
         (false, _) if in_any(&map.its_doorbells, pa) => Some(Access::Device),
         (false, Mode::Normal) if in_ram && !in_crash => Some(Access::RW),
         (false, Mode::Crash) if in_crash => Some(Access::RW),
@@ -61,6 +81,7 @@ fn boundary_pages(map: &AddressMap) -> Vec<u64> {
     ranges.extend(map.crash);
     ranges.extend(map.smmu);
     ranges.extend(map.its_doorbells.iter().copied());
+    ranges.extend(map.devices.iter().copied());
     ranges.push(PhysRange::from_bounds(0, map.ipa_limit()));
     let mut pages = Vec::new();
     for range in ranges {
@@ -114,14 +135,19 @@ fn qemu_cpu_normal() {
     let table = check_against_oracle(&map, true, Mode::Normal, true);
     // Spelled out: the table of ARCHITECTURE.md, column "CPU, normal".
     for (pa, want) in [
-        (0x0, Some(Access::Device)),
+        (0x0, Some(Access::Device)),         // flash
         (0x0900_0000, Some(Access::Device)), // PL011
         (0x0809_0000, Some(Access::Device)), // the ITS doorbell is plain MMIO to the CPU
-        (0x0904_f000, Some(Access::Device)),
-        (0x0905_0000, None), // SMMU: trapped and emulated
+        (0x0902_0000, None),                 // fw_cfg: withheld (DMA outside the SMMU)
+        (0x0a00_0000, None),                 // virtio-mmio: withheld
+        (0x0c00_0000, None),                 // the dynamic sysbus: withheld
+        (0x0903_0000, Some(Access::Device)), // PL061
+        (0x0904_f000, None),                 // nothing there: default-deny
+        (0x0905_0000, None),                 // SMMU: trapped and emulated
         (0x0906_f000, None),
-        (0x0907_0000, Some(Access::Device)),
-        (0x3fff_f000, Some(Access::Device)),
+        (0x0907_0000, None),
+        (0x3eff_0000, Some(Access::Device)), // PCI I/O window
+        (0x3fff_f000, None),
         (0x4000_0000, Some(Access::RWX)),
         (0x401f_f000, Some(Access::RWX)),
         (0x4020_0000, None), // Portcullis
@@ -130,7 +156,7 @@ fn qemu_cpu_normal() {
         (0x7bff_f000, Some(Access::RWX)),
         (0x7c00_0000, Some(Access::RW)), // crash region: the kexec trap
         (0x7fff_f000, Some(Access::RW)),
-        (0x8000_0000, Some(Access::Device)),
+        (0x8000_0000, None),
         (0x40_1000_0000, Some(Access::Device)), // high ECAM
         (0xff_ffff_f000, Some(Access::Device)), // top of the high PCI MMIO window
         (0x100_0000_0000, None),                // outside the 40-bit IPA space
@@ -151,6 +177,30 @@ fn qemu_cpu_normal() {
     assert_ne!(device & (1 << 54), 0, "device XN");
     assert_ne!(device & (1 << 10), 0, "device AF");
     assert_eq!(level, 1, "1 GiB blocks for the high MMIO window");
+}
+
+#[test]
+fn trapped_gic_pages_are_unmapped_for_everyone() {
+    let mut map = qemu_map();
+    // The ITS control page, a redistributor's RD_base page 0, and (hostile to the policy) a
+    // trapped range overlapping the ITS doorbell page and RAM: trapped wins every overlap.
+    map.trapped = vec![
+        r(0x0808_0000, 0x1000),
+        r(0x080a_0000, 0x1000),
+        r(0x0809_0000, 0x1000),
+        r(0x5000_0000, 0x1000),
+    ];
+    for mode in [Mode::Normal, Mode::Crash] {
+        let cpu = check_against_oracle(&map, true, mode, true);
+        let dma = Stage2Table::build(&dma_policy(&map, mode), map.ipa_bits, 2).expect("dma");
+        for pa in [0x0808_0000, 0x080a_0000, 0x0809_0000, 0x5000_0000] {
+            assert_eq!(access_at(&cpu, pa), None, "CPU at {pa:#x} in {mode:?}");
+            assert_eq!(access_at(&dma, pa), None, "DMA at {pa:#x} in {mode:?}");
+        }
+        // The rest of the ITS and redistributor frames stays plain MMIO for the CPU.
+        assert_eq!(access_at(&cpu, 0x0808_1000), Some(Access::Device));
+        assert_eq!(access_at(&cpu, 0x080b_0000), Some(Access::Device));
+    }
 }
 
 #[test]
@@ -246,6 +296,8 @@ fn several_ram_banks() {
         crash: Some(r(0x1_6000_0000, 256 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000), r(0x0829_0000, 0x1000)],
+        devices: vec![r(0x0809_0000, 0x1000), r(0x8000_0000, 2 * GIB)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     };
@@ -255,7 +307,7 @@ fn several_ram_banks() {
         check_against_oracle(&map, false, mode, false);
     }
     let table = Stage2Table::build(&cpu_policy(&map, Mode::Normal, true), 40, 1).expect("builds");
-    // The hole between the banks is MMIO to the CPU; the two touching low banks map as one.
+    // The hole between the banks is a device here; the two touching low banks map as one.
     assert_eq!(access_at(&table, 0x8000_0000), Some(Access::Device));
     assert_eq!(access_at(&table, 0xffff_f000), Some(Access::Device));
     assert_eq!(access_at(&table, 0x5fff_f000), Some(Access::RWX));
@@ -276,6 +328,8 @@ fn unaligned_region_edges() {
         crash: Some(r(0x7c00_5000, 0x3ff_0000)),
         smmu: Some(r(0x0905_1000, 0x1_f000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        devices: vec![r(0x0900_1000, 0x1000), r(0x0905_0000, 0x3000)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     };
@@ -298,6 +352,8 @@ fn policies_never_map_partial_pages_of_an_unvalidated_map() {
         crash: None,
         smmu: Some(r(0x0905_0800, 0x800)),
         its_doorbells: vec![r(0x0809_0040, 4)],
+        devices: vec![r(0x0905_0000, 0x2000), r(0x4000_0000, 0x1000)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits: 40,
     };
@@ -509,9 +565,10 @@ fn random_map() -> impl Strategy<Value = AddressMap> {
         proptest::option::of(1u64..0x10000), // second bank: gap, pages
         0u64..0x4_0000,     // SMMU page below 1 GiB
         prop_oneof![Just(40u32), Just(42), Just(44)],
+        prop::collection::vec((0u64..0x2000_0000, 1u64..0x400), 0..4), // device pages, anywhere
     )
         .prop_map(
-            |(bank, size, hyp_off, hyp_size, crash, bank2, smmu, bits)| {
+            |(bank, size, hyp_off, hyp_size, crash, bank2, smmu, bits, devices)| {
                 let page = |p: u64| p * PAGE_SIZE;
                 let start = GIB + page(bank);
                 let hyp = r(start + page(hyp_off), page(hyp_size));
@@ -526,6 +583,11 @@ fn random_map() -> impl Strategy<Value = AddressMap> {
                     crash,
                     smmu: Some(r(page(smmu), 0x2_0000)),
                     its_doorbells: vec![r(page(smmu) + 0x4_0000, PAGE_SIZE)],
+                    devices: devices
+                        .into_iter()
+                        .map(|(p, n)| r(page(p), page(n)))
+                        .collect(),
+                    trapped: Vec::new(),
                     report: None,
                     ipa_bits: bits,
                 }
@@ -577,6 +639,45 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn devices_never_win_over_ram_holes_or_the_crash_region() {
+    // A tree whose device ranges cover everything: only the device map's pages are devices, and
+    // RAM, Portcullis, the SMMU frame, the crash region and the report keep their own policy.
+    let mut map = qemu_map();
+    map.report = Some(r(0x7b00_0000, 0x1_0000));
+    map.devices = vec![r(0, 0x100_0000_0000)];
+    assert_eq!(map.validate(), Ok(()));
+    for mode in [Mode::Normal, Mode::Crash] {
+        let table = check_against_oracle(&map, true, mode, true);
+        assert_eq!(access_at(&table, 0x0905_0000), None, "SMMU");
+        assert_eq!(access_at(&table, 0x4020_0000), None, "Portcullis");
+        assert_ne!(
+            access_at(&table, 0x7c00_0000),
+            Some(Access::Device),
+            "crash region"
+        );
+        assert_ne!(
+            access_at(&table, 0x7b00_0000),
+            Some(Access::Device),
+            "report"
+        );
+        assert!(access_at(&table, 0x4000_0000).is_some());
+        assert_ne!(access_at(&table, 0x4000_0000), Some(Access::Device), "RAM");
+        assert_eq!(access_at(&table, 0x0902_0000), Some(Access::Device));
+    }
+    // Device pages past the IPA space are cut off, not an error.
+    map.devices = vec![r(0xff_ffff_0000, 0x2_0000)];
+    assert_eq!(map.validate(), Ok(()));
+    let table = check_against_oracle(&map, true, Mode::Normal, true);
+    assert_eq!(access_at(&table, 0xff_ffff_f000), Some(Access::Device));
+    // Without device pages, nothing outside RAM is mapped at all.
+    map.devices.clear();
+    let table = check_against_oracle(&map, true, Mode::Normal, true);
+    for pa in [0, 0x0900_0000, 0x3eff_0000, 0x80_0000_0000] {
+        assert_eq!(access_at(&table, pa), None, "{pa:#x}");
     }
 }
 

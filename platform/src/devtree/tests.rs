@@ -1003,3 +1003,123 @@ proptest! {
         let _ = Platform::parse(&dtb);
     }
 }
+
+fn device<'a>(p: &'a Platform, path: &str) -> &'a DeviceNode {
+    p.devices
+        .iter()
+        .find(|d| d.path == path)
+        .unwrap_or_else(|| panic!("{path} not discovered"))
+}
+
+#[test]
+fn qemu_virt_devices() {
+    let p = Platform::parse(QEMU).unwrap();
+    // Memory, CPUs, /chosen and friends are not devices; nodes without MMIO (timer, PMU, PSCI,
+    // gpio-keys, the fixed clock) are not listed.
+    for d in &p.devices {
+        assert!(!d.path.starts_with("/cpus"), "{}", d.path);
+        assert!(!d.path.starts_with("/memory"), "{}", d.path);
+        assert!(!d.regs.is_empty() || !d.windows.is_empty(), "{}", d.path);
+    }
+    for absent in [
+        "/timer",
+        "/pmu",
+        "/psci",
+        "/gpio-keys",
+        "/apb-pclk",
+        "/chosen",
+    ] {
+        assert!(p.devices.iter().all(|d| d.path != absent), "{absent}");
+    }
+
+    let fw_cfg = device(&p, "/fw-cfg@9020000");
+    assert_eq!(fw_cfg.compatible, ["qemu,fw-cfg-mmio"]);
+    assert_eq!(fw_cfg.regs, [r(0x0902_0000, 0x18)]);
+    assert!(fw_cfg.available);
+    assert_eq!(fw_cfg.status, None);
+
+    let virtio: Vec<_> = p
+        .devices
+        .iter()
+        .filter(|d| d.is_compatible("virtio,mmio"))
+        .collect();
+    assert_eq!(virtio.len(), 32);
+    assert_eq!(virtio[0].regs, [r(0x0a00_0000, 0x200)]);
+    assert_eq!(virtio[31].regs, [r(0x0a00_3e00, 0x200)]);
+
+    // The dynamic sysbus: no reg, one window.
+    let bus = device(&p, "/platform-bus@c000000");
+    assert!(bus.regs.is_empty());
+    assert_eq!(bus.windows, [r(0x0c00_0000, 0x200_0000)]);
+    assert_eq!(bus.compatible, ["qemu,platform", "simple-bus"]);
+
+    // The GIC with both frames, and its ITS through `ranges;` (identity: no windows).
+    let gic = device(&p, "/intc@8000000");
+    assert_eq!(
+        gic.regs,
+        [r(0x0800_0000, 0x1_0000), r(0x080a_0000, 0xf6_0000)]
+    );
+    assert!(gic.windows.is_empty());
+    let its = device(&p, "/intc@8000000/its@8080000");
+    assert_eq!(its.regs, [r(0x0808_0000, 0x2_0000)]);
+    let gic_index = p.devices.iter().position(|d| d.path == gic.path);
+    assert_eq!(its.parent, gic_index);
+
+    // The PCI host: ECAM as reg, I/O, MMIO32 and MMIO64 windows as CPU ranges.
+    let pci = device(&p, "/pcie@10000000");
+    assert_eq!(pci.device_type.as_deref(), Some("pci"));
+    assert_eq!(pci.regs, [r(0x40_1000_0000, 0x1000_0000)]);
+    assert_eq!(
+        pci.windows,
+        [
+            r(0x3eff_0000, 0x1_0000),
+            r(0x1000_0000, 0x2eff_0000),
+            r(0x80_0000_0000, 0x80_0000_0000)
+        ]
+    );
+    assert_eq!(
+        device(&p, "/flash@0").regs,
+        [r(0, 0x400_0000), r(0x400_0000, 0x400_0000)]
+    );
+    assert_eq!(device(&p, "/pl011@9000000").regs, [r(0x0900_0000, 0x1000)]);
+    assert_eq!(
+        device(&p, "/smmuv3@9050000").regs,
+        [r(0x0905_0000, 0x2_0000)]
+    );
+}
+
+#[test]
+fn synthetic_devices_translate_and_inherit_status() {
+    let dtb = edited(SYNTHETIC, |t| {
+        let soc = t.find_node_mut("/soc").unwrap();
+        soc.add_property(DeviceTreeProperty::new("status", "disabled").unwrap());
+    });
+    for (dtb, soc_available) in [(SYNTHETIC.to_vec(), true), (dtb, false)] {
+        let p = Platform::parse(&dtb).unwrap();
+        // Through two levels of non-identity ranges.
+        let v2m = device(&p, "/soc/interrupt-controller@1000000/v2m@80000");
+        assert_eq!(v2m.regs, [r(0x1108_0000, 0x1000)]);
+        assert_eq!(v2m.available, soc_available);
+        let uart = device(&p, "/soc/serial@2000000");
+        assert_eq!(uart.regs, [r(0x1200_0000, 0x100)]);
+        assert_eq!(uart.compatible, ["ns16550a"]);
+        assert_eq!(uart.available, soc_available);
+        let soc = device(&p, "/soc");
+        assert_eq!(soc.windows, [r(0x1000_0000, 0x800_0000)]);
+        assert_eq!(
+            soc.status.as_deref(),
+            (!soc_available).then_some("disabled")
+        );
+        // An I2C device's reg is a bus address, not MMIO; reserved memory is not a device.
+        assert!(p.devices.iter().all(|d| !d.path.contains("eeprom")));
+        assert!(
+            p.devices
+                .iter()
+                .all(|d| !d.path.contains("reserved-memory"))
+        );
+        let pci = device(&p, "/pcie@30000000");
+        assert_eq!(pci.regs, [r(0x3000_0000, 0x100_0000)]);
+        assert_eq!(pci.windows.len(), 3);
+        assert!(pci.available);
+    }
+}

@@ -26,6 +26,7 @@ fn params(portcullis: PhysRange, crash: Option<PhysRange>) -> HostTreeParams {
         crash_region: crash,
         hide_smmu: false,
         fault_report: None,
+        disable: Vec::new(),
     }
 }
 
@@ -485,4 +486,43 @@ proptest! {
         );
         prop_assert_eq!(p.smmu.is_none(), hide);
     }
+}
+
+#[test]
+fn withheld_devices_are_disabled() {
+    let map = crate::boot::devices::DeviceMap::decide(&Platform::parse(QEMU).unwrap());
+    let mut p = params(r(0x4020_0000, 32 * MIB), None);
+    p.disable = map.to_disable();
+    p.disable.push(String::from("/no-such-node@0"));
+    let out = build_host_tree(QEMU, &p).unwrap();
+    let host = Platform::parse(&out).unwrap();
+    let fdt = Fdt::new(&out).unwrap();
+    let status = |path: &str| {
+        fdt.find_node(path)
+            .and_then(|n| n.property("status").map(|s| s.value().to_vec()))
+    };
+    assert_eq!(
+        status("/fw-cfg@9020000").as_deref(),
+        Some(&b"disabled\0"[..])
+    );
+    assert_eq!(
+        status("/virtio_mmio@a003e00").as_deref(),
+        Some(&b"disabled\0"[..])
+    );
+    assert_eq!(
+        status("/platform-bus@c000000").as_deref(),
+        Some(&b"disabled\0"[..])
+    );
+    assert_eq!(status("/pl011@9000000"), None);
+    assert_eq!(status("/pcie@10000000"), None);
+    // The host's tree, decided again, withholds nothing more and maps the same pages.
+    let again = crate::boot::devices::DeviceMap::decide(&host);
+    assert!(again.to_disable().is_empty());
+    assert_eq!(again.allowed, map.allowed);
+    assert!(
+        host.devices
+            .iter()
+            .filter(|d| d.available)
+            .all(|d| { !d.is_compatible("virtio,mmio") && !d.is_compatible("qemu,fw-cfg-mmio") })
+    );
 }

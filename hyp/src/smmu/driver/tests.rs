@@ -33,6 +33,8 @@ fn qemu_map(ipa_bits: u32) -> AddressMap {
         crash: Some(r(0x7c00_0000, 64 * MIB)),
         smmu: Some(r(0x0905_0000, 0x2_0000)),
         its_doorbells: vec![r(0x0809_0000, 0x1000)],
+        devices: vec![r(0x0900_0000, 0x1000)],
+        trapped: Vec::new(),
         report: None,
         ipa_bits,
     }
