@@ -10,19 +10,73 @@
 //!   the host, and Portcullis' memory (and the fault report) are reserved `no-map`;
 //! - the crash region, when placed, lies in RAM, overlaps nothing taken, and is the only
 //!   `crashkernel=` of the host's command line, which Portcullis parses back to the same region;
-//! - the fault report overlaps neither Portcullis nor the crash region.
+//! - the fault report overlaps neither Portcullis nor the crash region;
+//! - wherever the boot path accepts the address map (`AddressMap::validate`, with the device map
+//!   of `boot::devices`), the host's CPU stage 2 of either mode (`stage2::cpu_policy`) maps no byte
+//!   of Portcullis' memory and no writable byte of the fault report.
 
 use portcullis::boot::cmdline::{parse_crashkernel, parse_hyp_options};
+use portcullis::boot::devices::DeviceMap;
 use portcullis::boot::host_tree::{HostTreeParams, build_host_tree};
 use portcullis::boot::layout::{
     self, DTB_MAX_SIZE, Taken, TakenKind, place_crash_region, place_report, platform_taken,
 };
 use portcullis::platform::addr::{PhysRange, subtract_ranges};
 use portcullis::platform::devtree::{Platform, dtb_total_size};
+use portcullis::stage2::{Access, AddressMap, Mode, cpu_policy, ipa_bits_for};
 
 /// Portcullis' footprint in the harness (as the real image, 2 MiB aligned).
 const HYP_SIZE: u64 = 8 << 20;
 const MIB: u64 = 1 << 20;
+
+/// The host's CPU stage 2 in both modes, as the boot path builds it from this tree (the device
+/// map's `allowed` pages may overlap RAM in a mutated tree: the policy cuts RAM and Portcullis out
+/// of device MMIO): wherever the map is accepted, Portcullis' memory is never mapped and the fault
+/// report never writable.
+fn check_policy(
+    platform: &Platform,
+    devices: &DeviceMap,
+    hyp: PhysRange,
+    crash: Option<PhysRange>,
+    report: Option<PhysRange>,
+) {
+    let map = AddressMap {
+        ram: platform.memory.clone(),
+        hyp,
+        crash,
+        smmu: platform.smmu.as_ref().map(|s| s.regs),
+        its_doorbells: Vec::new(),
+        devices: devices.allowed.clone(),
+        trapped: Vec::new(),
+        report,
+        ipa_bits: ipa_bits_for(platform.max_address.saturating_sub(1), 48),
+    };
+    // A map the boot path refuses stops the boot (a device window over RAM, say): nothing to check.
+    if map.validate().is_err() {
+        return;
+    }
+    for mode in [Mode::Normal, Mode::Crash] {
+        for region in cpu_policy(&map, mode, true) {
+            if region.access == Access::None {
+                continue;
+            }
+            assert!(
+                !region.range.overlaps(&hyp),
+                "{mode:?}: {region:?} maps Portcullis {hyp}"
+            );
+            let writable = matches!(
+                region.access,
+                Access::Device | Access::NormalMemory { write: true, .. }
+            );
+            if let Some(r) = report {
+                assert!(
+                    !(writable && region.range.overlaps(&r)),
+                    "{mode:?}: {region:?} lets the host write the fault report {r}"
+                );
+            }
+        }
+    }
+}
 
 pub fn run(data: &[u8]) {
     let Ok(platform) = Platform::parse(data) else {
@@ -78,11 +132,14 @@ pub fn run(data: &[u8]) {
         }
     }
 
+    let devices = DeviceMap::decide(&platform);
+    check_policy(&platform, &devices, hyp, crash, report);
     let params = HostTreeParams {
         portcullis: hyp,
         crash_region: crash,
         hide_smmu,
         fault_report: report,
+        disable: devices.to_disable(),
     };
     let Ok(out) = build_host_tree(data, &params) else {
         return;

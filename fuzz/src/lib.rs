@@ -6,5 +6,6 @@
 pub mod alloc_meter;
 pub mod devtree;
 pub mod emul_smmu;
+pub mod its_filter;
 pub mod mmio;
 pub mod psci;
