@@ -7,14 +7,102 @@
 //!   PSCI_FEATURES asking about one of them); CPU_SUSPEND, SYSTEM_SUSPEND, MIGRATE and every
 //!   non-PSCI service (SiP, OEM, Trusted OS, vendor hypervisor) never do;
 //! - CPU_ON is intercepted exactly for the two CPU_ON function IDs, with x1..x3 as target, entry
-//!   and context.
+//!   and context; CPU_OFF exactly for its ID.
+//!
+//! And the per-CPU power states (`trap::cpus::CpuTable`) under any sequence of CPU_ON requests,
+//! firmware refusals, arrivals at Portcullis' secondary entry, CPU_OFF and boot, against a model:
+//! CPU_ON starts only an Off CPU and otherwise answers ALREADY_ON / ON_PENDING (INVALID_PARAMETERS
+//! beyond the table); a CPU that arrives enters the host at the entry of the CPU_ON that started it
+//! (a racing second CPU_ON never replaces it), and a CPU nobody started is parked, never entered.
 
 use arbitrary::Arbitrary;
-use portcullis::trap::psci::{self, Action, Call, Convention, PsciFunction};
+use portcullis::trap::cpus::{Arrival, CpuState, CpuTable, HostEntry};
+use portcullis::trap::psci::{self, Action, Call, Convention, PsciFunction, code};
 
 #[derive(Arbitrary, Debug)]
 pub struct Input {
     calls: Vec<Regs>,
+    cpus: Vec<CpuOp>,
+}
+
+const CPUS: usize = 4;
+
+/// One event of the CPU state machine; `cpu` may be beyond the table.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum CpuOp {
+    Booted(u8),
+    RequestOn { cpu: u8, pc: u64, context: u64 },
+    FirmwareRefused(u8),
+    Arrive(u8),
+    TurningOff(u8),
+    StillOn(u8),
+}
+
+fn cpu_states(ops: &[CpuOp]) {
+    let table = CpuTable::<CPUS>::new();
+    // The model: state and the entry recorded by the CPU_ON that left Off.
+    let mut model = [(CpuState::Off, None::<HostEntry>); CPUS];
+    for &op in ops.iter().take(256) {
+        match op {
+            CpuOp::Booted(c) => {
+                table.booted(c.into());
+                if let Some(m) = model.get_mut(usize::from(c)) {
+                    *m = (CpuState::On, None);
+                }
+            }
+            CpuOp::RequestOn { cpu, pc, context } => {
+                let entry = HostEntry { pc, context };
+                let got = table.request_on(cpu.into(), entry);
+                let expected = match model.get_mut(usize::from(cpu)) {
+                    None => Err(code::INVALID_PARAMETERS),
+                    Some(m) => match m.0 {
+                        CpuState::Off => {
+                            *m = (CpuState::OnPending, Some(entry));
+                            Ok(())
+                        }
+                        CpuState::On => Err(code::ALREADY_ON),
+                        CpuState::Claimed | CpuState::OnPending => Err(code::ON_PENDING),
+                    },
+                };
+                assert_eq!(got, expected, "CPU_ON of {cpu}");
+            }
+            CpuOp::FirmwareRefused(c) => {
+                table.firmware_refused(c.into());
+                if let Some(m) = model.get_mut(usize::from(c))
+                    && m.0 == CpuState::OnPending
+                {
+                    *m = (CpuState::Off, None);
+                }
+            }
+            CpuOp::Arrive(c) => {
+                let got = table.arrive(c.into());
+                match model.get_mut(usize::from(c)) {
+                    Some(m) if m.0 == CpuState::OnPending => {
+                        let entry = m.1.expect("OnPending without an entry in the model");
+                        assert_eq!(got, Arrival::Enter(entry), "CPU {c} entered elsewhere");
+                        m.0 = CpuState::On;
+                    }
+                    Some(m) => assert_eq!(got, Arrival::Unexpected(m.0), "CPU {c} arrived"),
+                    None => assert!(matches!(got, Arrival::Unexpected(_))),
+                }
+            }
+            CpuOp::TurningOff(c) => {
+                table.turning_off(c.into());
+                if let Some(m) = model.get_mut(usize::from(c)) {
+                    *m = (CpuState::Off, None);
+                }
+            }
+            CpuOp::StillOn(c) => {
+                table.still_on(c.into());
+                if let Some(m) = model.get_mut(usize::from(c)) {
+                    m.0 = CpuState::On;
+                }
+            }
+        }
+        for (i, m) in model.iter().enumerate() {
+            assert_eq!(table.state(i), Some(m.0), "state of CPU {i} after {op:?}");
+        }
+    }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -55,6 +143,7 @@ pub fn run(input: &Input) {
     for regs in input.calls.iter().take(256) {
         check(regs.x());
     }
+    cpu_states(&input.cpus);
 }
 
 fn check(x: [u64; 4]) {
@@ -105,6 +194,10 @@ fn check(x: [u64; 4]) {
                 let expect = |a: u64| if smc64 { a } else { a & 0xffff_ffff };
                 assert_eq!(args, [expect(x[1]), expect(x[2]), expect(x[3])]);
             }
+        }
+        Action::CpuOff { function_id } => {
+            assert_eq!(w0, 0x8400_0002, "{w0:#x} handled as CPU_OFF");
+            assert_eq!(function_id, w0);
         }
         Action::CpuOn {
             target_cpu,

@@ -9,6 +9,7 @@
 use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
 use crate::host::HostRam;
+use crate::limited::limited;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
@@ -28,7 +29,7 @@ use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use portcullis::trap::mmio::MmioAccess;
-use spin::Mutex;
+use spin::mutex::TicketMutex as Mutex;
 
 impl SmmuMmio for SmmuFrame {
     fn read32(&mut self, offset: usize) -> u32 {
@@ -244,11 +245,49 @@ impl PhysicalSmmu for Phys<'_> {
     /// stream, 65 536 on QEMU) are written as one batch: the driver's update rounds then cost a
     /// few CMD_SYNCs for the whole run instead of a few per stream.
     fn write_stes(&mut self, stes: &[(StreamId, Ste)]) -> Result<(), SmmuError> {
+        let start = crate::arch::cpu::counter();
+        let r = self.write_stes_timed(stes);
+        STE_WRITE_TICKS.fetch_add(
+            crate::arch::cpu::counter().wrapping_sub(start),
+            core::sync::atomic::Ordering::Relaxed,
+        );
+        r
+    }
+
+    fn submit(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+        if self.pending.try_reserve(cmds.len()).is_err() {
+            // No heap to hold them until the sync: submit now (order is kept).
+            self.flush()?;
+            return self.driver.submit(cmds);
+        }
+        self.pending.extend_from_slice(cmds);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), SmmuError> {
+        let cmds = core::mem::take(&mut self.pending);
+        self.driver.submit(&cmds)
+    }
+}
+
+/// Counter ticks spent writing physical STEs (for the trap-cost report of a `CMDQ_PROD` write).
+static STE_WRITE_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+impl Phys<'_> {
+    fn write_stes_timed(&mut self, stes: &[(StreamId, Ste)]) -> Result<(), SmmuError> {
         let mut i = 0;
         while i < stes.len() {
             let ste = stes[i].1;
             let run = stes[i..].iter().take_while(|(_, s)| *s == ste).count();
-            let mut sids: Vec<StreamId> = Vec::with_capacity(run);
+            // The emulation hands over a chunk at most; without heap for the run, one at a time.
+            let mut sids: Vec<StreamId> = Vec::new();
+            if sids.try_reserve_exact(run).is_err() {
+                for (sid, ste) in &stes[i..i + run] {
+                    self.write_ste(*sid, ste)?;
+                }
+                i += run;
+                continue;
+            }
             for &(sid, _) in &stes[i..i + run] {
                 if self.admit(sid, &ste) {
                     sids.push(sid);
@@ -268,16 +307,6 @@ impl PhysicalSmmu for Phys<'_> {
             i += run;
         }
         Ok(())
-    }
-
-    fn submit(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
-        self.pending.extend_from_slice(cmds);
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), SmmuError> {
-        let cmds = core::mem::take(&mut self.pending);
-        self.driver.submit(&cmds)
     }
 }
 
@@ -451,7 +480,8 @@ pub fn poll() {
                     faults.ring.pop();
                 }
                 other => {
-                    log::warn!(
+                    limited!(
+                        Warn,
                         "fence record for stream {:#x} not forwarded yet: {other}",
                         r.sid
                     );
@@ -526,16 +556,17 @@ fn log_notes(notes: &[Note]) {
                 continue;
             }
         }
-        log::warn!("emulated SMMU: {n}");
+        limited!(Warn, "emulated SMMU: {n}");
     }
     if lost > 1 {
-        log::warn!(
+        limited!(
+            Warn,
             "emulated SMMU: ... {} more events for the host lost",
             lost - 1
         );
     }
     if others > LINES {
-        log::warn!("emulated SMMU: ... and {} more notes", others - LINES);
+        limited!(Warn, "emulated SMMU: ... and {} more notes", others - LINES);
     }
 }
 
@@ -561,9 +592,12 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
             stage2: fw.stage2,
             pending: Vec::new(),
         };
+        let start = crate::arch::cpu::counter();
+        let ste_ticks = STE_WRITE_TICKS.load(core::sync::atomic::Ordering::Relaxed);
         let notes = fw
             .emul
             .write(offset, access.size_bytes, value, &mut HostRam, &mut phys);
+        report_slow_write(offset, start, ste_ticks);
         if let Err(e) = phys.flush() {
             log::error!("emulated SMMU: physical commands failed: {e}");
         }
@@ -583,6 +617,26 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
         }
         access.complete_load(&mut frame.x, read.value);
     }
+}
+
+/// Logs (rate-limited) an emulated-SMMU register write that held the trap for a millisecond or
+/// more: the figure `scripts/bench`-style measurements of a host batch read.
+fn report_slow_write(offset: usize, start: u64, ste_ticks_before: u64) {
+    let hz = crate::arch::cpu::counter_hz().max(1);
+    let elapsed = crate::arch::cpu::counter().wrapping_sub(start);
+    if elapsed.saturating_mul(1000) < hz {
+        return;
+    }
+    let ste = STE_WRITE_TICKS
+        .load(core::sync::atomic::Ordering::Relaxed)
+        .wrapping_sub(ste_ticks_before);
+    let us = |t: u64| t.saturating_mul(1_000_000) / hz;
+    limited!(
+        Info,
+        "emulated SMMU: write at {offset:#x} held the trap {} us ({} us writing physical STEs)",
+        us(elapsed),
+        us(ste)
+    );
 }
 
 /// The host enables the event-queue interrupt on its SMMU: enable it on the physical one, whose

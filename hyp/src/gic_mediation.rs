@@ -9,7 +9,6 @@ use crate::arch::vectors::TrapFrame;
 use crate::host::HostRam;
 use alloc::vec::Vec;
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicU64, Ordering};
 use platform::addr::{Ipa, PhysRange};
 use platform::devtree::{GicVersion, Platform};
 use portcullis::gic::its::{self, EmulatedIts, ItsConfig, PhysIts, TableKind};
@@ -18,7 +17,9 @@ use portcullis::gic::regs::{GITS_CBASER, gicd, gicr, gits};
 use portcullis::gic::{DmaWindow, lpi};
 use portcullis::stage2::{AddressMap, Mode};
 use portcullis::trap::mmio::MmioAccess;
-use spin::{Mutex, Once};
+use spin::Once;
+// Fair: a trap storm on one CPU cannot starve another CPU's access (or the fence).
+use spin::mutex::TicketMutex as Mutex;
 use tock_registers::LocalRegisterCopy;
 
 /// Portcullis' command queue for each physical ITS: 64 KiB, 2048 commands.
@@ -354,11 +355,7 @@ pub fn lpi_tables() -> Vec<PhysRange> {
     CRASH_TABLES.lock().clone()
 }
 
-/// Host-triggered warnings: the first 16, then one in 1024, each with the count so far.
+/// Host-triggered warnings, within the rate limit every host-triggered line has.
 fn warn_limited(args: core::fmt::Arguments<'_>) {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
-    if n <= 16 || n.is_multiple_of(1024) {
-        log::warn!("GIC mediation ({n} so far): {args}");
-    }
+    crate::limited::limited!(Warn, "GIC mediation: {args}");
 }

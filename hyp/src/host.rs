@@ -5,7 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -15,8 +15,9 @@ use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
+use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// Portcullis' own options, from `/chosen/portcullis,bootargs`.
 pub struct Options {
@@ -92,8 +93,8 @@ struct Host {
 
 static HOST: Once<Host> = Once::new();
 
-/// CPU_ON requests waiting for their CPU to reach Portcullis' secondary entry.
-static PENDING: Mutex<[Option<Entry>; MAX_CPUS]> = Mutex::new([None; MAX_CPUS]);
+/// Each CPU's power state and, while it starts, where it enters the host (lock-free).
+static CPUS: CpuTable<MAX_CPUS> = CpuTable::new();
 
 const MIB: u64 = 1 << 20;
 
@@ -250,6 +251,10 @@ pub fn prepare(
         smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
+    if let Some(boot) = tree_index(cpu::mpidr()) {
+        BOOT_TREE_INDEX.store(boot, Ordering::Relaxed);
+    }
+    CPUS.booted(0);
     Ok((
         Entry {
             pc: load.raw(),
@@ -314,47 +319,90 @@ pub fn enter(cpu_index: usize, entry: Entry) -> ! {
 /// EL1h with D, A, I and F masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;
 
-/// A secondary CPU, just started at Portcullis' entry: enter the host where it asked.
+/// The device-tree index of the CPU with affinity `mpidr`.
+fn tree_index(mpidr: u64) -> Option<usize> {
+    host()
+        .cpus
+        .iter()
+        .position(|&m| m == mpidr & 0xff_00ff_ffff)
+}
+
+/// The device-tree index of the boot CPU.
+static BOOT_TREE_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+/// The Portcullis CPU index (EL2 stack, TPIDR_EL2, state in `CPUS`) of the CPU with affinity
+/// `mpidr` (`portcullis::trap::cpus::cpu_slot`).
+fn cpu_slot(mpidr: u64) -> Option<usize> {
+    let i = tree_index(mpidr)?;
+    Some(cpus::cpu_slot(i, BOOT_TREE_INDEX.load(Ordering::Relaxed)))
+}
+
+/// A secondary CPU, just started at Portcullis' entry: enter the host where it asked. A CPU with
+/// no CPU_ON pending (see `portcullis::trap::cpus`: only firmware starting a CPU unasked can do
+/// that) is parked.
 pub fn secondary_start(index: usize) -> ! {
-    let entry = PENDING.lock().get_mut(index).and_then(Option::take);
-    match entry {
-        Some(e) => {
+    match CPUS.arrive(index) {
+        Arrival::Enter(e) => {
             log::debug!(
                 "CPU {index} (MPIDR {:#x}) entering the host at {:#x}",
                 cpu::mpidr(),
                 e.pc
             );
-            enter(index, e)
+            enter(
+                index,
+                Entry {
+                    pc: e.pc,
+                    x0: e.context,
+                },
+            )
         }
-        None => panic!("CPU {index} started with no pending CPU_ON"),
+        Arrival::Unexpected(state) => {
+            log::error!(
+                "CPU {index} (MPIDR {:#x}) started with no CPU_ON pending (state {state:?}); parking it",
+                cpu::mpidr()
+            );
+            firmware::call(psci::PsciFunction::CpuOff.smc32_id(), [0; 3]);
+            loop {
+                aarch64_cpu::asm::wfe();
+            }
+        }
     }
 }
 
-/// The host's PSCI CPU_ON: checks the request, remembers where the CPU should enter the host, and
-/// has firmware start it at Portcullis' own entry.
+/// The host's PSCI CPU_ON: checks the request, records where the CPU should enter the host (if it
+/// is off), and has firmware start it at Portcullis' own entry.
 pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let h = host();
-    let Some(index) = h.cpus.iter().position(|&m| m == target & 0xff_00ff_ffff) else {
+    let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
-    if index >= MAX_CPUS {
-        log::warn!("CPU_ON({target:#x}): Portcullis supports {MAX_CPUS} CPUs; refusing");
-        return psci::x0(code::INVALID_PARAMETERS);
-    }
     let in_ram = h.ram.iter().any(|r| r.contains(platform::addr::Pa(entry)));
     if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
         return psci::x0(code::INVALID_ADDRESS);
     }
-    PENDING.lock()[index] = Some(Entry {
-        pc: entry,
-        x0: context,
-    });
+    if let Err(code) = CPUS.request_on(index, HostEntry { pc: entry, context }) {
+        return psci::x0(code);
+    }
     let secondary = head::secondary_entry as *const () as u64;
     let r = firmware::cpu_on(target, secondary, index as u64);
     if r != i64::from(code::SUCCESS) {
-        PENDING.lock()[index] = None;
+        CPUS.firmware_refused(index);
     }
     r as u64
+}
+
+/// The host's PSCI CPU_OFF on this CPU: marked off first, then firmware; returns only if firmware
+/// refused (x0..x3 for the host).
+pub fn cpu_off(function_id: u32) -> [u64; 4] {
+    let me = cpu_slot(cpu::mpidr());
+    if let Some(i) = me {
+        CPUS.turning_off(i);
+    }
+    let r = firmware::call(function_id, [0; 3]);
+    if let Some(i) = me {
+        CPUS.still_on(i);
+    }
+    r
 }
 
 /// The base of the SMMU's register frame (only called for an address inside it).

@@ -15,9 +15,14 @@ extern crate std;
 pub use platform;
 
 pub mod boot;
+pub mod diag;
 pub mod emul;
 pub mod fence;
 pub mod gic;
+pub mod pmu;
 pub mod smmu;
 pub mod stage2;
 pub mod trap;
+
+#[cfg(test)]
+mod test_alloc;

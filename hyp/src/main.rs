@@ -16,6 +16,8 @@ mod firewall;
 mod gic_mediation;
 #[cfg(target_os = "none")]
 mod host;
+#[cfg(target_os = "none")]
+mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
 #[cfg(target_os = "none")]
@@ -25,11 +27,35 @@ mod traps;
 mod image {
     use crate::arch::{console, cpu, firmware, head, mmu};
     use crate::{firewall, gic_mediation, host};
-    use buddy_system_allocator::LockedHeap;
+    use buddy_system_allocator::Heap;
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::ptr::{self, NonNull};
     use platform::addr::PhysRange;
+    use spin::mutex::TicketMutex;
+
+    /// The buddy heap behind a ticket lock: every CPU allocating on a trap path gets its turn.
+    struct TicketHeap(TicketMutex<Heap<32>>);
+
+    // SAFETY: allocation and deallocation are serialised by the lock and delegated to the buddy
+    // allocator, which hands out non-overlapping blocks of at least the requested layout.
+    unsafe impl GlobalAlloc for TicketHeap {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.0
+                .lock()
+                .alloc(layout)
+                .map_or(ptr::null_mut(), NonNull::as_ptr)
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if let Some(p) = NonNull::new(ptr) {
+                // SAFETY: the caller returns a block this allocator gave out, with its layout.
+                unsafe { self.0.lock().dealloc(p, layout) }
+            }
+        }
+    }
 
     #[global_allocator]
-    static HEAP: LockedHeap<32> = LockedHeap::empty();
+    static HEAP: TicketHeap = TicketHeap(TicketMutex::new(Heap::empty()));
 
     fn symbol(s: &u8) -> u64 {
         s as *const u8 as u64
@@ -62,7 +88,8 @@ mod image {
         unsafe { mmu::enable_boot_tables(&[image, dtb_range]) };
         // SAFETY: the heap range is reserved by the linker script for this allocator alone.
         unsafe {
-            HEAP.lock()
+            HEAP.0
+                .lock()
                 .init(heap.start.raw() as usize, heap.size() as usize)
         };
 

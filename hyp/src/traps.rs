@@ -9,6 +9,7 @@
 use crate::arch::firmware;
 use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
+use crate::limited::limited;
 use aarch64_cpu::registers::*;
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
@@ -37,7 +38,8 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
         // traps to EL2 (an SMC): refuse it like any unknown instruction.
         (ExceptionType::Sync, true) => inject_undefined(frame),
         // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
-        _ => log::warn!(
+        _ => limited!(
+            Warn,
             "unexpected {vector:?} from the host, ESR {:#x}; ignored",
             ESR_EL2.get()
         ),
@@ -57,7 +59,8 @@ fn lower_sync(frame: &mut TrapFrame) {
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
         other => {
-            log::warn!(
+            limited!(
+                Warn,
                 "host trap {other:?} (ESR {esr:#x}) at {:#x}: injecting an undefined instruction",
                 frame.elr
             );
@@ -79,6 +82,10 @@ fn smccc_call(frame: &mut TrapFrame) {
             let r = firmware::call(function_id, args);
             frame.x[..4].copy_from_slice(&r);
         }
+        Action::CpuOff { function_id } => {
+            let r = host::cpu_off(function_id);
+            frame.x[..4].copy_from_slice(&r);
+        }
         Action::CpuOn {
             target_cpu,
             entry,
@@ -86,7 +93,8 @@ fn smccc_call(frame: &mut TrapFrame) {
             ..
         } => {
             frame.x[0] = host::cpu_on(target_cpu, entry, context);
-            log::debug!(
+            limited!(
+                Debug,
                 "CPU_ON({target_cpu:#x}, {entry:#x}) -> {}",
                 frame.x[0] as i64
             );
@@ -94,8 +102,47 @@ fn smccc_call(frame: &mut TrapFrame) {
     }
 }
 
+/// The IPA of a stage-2 abort, from HPFAR_EL2 only where the architecture promises it.
+enum FaultIpa {
+    Known(platform::addr::Ipa),
+    /// A permission fault whose VA the host's stage 1 no longer translates (it changed its tables
+    /// since): return to the instruction and let it fault again, or not.
+    Retry,
+    /// Nothing says (FAR not valid, or no address for this kind of fault).
+    Unknown,
+}
+
+fn fault_ipa(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> FaultIpa {
+    let far = FAR_EL2.get();
+    match esr::ipa_source(s1ptw, far_not_valid, fault) {
+        esr::IpaSource::Hpfar => FaultIpa::Known(esr::fault_ipa(HPFAR_EL2.get(), far)),
+        esr::IpaSource::TranslateFar => {
+            match esr::ipa_from_par(crate::arch::cpu::translate_el1_read(far), far) {
+                Some(ipa) => FaultIpa::Known(ipa),
+                None => FaultIpa::Retry,
+            }
+        }
+        esr::IpaSource::Unknown => FaultIpa::Unknown,
+    }
+}
+
 fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
-    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
+        FaultIpa::Known(ipa) => ipa,
+        FaultIpa::Retry => return,
+        FaultIpa::Unknown => {
+            limited!(
+                Warn,
+                "host {} abort at an unknown IPA (ELR {:#x}, {:?}); injecting an external abort",
+                if abort.write { "store" } else { "load" },
+                frame.elr,
+                abort.fault
+            );
+            let far = FAR_EL2.get();
+            let write = abort.write;
+            return inject_abort(frame, Abort::Data { far, write });
+        }
+    };
     if crate::gic_mediation::is_trapped(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
@@ -103,7 +150,7 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
             Err(e) => {
-                log::warn!("host access to the GIC at {ipa:?} refused: {e}");
+                limited!(Warn, "host access to the GIC at {ipa:?} refused: {e}");
                 let far = FAR_EL2.get();
                 inject_abort(
                     frame,
@@ -123,7 +170,8 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
             Err(e) => {
-                log::warn!(
+                limited!(
+                    Warn,
                     "host access to the SMMU at {ipa:?} refused: {e} (ELR {:#x})",
                     frame.elr
                 );
@@ -138,7 +186,8 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         }
         return;
     }
-    log::warn!(
+    limited!(
+        Warn,
         "host {} at {ipa:?} (ELR {:#x}) refused by its stage 2 ({:?}): not its memory, or read-only in crash mode; injecting an external abort",
         if abort.write { "store" } else { "load" },
         frame.elr,
@@ -154,7 +203,20 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
 }
 
 fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
-    let ipa = esr::fault_ipa(HPFAR_EL2.get(), FAR_EL2.get());
+    let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
+        FaultIpa::Known(ipa) => ipa,
+        FaultIpa::Retry => return,
+        FaultIpa::Unknown => {
+            limited!(
+                Warn,
+                "host instruction fetch at an unknown IPA (ELR {:#x}, {:?}); injecting an external abort",
+                frame.elr,
+                abort.fault
+            );
+            let far = FAR_EL2.get();
+            return inject_abort(frame, Abort::Instruction { far });
+        }
+    };
     let crash = host::crash_region();
     let in_crash = crash.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())));
     if in_crash && !host::in_crash_mode() && matches!(abort.fault, FaultStatus::Permission { .. }) {
@@ -163,7 +225,8 @@ fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
         crate::crash::raise(ipa);
         return;
     }
-    log::warn!(
+    limited!(
+        Warn,
         "host instruction fetch at {ipa:?} (ELR {:#x}) faulted: {:?}; injecting an external abort",
         frame.elr,
         abort.fault

@@ -1,6 +1,11 @@
 //! Scenario *smp*: every CPU in the tree comes up through PSCI CPU_ON (proxied by Portcullis, which
 //! starts each at its own EL2 entry first) and reports its MPIDR; AFFINITY_INFO and CPU_OFF behave;
 //! bad requests get PSCI's error codes; unknown SMCCC calls answer NOT_SUPPORTED.
+//!
+//! Hostile requests (issue 8): CPU_ON with an entry point inside Portcullis' memory or outside RAM
+//! answers INVALID_ADDRESS and leaves the CPU off; a second CPU_ON for a CPU still starting answers
+//! ON_PENDING or ALREADY_ON, and the CPU still enters where the first one asked (Portcullis used to
+//! drop the pending entry and panic when the CPU arrived).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -55,16 +60,53 @@ mod scenario {
         );
         rt::set_secondary_fn(secondary);
 
+        if let Some(&victim) = cpus[..n].iter().find(|&&m| m != me) {
+            let hyp = ctx.dtb.reserved_with_compatible("portcullis,hypervisor");
+            check!(
+                hyp.is_some(),
+                "no portcullis,hypervisor node in /reserved-memory"
+            );
+            let hyp = hyp.unwrap_or(guest::dt::Reg { base: 0, size: 0 });
+            for entry in [
+                hyp.base,
+                hyp.base + hyp.size / 2,
+                hyp.end() - 4,
+                0x0900_0000,
+            ] {
+                let r = psci::cpu_on(victim, entry, 0);
+                check!(
+                    r == -9,
+                    "CPU_ON({victim:#x}) at {entry:#x} returned {r}, want INVALID_ADDRESS (-9)"
+                );
+            }
+            let aff = psci::affinity_info(victim);
+            check!(
+                aff == AFF_OFF,
+                "AFFINITY_INFO({victim:#x}) = {aff} after refused CPU_ONs, want OFF (1)"
+            );
+            println!(
+                "CPU_ON into Portcullis' memory or outside RAM: INVALID_ADDRESS, CPU stays off"
+            );
+        }
+
         for (i, &mpidr) in cpus[..n].iter().enumerate() {
             if mpidr == me {
                 continue;
             }
             let r = psci::cpu_on(mpidr, rt::secondary_entry_address(), i as u64);
             check!(r == 0, "CPU_ON({mpidr:#x}) returned {r}");
+            // At once again, while it starts: the pending entry must survive. (The context of this
+            // one would make the CPU report under another index.)
+            let racing = psci::cpu_on(mpidr, rt::secondary_entry_address(), (i + 1) as u64);
+            check!(
+                racing == -5 || racing == -4,
+                "a second CPU_ON({mpidr:#x}) returned {racing}, want ON_PENDING (-5) or ALREADY_ON (-4)"
+            );
             check!(
                 wait_for(|| ARRIVED[i].load(Ordering::SeqCst) == 1),
                 "CPU {mpidr:#x} never arrived"
             );
+            println!("racing CPU_ON({mpidr:#x}) answered {racing}");
             let got = REPORTED[i].load(Ordering::SeqCst);
             println!("CPU {i} up, reports MPIDR {got:#x}");
             check!(

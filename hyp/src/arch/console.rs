@@ -3,17 +3,46 @@
 //! Portcullis never takes an exception at EL2 except through a bug, so the only re-entry into the
 //! console is a panic while a line is being printed; the lock therefore remembers which CPU holds it,
 //! and that CPU's panic path writes without waiting for itself.
+//!
+//! The host owns the same PL011 and may disable its transmitter, after which a real PL011's FIFO
+//! never drains. No wait here is unbounded (`portcullis::diag::console_tx`): a character waits a
+//! few milliseconds for room and is then dropped (and so is the rest, without waiting, until the
+//! FIFO drains); a CPU waits a bounded time for the console lock and otherwise drops its line. What
+//! was dropped is reported when output works again.
 
+use super::cpu;
 use arm_pl011_uart::{PL011Registers, Uart, UniqueMmioPointer};
 use core::fmt::Write;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{LevelFilter, Log, Metadata, Record};
-use spin::mutex::SpinMutex;
+use portcullis::diag::console_tx::Budget;
+use portcullis::diag::{BoundedTx, TxPort, acquire_within};
+use spin::mutex::TicketMutex;
 
-static UART: SpinMutex<Option<Uart<'static>>> = SpinMutex::new(None);
+struct Console {
+    uart: Uart<'static>,
+    tx: BoundedTx,
+}
+
+static UART: TicketMutex<Option<Console>> = TicketMutex::new(None);
 const NO_OWNER: usize = usize::MAX;
 static OWNER: AtomicUsize = AtomicUsize::new(NO_OWNER);
+/// Lines dropped because the console lock was not free within its budget.
+static LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How long one character waits for room in the TX FIFO: 2 ms (a working PL011 frees a slot every
+/// 87 us at 115200 baud).
+const CHAR_WAIT_MS: u64 = 2;
+/// How long a CPU waits for another CPU's line to finish.
+const LOCK_WAIT_MS: u64 = 50;
+
+fn budget(ms: u64, polls: u32) -> Budget {
+    Budget {
+        ticks: (cpu::counter_hz() / 1000).max(1) * ms,
+        polls,
+    }
+}
 
 /// Takes the PL011 at `base` as the console. The boot firmware (or QEMU) has configured it already.
 ///
@@ -26,32 +55,92 @@ pub unsafe fn init(base: u64) {
     };
     // SAFETY: the caller guarantees the frame is a mapped PL011 owned by this console.
     let regs = unsafe { UniqueMmioPointer::new(ptr) };
-    *UART.lock() = Some(Uart::new(regs));
+    *UART.lock() = Some(Console {
+        uart: Uart::new(regs),
+        tx: BoundedTx::new(),
+    });
 }
 
-fn with_uart(f: impl FnOnce(&mut Uart<'static>)) {
-    let me = super::cpu::index();
+struct Port<'a>(&'a mut Uart<'static>);
+
+impl TxPort for Port<'_> {
+    fn tx_full(&self) -> bool {
+        self.0.is_tx_fifo_full()
+    }
+    fn put(&mut self, byte: u8) {
+        self.0.write_word(byte);
+    }
+}
+
+/// `fmt::Write` over the console with every character's wait bounded; never fails (a character
+/// that cannot go out is dropped and counted).
+struct Writer<'a> {
+    console: &'a mut Console,
+    budget: Budget,
+}
+
+impl Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let mut clock = cpu::counter;
+        for &b in s.as_bytes() {
+            self.console.tx.put(
+                &mut Port(&mut self.console.uart),
+                b,
+                &mut clock,
+                self.budget,
+            );
+        }
+        Ok(())
+    }
+}
+
+fn with_console(f: impl FnOnce(&mut Writer)) {
+    let me = cpu::index();
+    let char_budget = budget(CHAR_WAIT_MS, 200_000);
     if OWNER.load(Ordering::Relaxed) == me {
         // Re-entered on this CPU (a panic while printing): write through the held lock.
         // SAFETY: this CPU owns the lock and is not going back to the interrupted write.
-        let uart = unsafe { &mut *UART.as_mut_ptr() };
-        if let Some(u) = uart.as_mut() {
-            f(u);
+        let console = unsafe { &mut *UART.as_mut_ptr() };
+        if let Some(c) = console.as_mut() {
+            f(&mut Writer {
+                console: c,
+                budget: char_budget,
+            });
         }
         return;
     }
-    let mut guard = UART.lock();
+    let Some(mut guard) = acquire_within(
+        || UART.try_lock(),
+        &mut cpu::counter,
+        budget(LOCK_WAIT_MS, 50_000_000),
+    ) else {
+        LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     OWNER.store(me, Ordering::Relaxed);
-    if let Some(u) = guard.as_mut() {
-        f(u);
+    if let Some(c) = guard.as_mut() {
+        let mut w = Writer {
+            console: c,
+            budget: char_budget,
+        };
+        let chars = w.console.tx.take_dropped();
+        let lines = LINES_DROPPED.swap(0, Ordering::Relaxed);
+        if chars != 0 || lines != 0 {
+            let _ = writeln!(
+                w,
+                "portcullis[{me}] WARN  console: {chars} characters and {lines} lines dropped \
+                 (TX FIFO full or console busy)"
+            );
+        }
+        f(&mut w);
     }
     OWNER.store(NO_OWNER, Ordering::Relaxed);
 }
 
 /// Writes formatted text to the console.
 pub fn print(args: core::fmt::Arguments) {
-    with_uart(|u| {
-        let _ = u.write_fmt(args);
+    with_console(|w| {
+        let _ = w.write_fmt(args);
     });
 }
 
@@ -64,10 +153,10 @@ impl Log for Logger {
 
     fn log(&self, record: &Record) {
         if self.enabled(record.metadata()) {
-            let cpu = super::cpu::index();
-            with_uart(|u| {
+            let cpu = cpu::index();
+            with_console(|w| {
                 let _ = writeln!(
-                    u,
+                    w,
                     "portcullis[{cpu}] {:5} {}",
                     record.level(),
                     record.args()

@@ -76,11 +76,15 @@ pub fn configure_for_host(stage2: GuestStage2) {
         ICH_HCR_EL2.set(0);
     }
 
-    // Debug and performance monitors: give EL1 all event counters, trap nothing.
+    // Debug and performance monitors: give EL1 all event counters, trap nothing, count nothing
+    // at EL2 where the PMU version allows it.
     let pmcr: u64;
     // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
     unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
-    MDCR_EL2.set((pmcr >> 11) & 0x1f);
+    MDCR_EL2.set(portcullis::pmu::mdcr_el2_for_host(
+        pmcr,
+        ID_AA64DFR0_EL1.get(),
+    ));
 
     // FP/SIMD, SVE and SME are the host's; give it the largest vector lengths.
     if ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0 {
@@ -169,4 +173,55 @@ pub fn counter() -> u64 {
 /// Ticks per second of the physical counter.
 pub fn counter_hz() -> u64 {
     CNTFRQ_EL0.get()
+}
+
+/// ID_AA64ISAR2_EL1.ATS1A, bits [63:60]: `AT S1E1A` (address translation without a permission
+/// check) is implemented.
+const ISAR2_ATS1A_SHIFT: u64 = 60;
+
+/// Translates `va` through the host's current EL1&0 stage 1 (and, for its table walk, the host's
+/// stage 2); returns the PAR_EL1 it produced. `AT S1E1A` where the CPU has it (no permission
+/// check: a page the host may execute but not read, with permission indirection, still
+/// translates), `AT S1E1R` otherwise. PAR_EL1 is the host's register: it is restored before
+/// returning. Used to find the IPA of a stage-2 permission fault, for which HPFAR_EL2 is not
+/// reliable (`portcullis::trap::esr::ipa_source`).
+pub fn translate_el1_read(va: u64) -> u64 {
+    let isar2: u64;
+    // SAFETY: ID_AA64ISAR2_EL1 is in the ID register space (RAZ where not implemented); reading it
+    // has no side effects.
+    unsafe { asm!("mrs {}, S3_0_C0_C6_2", out(reg) isar2, options(nomem, nostack)) };
+    let par: u64;
+    if (isar2 >> ISAR2_ATS1A_SHIFT) & 0xf != 0 {
+        // SAFETY: as below; `sys #0, c7, c9, #2` is AT S1E1A (FEAT_ATS1A, present).
+        unsafe {
+            asm!(
+                "mrs {saved}, par_el1",
+                "sys #0, c7, c9, #2, {va}",
+                "isb",
+                "mrs {par}, par_el1",
+                "msr par_el1, {saved}",
+                va = in(reg) va,
+                saved = out(reg) _,
+                par = out(reg) par,
+                options(nostack),
+            );
+        }
+        return par;
+    }
+    // SAFETY: an address translation instruction only writes PAR_EL1 (saved and restored here);
+    // a stage-2 fault on its walk is reported in PAR_EL1, not taken as an exception.
+    unsafe {
+        asm!(
+            "mrs {saved}, par_el1",
+            "at s1e1r, {va}",
+            "isb",
+            "mrs {par}, par_el1",
+            "msr par_el1, {saved}",
+            va = in(reg) va,
+            saved = out(reg) _,
+            par = out(reg) par,
+            options(nostack),
+        );
+    }
+    par
 }

@@ -35,7 +35,6 @@
 //! `CMDQ_CONS` stops at the first host CMD_SYNC of the batch: the host never sees a sync complete
 //! that did not, and retries it on its next `CMDQ_PROD` write.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
 
@@ -47,88 +46,234 @@ use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError, SyncSignal};
 use crate::smmu::queue::{CmdqCons, CommandQueueError, QueueIndex, QueuePair};
 use crate::smmu::ste::Ste;
 
-/// Physical work collected while a host batch runs, published in host order.
-///
-/// What it holds at once is bounded by the number of physical streams, not by the length of the
-/// host's batch: once it holds [`PhysBatch::limit`] STEs and commands it must be flushed (the
-/// caller does so between compositions), so that a queue full of CMD_CFGI_ALL never materialises
-/// every stream's STE once per command. Flushing early changes nothing the host can see: the work
-/// is still published in host order, and the batch's host CMD_SYNCs still complete with the one
-/// physical sync at its end.
-#[derive(Debug)]
+/// At most this many STEs are composed before they go to the physical SMMU: the memory one host
+/// batch takes is bounded whatever it asks (a batch of CFGI_ALLs over 2^16 streams used to hold
+/// every composed STE at once). Runs of identical STEs inside a chunk still go as one physical
+/// update (the firewall batches their invalidations), so enabling 65 536 streams costs 64 rounds.
+pub(super) const STE_CHUNK: usize = 1024;
+/// Likewise for forwarded commands.
+pub(super) const COMMAND_CHUNK: usize = 64;
+
+/// The heap could not give the memory a host batch needs: the command is refused with CERROR_ABT
+/// (or, for a register write, the streams are written one at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct OutOfMemory;
+
+/// Physical work of a host batch, held at most a chunk at a time and published in host order.
+#[derive(Debug, Default)]
 pub(super) struct PhysBatch {
-    ops: Vec<Pending>,
-    /// STEs and commands in `ops`.
-    held: usize,
-    limit: usize,
+    pub(super) stes: Vec<(StreamId, Ste)>,
+    cmds: Vec<Command>,
     /// Some physical operation of this batch failed.
     pub failed: bool,
-}
-
-#[derive(Debug)]
-enum Pending {
-    Stes(Vec<(StreamId, Ste)>),
-    Commands(Vec<Command>),
+    /// The StreamID ranges a bulk invalidation of this batch has recomposed already.
+    pub(super) covered: Covered,
+    /// Without memory for a chunk, write STEs one at a time instead of failing (register writes,
+    /// which have no error to report).
+    pub(super) unbuffered_fallback: bool,
+    /// A stream composed to the same aborting state as before keeps its physical abort STE
+    /// (host command batches: most of 65 536 streams of a CFGI_ALL have no STE at all, and used to
+    /// be rewritten, unchanged, on every one). Register writes and policy switches rewrite all.
+    pub(super) skip_unchanged_aborts: bool,
 }
 
 impl PhysBatch {
-    /// The fewest entries a batch holds before it asks to be flushed.
-    const MIN_LIMIT: usize = 64;
-
-    /// A batch for an SMMU with `streams` physical streams: it holds at most one STE per stream
-    /// (or [`Self::MIN_LIMIT`] entries) before it is full.
-    pub fn for_streams(streams: usize) -> Self {
+    /// A batch for a register write: never fails for want of memory.
+    pub fn unbuffered_fallback() -> Self {
         Self {
-            ops: Vec::new(),
-            held: 0,
-            limit: streams.max(Self::MIN_LIMIT),
-            failed: false,
+            unbuffered_fallback: true,
+            ..Self::default()
         }
     }
+}
 
-    /// Whether the batch must be flushed before more is added.
-    pub fn is_full(&self) -> bool {
-        self.held >= self.limit
+/// StreamID ranges recomposed by a bulk invalidation earlier in the same host batch.
+///
+/// A host batch (everything between `CMDQ_CONS` and `CMDQ_PROD` at one `CMDQ_PROD` write) is
+/// consumed inside one trap, under the lock every other access to the emulated SMMU takes: the
+/// host cannot observe, nor order its own stores against, any point inside it. Recomposing a
+/// stream twice in one batch therefore reads nothing the first reading could not have read, and a
+/// second CFGI_ALL (or a range already covered) need not redo the work. The set is small and fixed
+/// (no allocation); when full, new ranges are simply not remembered (recomposed again if named
+/// again: correct, only slower).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Covered {
+    /// Disjoint, non-adjacent, sorted inclusive ranges; the first `len` are used.
+    ranges: [(StreamId, StreamId); Covered::CAPACITY],
+    len: usize,
+}
+
+impl Covered {
+    const CAPACITY: usize = 16;
+
+    fn used(&self) -> &[(StreamId, StreamId)] {
+        &self.ranges[..self.len]
     }
 
-    pub fn push_ste(&mut self, sid: StreamId, ste: Ste) {
-        self.held += 1;
-        match self.ops.last_mut() {
-            Some(Pending::Stes(stes)) => stes.push((sid, ste)),
-            _ => self.ops.push(Pending::Stes(vec![(sid, ste)])),
-        }
-    }
-
-    pub fn push_command(&mut self, cmd: Command) {
-        self.held += 1;
-        match self.ops.last_mut() {
-            Some(Pending::Commands(cmds)) => cmds.push(cmd),
-            _ => self.ops.push(Pending::Commands(vec![cmd])),
-        }
-    }
-
-    /// Hands everything to the physical SMMU; returns the streams whose STE write failed.
-    pub fn flush<P: PhysicalSmmu>(&mut self, phys: &mut P, notes: &mut Vec<Note>) -> Vec<StreamId> {
-        let mut failed_streams = Vec::new();
-        self.held = 0;
-        for op in self.ops.drain(..) {
-            match op {
-                Pending::Stes(stes) => {
-                    if let Err(e) = phys.write_stes(&stes) {
-                        push_note(notes, Note::physical("STE write", &e));
-                        failed_streams.extend(stes.iter().map(|(sid, _)| *sid));
-                        self.failed = true;
+    /// The parts of `range` not covered yet, in order (at most `CAPACITY + 1`).
+    pub fn gaps(
+        &self,
+        range: &RangeInclusive<StreamId>,
+    ) -> impl Iterator<Item = RangeInclusive<StreamId>> + '_ {
+        let (first, last) = (*range.start(), *range.end());
+        let mut next = Some(first);
+        let mut covered = self.used().iter();
+        core::iter::from_fn(move || {
+            loop {
+                let from = next.filter(|&f| f <= last)?;
+                match covered.next() {
+                    Some(&(_, b)) if b < from => continue,
+                    Some(&(a, b)) if a <= from => next = b.checked_add(1),
+                    Some(&(a, b)) => {
+                        next = b.checked_add(1);
+                        return Some(from..=(a - 1).min(last));
                     }
-                }
-                Pending::Commands(cmds) => {
-                    if let Err(e) = phys.submit(&cmds) {
-                        push_note(notes, Note::physical("command submission", &e));
-                        self.failed = true;
+                    None => {
+                        next = None;
+                        return Some(from..=last);
                     }
                 }
             }
+        })
+    }
+
+    #[cfg(test)]
+    pub fn len_for_tests(&self) -> usize {
+        self.len
+    }
+
+    /// Remembers `range` as recomposed.
+    pub fn insert(&mut self, range: &RangeInclusive<StreamId>) {
+        let (mut a, mut b) = (*range.start(), *range.end());
+        if a > b {
+            return;
         }
-        failed_streams
+        let mut out = [(0, 0); Self::CAPACITY];
+        let mut n = 0;
+        let mut placed = false;
+        for &(c, d) in self.used() {
+            let touches = c <= b.saturating_add(1) && a <= d.saturating_add(1);
+            if touches {
+                a = a.min(c);
+                b = b.max(d);
+                continue;
+            }
+            if !placed && d < a {
+                out[n] = (c, d);
+                n += 1;
+                continue;
+            }
+            if !placed {
+                if n == Self::CAPACITY {
+                    return;
+                }
+                out[n] = (a, b);
+                n += 1;
+                placed = true;
+            }
+            if n == Self::CAPACITY {
+                return;
+            }
+            out[n] = (c, d);
+            n += 1;
+        }
+        if !placed {
+            if n == Self::CAPACITY {
+                return;
+            }
+            out[n] = (a, b);
+            n += 1;
+        }
+        self.ranges = out;
+        self.len = n;
+    }
+}
+
+impl EmulatedSmmu {
+    /// Makes room in `batch` for one STE, publishing what it holds first if that is commands or a
+    /// full chunk.
+    pub(super) fn reserve_ste<P: PhysicalSmmu>(
+        &mut self,
+        batch: &mut PhysBatch,
+        phys: &mut P,
+        notes: &mut Vec<Note>,
+    ) -> Result<(), OutOfMemory> {
+        if !batch.cmds.is_empty() || batch.stes.len() >= STE_CHUNK {
+            self.flush(batch, phys, notes);
+        }
+        if batch.stes.capacity() < STE_CHUNK {
+            batch
+                .stes
+                .try_reserve_exact(STE_CHUNK)
+                .map_err(|_| OutOfMemory)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a forwarded command behind what `batch` holds.
+    pub(super) fn batch_command<P: PhysicalSmmu>(
+        &mut self,
+        batch: &mut PhysBatch,
+        cmd: Command,
+        phys: &mut P,
+        notes: &mut Vec<Note>,
+    ) -> Result<(), OutOfMemory> {
+        if !batch.stes.is_empty() || batch.cmds.len() >= COMMAND_CHUNK {
+            self.flush(batch, phys, notes);
+        }
+        if batch.cmds.capacity() < COMMAND_CHUNK {
+            batch
+                .cmds
+                .try_reserve_exact(COMMAND_CHUNK)
+                .map_err(|_| OutOfMemory)?;
+        }
+        batch.cmds.push(cmd);
+        Ok(())
+    }
+
+    /// Publishes what `batch` holds on the physical SMMU. A failed STE write leaves its streams
+    /// [`StreamState::Unknown`](super::StreamState::Unknown).
+    pub(super) fn flush<P: PhysicalSmmu>(
+        &mut self,
+        batch: &mut PhysBatch,
+        phys: &mut P,
+        notes: &mut Vec<Note>,
+    ) {
+        if !batch.stes.is_empty() {
+            if let Err(e) = phys.write_stes(&batch.stes) {
+                push_note(notes, Note::physical("STE write", &e));
+                for (sid, _) in &batch.stes {
+                    self.streams.insert(*sid, super::StreamState::Unknown);
+                }
+                batch.failed = true;
+            }
+            batch.stes.clear();
+        }
+        if !batch.cmds.is_empty() {
+            if let Err(e) = phys.submit(&batch.cmds) {
+                push_note(notes, Note::physical("command submission", &e));
+                batch.failed = true;
+            }
+            batch.cmds.clear();
+        }
+    }
+}
+
+/// Why a command stopped the queue.
+enum Stop {
+    Illegal(CommandError),
+    OutOfMemory,
+}
+
+impl From<CommandError> for Stop {
+    fn from(e: CommandError) -> Self {
+        Self::Illegal(e)
+    }
+}
+
+impl From<OutOfMemory> for Stop {
+    fn from(_: OutOfMemory) -> Self {
+        Self::OutOfMemory
     }
 }
 
@@ -165,7 +310,10 @@ impl EmulatedSmmu {
             return;
         }
         let base = queue_base_addr(self.regs.cmdq_base);
-        let mut batch = PhysBatch::for_streams(self.streams.len());
+        let mut batch = PhysBatch {
+            skip_unchanged_aborts: true,
+            ..PhysBatch::default()
+        };
         let mut cons = cons_reg.rd;
         let mut first_sync = None;
         let mut error = None;
@@ -185,7 +333,7 @@ impl EmulatedSmmu {
                 Ok(Executed::Sync) => {
                     first_sync.get_or_insert(cons);
                 }
-                Err(e) => {
+                Err(Stop::Illegal(e)) => {
                     push_note(
                         notes,
                         Note::IllegalCommand {
@@ -197,11 +345,18 @@ impl EmulatedSmmu {
                     error = Some(e.cerror());
                     break;
                 }
+                Err(Stop::OutOfMemory) => {
+                    push_note(
+                        notes,
+                        Note::CommandOutOfMemory {
+                            index: cons.index(),
+                        },
+                    );
+                    error = Some(CommandQueueError::Abort);
+                    break;
+                }
             }
             cons = cons.advance(1);
-            if batch.is_full() {
-                self.flush(&mut batch, phys, notes);
-            }
         }
 
         self.flush(&mut batch, phys, notes);
@@ -234,7 +389,7 @@ impl EmulatedSmmu {
         phys: &mut P,
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
-    ) -> Result<Executed, CommandError> {
+    ) -> Result<Executed, Stop> {
         let cmd = Command::decode(raw)?;
         // CMD_TLBI_NSNH_ALL is legal without stage 2 (it then invalidates all stage 1 entries);
         // `check_host` classes it with the stage 2 maintenance the host may not issue.
@@ -245,7 +400,7 @@ impl EmulatedSmmu {
         let forward = match cmd {
             Command::PrefetchConfig { .. } | Command::PrefetchAddr { .. } => None,
             Command::CfgiSte { sid, .. } => {
-                self.invalidate_stes(sid..=sid, Trigger::Named, mem, phys, batch, notes);
+                self.invalidate_stes(sid..=sid, Trigger::Named, mem, phys, batch, notes)?;
                 None
             }
             Command::CfgiSteRange { sid, range } => {
@@ -254,11 +409,11 @@ impl EmulatedSmmu {
                 let first = u64::from(sid) & !(span - 1);
                 let last = (first + span - 1).min(u64::from(StreamId::MAX));
                 let range = first as StreamId..=last as StreamId;
-                self.invalidate_stes(range, Trigger::Bulk, mem, phys, batch, notes);
+                self.invalidate_stes(range, Trigger::Bulk, mem, phys, batch, notes)?;
                 None
             }
             Command::CfgiAll => {
-                self.invalidate_stes(0..=StreamId::MAX, Trigger::Bulk, mem, phys, batch, notes);
+                self.invalidate_stes(0..=StreamId::MAX, Trigger::Bulk, mem, phys, batch, notes)?;
                 None
             }
             Command::CfgiCd { sid, .. } | Command::CfgiCdAll { sid } => {
@@ -278,23 +433,23 @@ impl EmulatedSmmu {
             Command::Sync(sync) => {
                 return match sync.signal {
                     SyncSignal::None | SyncSignal::Sev => Ok(Executed::Sync),
-                    SyncSignal::Irq => Err(CommandError::NotSupported {
+                    SyncSignal::Irq => Err(Stop::Illegal(CommandError::NotSupported {
                         feature: "CMD_SYNC completion interrupt",
-                    }),
+                    })),
                 };
             }
             // `check_host` refused every other command; should one get here, refuse it the same.
-            other => return Err(CommandError::NotForHost(other.class())),
+            other => return Err(Stop::Illegal(CommandError::NotForHost(other.class()))),
         };
         if let Some(cmd) = forward {
-            batch.push_command(cmd);
+            self.batch_command(batch, cmd, phys, notes)?;
         }
         Ok(Executed::Done)
     }
 
     /// CMD_CFGI_STE*: the STEs of the physical streams in `range` are recomposed from the host's
     /// table. While SMMUEN is 0 the streams follow GBPA and nothing is read; the table is read
-    /// when SMMUEN is set.
+    /// when SMMUEN is set. A bulk invalidation skips what an earlier one of the batch covered.
     fn invalidate_stes<M: HostMemory, P: PhysicalSmmu>(
         &mut self,
         range: RangeInclusive<StreamId>,
@@ -303,11 +458,18 @@ impl EmulatedSmmu {
         phys: &mut P,
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
-    ) {
+    ) -> Result<(), OutOfMemory> {
         if !self.smmu_enabled() {
-            return;
+            return Ok(());
         }
-        let sids = self.streams_in(range);
-        self.recompose(&sids, trigger, mem, phys, batch, notes);
+        if trigger == Trigger::Named {
+            return self.recompose(range, trigger, mem, phys, batch, notes);
+        }
+        let covered = batch.covered;
+        for gap in covered.gaps(&range) {
+            self.recompose(gap, trigger, mem, phys, batch, notes)?;
+        }
+        batch.covered.insert(&range);
+        Ok(())
     }
 }

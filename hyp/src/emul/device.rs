@@ -135,6 +135,32 @@ pub enum Note {
         operation: &'static str,
         error: String,
     },
+    /// Portcullis' heap could not hold the work of a command: CERROR_ABT.
+    CommandOutOfMemory { index: u32 },
+    /// More notes of the same access than are kept.
+    MoreNotes { count: u64 },
+}
+
+/// The notes kept for one access: a host can make one per stream of a bulk invalidation.
+pub(super) const MAX_NOTES: usize = 32;
+
+/// Adds `note` to `notes`, counting instead of keeping it past [`MAX_NOTES`] (or when the heap
+/// has no room for it).
+pub(super) fn push_note(notes: &mut Vec<Note>, note: Note) {
+    if notes.len() + 1 < MAX_NOTES {
+        if notes.try_reserve(1).is_ok() {
+            notes.push(note);
+        }
+        return;
+    }
+    match notes.last_mut() {
+        Some(Note::MoreNotes { count }) => *count += 1,
+        _ => {
+            if notes.try_reserve(1).is_ok() {
+                notes.push(Note::MoreNotes { count: 1 });
+            }
+        }
+    }
 }
 
 impl Note {
@@ -185,18 +211,11 @@ impl fmt::Display for Note {
             Self::Physical { operation, error } => {
                 write!(f, "physical SMMU {operation} failed: {error}")
             }
+            Self::CommandOutOfMemory { index } => {
+                write!(f, "CERROR_ABT at command {index}: no memory for its work")
+            }
+            Self::MoreNotes { count } => write!(f, "... and {count} more notes"),
         }
-    }
-}
-
-/// At most this many notes come back from one access; the rest are dropped (they are for the log,
-/// which is rate-limited anyway, and a host batch could otherwise make one per stream and command).
-pub const MAX_NOTES: usize = 32;
-
-/// Appends `note` unless `notes` already holds [`MAX_NOTES`].
-pub(super) fn push_note(notes: &mut Vec<Note>, note: Note) {
-    if notes.len() < MAX_NOTES {
-        notes.push(note);
     }
 }
 
@@ -493,13 +512,10 @@ impl EmulatedSmmu {
         notes: &mut Vec<Note>,
     ) {
         if value & GBPA::UPDATE::SET.value == 0 {
-            push_note(
-                notes,
-                Note::WriteIgnored {
-                    register: Reg::Gbpa.name(),
-                    reason: "UPDATE not set",
-                },
-            );
+            notes.push(Note::WriteIgnored {
+                register: Reg::Gbpa.name(),
+                reason: "UPDATE not set",
+            });
             return;
         }
         let old = self.regs.gbpa;
@@ -553,12 +569,19 @@ impl EmulatedSmmu {
         phys: &mut P,
         notes: &mut Vec<Note>,
     ) {
-        let mut batch = PhysBatch::for_streams(self.streams.len());
-        let sids: Vec<StreamId> = self.streams.keys().copied().collect();
-        self.recompose(&sids, Trigger::Bulk, mem, phys, &mut batch, notes);
+        let mut batch = PhysBatch::unbuffered_fallback();
+        // With the fallback, only a physical failure can stop it, and that is noted.
+        let _ = self.recompose(
+            0..=StreamId::MAX,
+            Trigger::Bulk,
+            mem,
+            phys,
+            &mut batch,
+            notes,
+        );
         self.flush(&mut batch, phys, notes);
         if let Err(e) = phys.sync() {
-            push_note(notes, Note::physical("CMD_SYNC", &e));
+            notes.push(Note::physical("CMD_SYNC", &e));
         }
     }
 

@@ -40,8 +40,8 @@ use core::ops::RangeInclusive;
 
 use tock_registers::LocalRegisterCopy;
 
-use super::commands::PhysBatch;
-use super::device::{EmulatedSmmu, Note};
+use super::commands::{OutOfMemory, PhysBatch};
+use super::device::{EmulatedSmmu, Note, push_note};
 use super::{AccessDenied, HostMemory, PhysicalSmmu};
 use crate::smmu::event::{Event, Origin};
 use crate::smmu::regs::{GBPA, STRTAB_BASE, StallModel};
@@ -75,6 +75,20 @@ pub enum StreamState {
 }
 
 impl StreamState {
+    /// Whether the physical STE of this state is [`Ste::abort`] whatever the policy and the
+    /// attributes (so that composing the same state again need not rewrite it).
+    pub fn aborts(&self) -> bool {
+        matches!(
+            self,
+            Self::Global { abort: true }
+                | Self::NoSte(_)
+                | Self::FetchAborted { .. }
+                | Self::Invalid
+                | Self::Illegal(_)
+                | Self::Abort
+        )
+    }
+
     /// Whether the stream's device can reach memory through it.
     pub fn is_live(&self) -> bool {
         matches!(
@@ -93,7 +107,16 @@ pub(super) enum Trigger {
     Bulk,
 }
 
+/// The level 1 descriptor read last while recomposing a range: 2^SPLIT consecutive StreamIDs
+/// share it, so a bulk invalidation reads each once instead of once per stream (a host batch is
+/// atomic to the host, see `commands::Covered`, so one reading serves the whole range).
+#[derive(Default)]
+struct L1Cache {
+    last: Option<(Ipa, Result<u64, Ipa>)>,
+}
+
 /// Why no host STE could be read.
+#[derive(Clone, Copy)]
 enum Fetch {
     NoSte(StreamTableError),
     Denied(Ipa),
@@ -159,7 +182,12 @@ impl EmulatedSmmu {
     }
 
     /// Reads the host's STE for `sid`: the level 1 descriptor first for a two-level table.
-    fn fetch_host_ste<M: HostMemory>(&self, sid: StreamId, mem: &M) -> Result<[u64; 8], Fetch> {
+    fn fetch_host_ste<M: HostMemory>(
+        &self,
+        sid: StreamId,
+        mem: &M,
+        l1_cache: &mut L1Cache,
+    ) -> Result<[u64; 8], Fetch> {
         let base = self.strtab_base();
         let at = |base: Ipa, offset: u64| base.checked_add(offset).ok_or(Fetch::Denied(base));
         let layout = self.strtab_layout();
@@ -173,7 +201,17 @@ impl EmulatedSmmu {
                 StreamTableFormat::TwoLevel { split },
             ) => {
                 let l1_addr = at(base, l1_offset)?;
-                let [raw] = read_words::<1, M>(mem, l1_addr).map_err(|d| Fetch::Denied(d.ipa))?;
+                let raw = match l1_cache.last {
+                    Some((addr, read)) if addr == l1_addr => read,
+                    _ => {
+                        let read = read_words::<1, M>(mem, l1_addr)
+                            .map(|[w]| w)
+                            .map_err(|d| d.ipa);
+                        l1_cache.last = Some((l1_addr, read));
+                        read
+                    }
+                }
+                .map_err(Fetch::Denied)?;
                 let l1 = L1Std::<Ipa>::decode(raw);
                 let offset = l1.ste_offset(l2_index, split).map_err(Fetch::NoSte)?;
                 at(l1.l2_table, offset)?
@@ -193,6 +231,7 @@ impl EmulatedSmmu {
         s2: &Stage2Config,
         trigger: Trigger,
         mem: &M,
+        l1_cache: &mut L1Cache,
     ) -> Composition {
         let origin = Origin::stream(sid);
         if !self.smmu_enabled() {
@@ -208,7 +247,7 @@ impl EmulatedSmmu {
                 }
             };
         }
-        let raw = match self.fetch_host_ste(sid, mem) {
+        let raw = match self.fetch_host_ste(sid, mem, l1_cache) {
             Ok(raw) => raw,
             Err(Fetch::NoSte(e)) => {
                 let record = trigger == Trigger::Named && self.recinvsid();
@@ -253,47 +292,68 @@ impl EmulatedSmmu {
         }
     }
 
-    /// Composes the physical STEs of `sids` (physical streams) into `batch`, recording their new
-    /// state and writing any event into the host's Event queue.
+    /// Composes the physical STEs of the physical streams in `range` into `batch` (published a
+    /// chunk at a time), recording their new state and writing any event into the host's Event
+    /// queue. Fails only for want of memory, before the stream it could not hold is touched.
     pub(super) fn recompose<M: HostMemory, P: PhysicalSmmu>(
         &mut self,
-        sids: &[StreamId],
+        range: RangeInclusive<StreamId>,
         trigger: Trigger,
         mem: &mut M,
         phys: &mut P,
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
-    ) {
+    ) -> Result<(), OutOfMemory> {
         let s2 = phys.stage2();
-        for &sid in sids {
-            let c = self.compose(sid, &s2, trigger, mem);
-            self.streams.insert(sid, c.state);
-            if batch.is_full() {
-                self.flush(batch, phys, notes);
+        let mut l1_cache = L1Cache::default();
+        let last = *range.end();
+        let mut from = *range.start();
+        // StreamIDs are taken from the map a few at a time (one search per group, not per
+        // stream), into a small array on the stack.
+        const GROUP: usize = 64;
+        let mut group = [(0 as StreamId, StreamState::Unknown); GROUP];
+        while from <= last {
+            let mut n = 0;
+            for (&sid, &old) in self.streams.range(from..=last).take(GROUP) {
+                group[n] = (sid, old);
+                n += 1;
             }
-            batch.push_ste(sid, c.ste);
-            if let Some(event) = c.event {
-                self.deliver_event_noted(&event, mem, notes);
+            if n == 0 {
+                break;
+            }
+            // A stream's state changes only once it is composed below (a failed flush marks only
+            // streams already composed), so `old` is still its state when its turn comes.
+            for &(sid, old) in &group[..n] {
+                let buffered = match self.reserve_ste(batch, phys, notes) {
+                    Ok(()) => true,
+                    Err(e) if !batch.unbuffered_fallback => return Err(e),
+                    Err(_) => false,
+                };
+                let c = self.compose(sid, &s2, trigger, mem, &mut l1_cache);
+                let mut state = c.state;
+                let unchanged_abort = batch.skip_unchanged_aborts && state.aborts() && old == state;
+                if unchanged_abort {
+                    // Its physical STE is the abort STE already written for it.
+                } else if buffered {
+                    batch.stes.push((sid, c.ste));
+                } else if let Err(e) = phys.write_stes(&[(sid, c.ste)]) {
+                    push_note(notes, Note::physical("STE write", &e));
+                    state = StreamState::Unknown;
+                    batch.failed = true;
+                }
+                if let Some(s) = self.streams.get_mut(&sid) {
+                    *s = state;
+                }
+                if let Some(event) = c.event {
+                    self.deliver_event_noted(&event, mem, notes);
+                }
+            }
+            match group[n - 1].0.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
             }
         }
-    }
-
-    /// The physical streams among `range`.
-    pub(super) fn streams_in(&self, range: RangeInclusive<StreamId>) -> Vec<StreamId> {
-        self.streams.range(range).map(|(sid, _)| *sid).collect()
-    }
-
-    /// Publishes `batch` on the physical SMMU, in order. A failed STE write leaves its streams
-    /// [`StreamState::Unknown`].
-    pub(super) fn flush<P: PhysicalSmmu>(
-        &mut self,
-        batch: &mut PhysBatch,
-        phys: &mut P,
-        notes: &mut Vec<Note>,
-    ) {
-        for failed in batch.flush(phys, notes) {
-            self.streams.insert(failed, StreamState::Unknown);
-        }
+        Ok(())
     }
 }
 

@@ -34,6 +34,8 @@ pub struct FakeMemory {
     pub allowed: Vec<Range<u64>>,
     pages: BTreeMap<u64, Box<[u8; 4096]>>,
     pub log: RefCell<Vec<MemAccess>>,
+    /// Keep no log (for tests that count the heap the emulation takes).
+    pub quiet: bool,
 }
 
 impl FakeMemory {
@@ -100,12 +102,14 @@ impl FakeMemory {
 impl HostMemory for FakeMemory {
     fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
         let allowed = self.permits(ipa.0, buf.len());
-        self.log.borrow_mut().push(MemAccess {
-            ipa: ipa.0,
-            len: buf.len(),
-            write: false,
-            allowed,
-        });
+        if !self.quiet {
+            self.log.borrow_mut().push(MemAccess {
+                ipa: ipa.0,
+                len: buf.len(),
+                write: false,
+                allowed,
+            });
+        }
         if !allowed {
             return Err(AccessDenied { ipa });
         }
@@ -115,12 +119,14 @@ impl HostMemory for FakeMemory {
 
     fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied> {
         let allowed = self.permits(ipa.0, bytes.len());
-        self.log.borrow_mut().push(MemAccess {
-            ipa: ipa.0,
-            len: bytes.len(),
-            write: true,
-            allowed,
-        });
+        if !self.quiet {
+            self.log.borrow_mut().push(MemAccess {
+                ipa: ipa.0,
+                len: bytes.len(),
+                write: true,
+                allowed,
+            });
+        }
         if !allowed {
             return Err(AccessDenied { ipa });
         }
@@ -150,6 +156,10 @@ pub struct FakePhys {
     /// The most bytes of STEs or commands handed over in one call (what one host batch made
     /// Portcullis materialise at once).
     pub largest_request: usize,
+    /// Count STE writes instead of logging them (for tests that count the heap the emulation
+    /// takes).
+    pub quiet: bool,
+    pub stes_written: u64,
 }
 
 impl FakePhys {
@@ -161,6 +171,8 @@ impl FakePhys {
             fail_ste: false,
             violations: Vec::new(),
             largest_request: 0,
+            quiet: false,
+            stes_written: 0,
         }
     }
 
@@ -212,6 +224,10 @@ impl PhysicalSmmu for FakePhys {
         self.check_ste(sid, ste);
         if self.fail_ste {
             return Err("STE write refused");
+        }
+        self.stes_written += 1;
+        if self.quiet {
+            return Ok(());
         }
         self.log.push(PhysOp::Ste(sid, *ste));
         Ok(())

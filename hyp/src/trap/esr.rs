@@ -286,8 +286,9 @@ impl FaultStatus {
         }
     }
 
-    /// Whether the fault is one `HPFAR_EL2` reports the IPA for (a stage-2 translation, access
-    /// flag, permission or address size fault, or any fault during a stage-1 walk's stage-2).
+    /// Whether the fault is a stage-2 translation, access flag, permission or address size fault
+    /// (`HPFAR_EL2` holds the IPA for all but a permission fault outside a stage-1 walk: see
+    /// [`ipa_source`]).
     pub const fn is_stage2_translation_kind(self) -> bool {
         matches!(
             self,
@@ -355,11 +356,64 @@ pub fn decode(esr: u64) -> Syndrome {
 /// The faulting IPA of a stage-2 abort: page from `HPFAR_EL2.FIPA` (IPA bits [51:12] in HPFAR
 /// bits [43:4]), offset within the page from `FAR_EL2`.
 ///
-/// Valid only for faults that set HPFAR (see [`FaultStatus::is_stage2_translation_kind`]) and,
-/// for the low 12 bits, when FnV = 0.
+/// Valid only where [`ipa_source`] says [`IpaSource::Hpfar`] and, for the low 12 bits, when
+/// FnV = 0.
 pub fn fault_ipa(hpfar_el2: u64, far_el2: u64) -> Ipa {
     let hpfar = LocalRegisterCopy::<u64, HPFAR_EL2::Register>::new(hpfar_el2);
     Ipa((hpfar.read(HPFAR_EL2::FIPA) << 12) | (far_el2 & 0xfff))
+}
+
+/// Where the faulting IPA of a stage-2 abort can be had from.
+///
+/// `HPFAR_EL2` is valid for stage-2 translation, access flag and address size faults, and for
+/// any stage-2 fault on a stage-1 table walk (S1PTW = 1). For a stage-2 *permission* fault on the
+/// access itself, the architecture does not promise it (the Arm ARM leaves it UNKNOWN there, and
+/// some cores' errata make it so even where it is meant to be valid): the IPA is found again by
+/// translating `FAR_EL2` through the host's stage 1 (`AT S1E1R`), as the hardware did for the
+/// access. If that translation fails (the host changed its tables meanwhile), the instruction is
+/// retried rather than guessed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpaSource {
+    /// `HPFAR_EL2.FIPA` with the page offset from `FAR_EL2` ([`fault_ipa`]).
+    Hpfar,
+    /// Translate `FAR_EL2` at stage 1 and take the IPA from `PAR_EL1` ([`ipa_from_par`]).
+    TranslateFar,
+    /// Neither register says (FAR not valid, or a fault kind that sets no address): the access
+    /// cannot be emulated or attributed.
+    Unknown,
+}
+
+/// Where the IPA of a stage-2 abort with this syndrome comes from (see [`IpaSource`]).
+pub const fn ipa_source(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> IpaSource {
+    match fault {
+        FaultStatus::Translation { .. }
+        | FaultStatus::AccessFlag { .. }
+        | FaultStatus::AddressSize { .. } => IpaSource::Hpfar,
+        FaultStatus::Permission { .. } if s1ptw => IpaSource::Hpfar,
+        FaultStatus::Permission { .. } if far_not_valid => IpaSource::Unknown,
+        FaultStatus::Permission { .. } => IpaSource::TranslateFar,
+        _ => IpaSource::Unknown,
+    }
+}
+
+register_bitfields! [u64,
+    /// PAR_EL1 after a successful address translation instruction (F = 0), 64-bit format.
+    PAR_EL1 [
+        /// The output address, bits [51:12] (bits [51:48] with 52-bit addresses).
+        PA OFFSET(12) NUMBITS(40) [],
+        /// 1 = the translation aborted; the other fields describe the fault.
+        F OFFSET(0) NUMBITS(1) []
+    ]
+];
+
+/// The IPA an `AT S1E1*` of `far_el2` found, from the `PAR_EL1` it left, with the page offset of
+/// `FAR_EL2`; `None` if the translation aborted.
+pub fn ipa_from_par(par_el1: u64, far_el2: u64) -> Option<Ipa> {
+    let par = LocalRegisterCopy::<u64, PAR_EL1::Register>::new(par_el1);
+    if par.is_set(PAR_EL1::F) {
+        return None;
+    }
+    Some(Ipa((par.read(PAR_EL1::PA) << 12) | (far_el2 & 0xfff)))
 }
 
 fn decode_data_abort(iss: u64) -> DataAbort {
@@ -606,6 +660,55 @@ mod tests {
             fault_ipa((1 << 63) | (0xff_ffff_ffff << 4), 0xfff),
             Ipa(0xf_ffff_ffff_ffff)
         );
+    }
+
+    #[test]
+    fn hpfar_is_not_trusted_for_a_permission_fault_on_the_access() {
+        use FaultStatus::*;
+        for level in 0..=3 {
+            for s1ptw in [false, true] {
+                for fault in [
+                    Translation { level },
+                    AccessFlag { level },
+                    AddressSize { level },
+                ] {
+                    assert_eq!(ipa_source(s1ptw, false, fault), IpaSource::Hpfar);
+                }
+            }
+            // On a stage-1 walk HPFAR is valid; on the access itself it is not.
+            assert_eq!(
+                ipa_source(true, false, Permission { level }),
+                IpaSource::Hpfar
+            );
+            assert_eq!(
+                ipa_source(false, false, Permission { level }),
+                IpaSource::TranslateFar
+            );
+            assert_eq!(
+                ipa_source(false, true, Permission { level }),
+                IpaSource::Unknown
+            );
+        }
+        for fault in [SyncExternal, Alignment, TlbConflict, Other(0x3f)] {
+            assert_eq!(ipa_source(false, false, fault), IpaSource::Unknown);
+        }
+    }
+
+    #[test]
+    fn ipa_from_a_translation() {
+        // PAR_EL1 with F = 0: PA 0x4812_3000, NS, inner shareable, attributes in [63:56].
+        let par = 0xff00_0000_0000_0000 | 0x4812_3000 | 1 << 9 | 0b11 << 7;
+        assert_eq!(
+            ipa_from_par(par, 0xffff_8000_0000_0abc),
+            Some(Ipa(0x4812_3abc))
+        );
+        // 52-bit output address.
+        assert_eq!(
+            ipa_from_par(0x000f_ffff_ffff_f000, 0x10),
+            Some(Ipa(0xf_ffff_ffff_f010))
+        );
+        // F = 1: the translation aborted (the host changed its tables): no IPA.
+        assert_eq!(ipa_from_par(0x4812_3000 | 1, 0), None);
     }
 
     proptest! {

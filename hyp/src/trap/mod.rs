@@ -8,6 +8,7 @@
 //! - [`inject`]: the registers that inject a synchronous external abort into the host, and the
 //!   ELR that skips an emulated instruction.
 
+pub mod cpus;
 pub mod esr;
 pub mod inject;
 pub mod mmio;

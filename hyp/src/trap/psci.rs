@@ -221,6 +221,9 @@ pub enum Action {
         context: u64,
         convention: Convention,
     },
+    /// CPU_OFF: the calling CPU is marked off (see [`super::cpus`]), then the call goes to
+    /// firmware; if firmware returns (it refused), the CPU is on again and x0..x3 go to the host.
+    CpuOff { function_id: u32 },
     /// Answer the host directly with this x0, without calling firmware.
     Return(u64),
 }
@@ -286,6 +289,12 @@ pub fn decide(call: &Call) -> Action {
             args,
             ..
         } => features(args[0] as u32),
+        Call::Psci {
+            function: PsciFunction::CpuOff,
+            ..
+        } => Action::CpuOff {
+            function_id: PsciFunction::CpuOff.smc32_id(),
+        },
         Call::Psci {
             function,
             convention,
@@ -415,13 +424,13 @@ mod tests {
 
     #[test]
     fn proxied_calls() {
-        for id in [
-            PSCI_VERSION,
-            CPU_OFF,
-            MIGRATE_INFO_TYPE,
-            SYSTEM_OFF,
-            SYSTEM_RESET,
-        ] {
+        assert_eq!(
+            decide(&call(CPU_OFF, 0, 0, 0)),
+            Action::CpuOff {
+                function_id: CPU_OFF
+            }
+        );
+        for id in [PSCI_VERSION, MIGRATE_INFO_TYPE, SYSTEM_OFF, SYSTEM_RESET] {
             assert_eq!(
                 decide(&call(id, 0, 0, 0)),
                 Action::Forward {
@@ -536,6 +545,32 @@ mod tests {
     }
 
     proptest! {
+        /// No call that hands firmware an address to enter the host at (CPU_ON, CPU_SUSPEND,
+        /// CPU_DEFAULT_SUSPEND, SYSTEM_SUSPEND) ever goes to firmware as the host made it:
+        /// firmware would enter that address at EL2 or resume the CPU without Portcullis. CPU_ON
+        /// is intercepted (firmware gets Portcullis' own entry), the others are refused.
+        #[test]
+        fn no_host_entry_address_reaches_firmware(
+            function in proptest::sample::select(PsciFunction::ALL.to_vec()),
+            smc64 in any::<bool>(),
+            args in any::<[u64; 3]>(),
+        ) {
+            let convention = if smc64 { Convention::Smc64 } else { Convention::Smc32 };
+            let Some(id) = function.id(convention) else { return Ok(()) };
+            let action = decide(&classify(&[u64::from(id), args[0], args[1], args[2]]));
+            let takes_entry = matches!(
+                function,
+                PsciFunction::CpuOn
+                    | PsciFunction::CpuSuspend
+                    | PsciFunction::CpuDefaultSuspend
+                    | PsciFunction::SystemSuspend
+            );
+            if takes_entry {
+                let forwarded = matches!(action, Action::Forward { .. });
+                prop_assert!(!forwarded, "{:?} forwarded", function);
+            }
+        }
+
         #[test]
         fn unknown_ids_are_not_supported(
             id in prop_oneof![any::<u32>(), near_known_id()],

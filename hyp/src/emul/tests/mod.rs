@@ -1,6 +1,6 @@
 //! Tests of the emulated SMMU.
 
-mod bounds;
+mod bounded;
 mod bringup;
 mod props;
 
