@@ -80,7 +80,7 @@ impl PhysicalSmmu for Phys<'_> {
 }
 
 /// Heap one host action may keep live at once, beyond the per-stream share.
-pub const ALLOC_BASE: usize = 64 << 10;
+pub const ALLOC_BASE: usize = 128 << 10;
 /// Heap per physical stream one host action may keep live at once.
 pub const ALLOC_PER_STREAM: usize = 1 << 10;
 
