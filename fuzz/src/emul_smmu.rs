@@ -14,7 +14,8 @@
 //!    its size), and only inside the host's policy (the fake refuses everything else).
 //! 5. One host action (a register write) keeps at most `ALLOC_BASE + ALLOC_PER_STREAM × streams`
 //!    bytes of heap live at once, whatever the host queued: Portcullis' heap is small and fixed.
-//!    The fake physical SMMU also counts the bytes of each request: at most one entry per stream.
+//!    The fake physical SMMU also counts the bytes of each request: at most a chunk (1024 entries)
+//!    or one entry per stream.
 //! 6. Register reads have no side effect, return no bits beyond the access size, and every
 //!    acknowledgement register equals its register.
 //! 7. A stage 2 fault from the physical Event queue (Portcullis' firewall) never reaches the host.
@@ -582,10 +583,10 @@ impl Harness {
             "physical SMMU handed something outside the policy: {:?}",
             self.phys.violations
         );
-        // 5., counted in bytes through the fake: one request holds at most one entry per
-        // physical stream (64 at least), whatever the host's batch.
+        // 5., counted in bytes through the fake: one request holds at most a chunk of entries
+        // (`emul::commands::STE_CHUNK`, 1024) or one per physical stream, whatever the host's batch.
         let entry = size_of::<(StreamId, Ste)>().max(size_of::<Command>());
-        let largest = self.streams.len().max(64) * entry;
+        let largest = self.streams.len().max(1024) * entry;
         assert!(
             self.phys.largest_request <= largest,
             "{} bytes handed to the physical SMMU in one request ({} streams)",
