@@ -137,7 +137,7 @@ impl Value {
                     | u64::from(pages)
                     | (u64::from(attrs & 0x3ff) << 53)
             }
-            Self::Cwriter { slot, retry } => u64::from(slot) * COMMAND_BYTES | u64::from(retry),
+            Self::Cwriter { slot, retry } => (u64::from(slot) * COMMAND_BYTES) | u64::from(retry),
             Self::Small(v) => v.into(),
         }
     }
