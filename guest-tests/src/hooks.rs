@@ -9,6 +9,9 @@
 //! | `PORTCULLIS_TEST_CANARY` | — | x0 = 0, x1 = base, x2 = size of a canary area in Portcullis' memory, x3 = a checksum of its contents now |
 //! | `PORTCULLIS_TEST_FAULTS` | x1 = StreamID | x0 = 0, x1 = fault events recorded for it since boot, x2 = input address of the latest, x3 = (event type << 8) \| 1 if it was a write (RnW = 0) |
 //! | `PORTCULLIS_TEST_MODE` | — | x0 = 0, x1 = 1 in crash mode (fence raised) else 0, x2 = the fence window in ns, x3 = streams terminated |
+//! | `PORTCULLIS_TEST_CANARIES` | x1 = index | x0 = 0, x1 = address, x2 = size of canary page *index* (0 = image `.data`, 1 = heap, 2 = the reserved region's last page), x3 = how many there are; x0 = -2 past the last |
+//! | `PORTCULLIS_TEST_INTEGRITY` | — | x0 = 0, x1 = checksum of Portcullis' text + rodata, x2 = of all canary pages, x3 = bit *i* set if canary *i* lost its pattern |
+//! | `PORTCULLIS_TEST_REPORT` | — | x0 = 0, x1 = checksum of the fault report region now, x2 = right after Portcullis last wrote it, x3 = how many times it did |
 //!
 //! x0 = -1 (NOT_SUPPORTED) from a Portcullis built without the feature.
 
@@ -18,6 +21,9 @@ use core::fmt;
 pub const PORTCULLIS_TEST_CANARY: u32 = 0xC600_0100;
 pub const PORTCULLIS_TEST_FAULTS: u32 = 0xC600_0101;
 pub const PORTCULLIS_TEST_MODE: u32 = 0xC600_0102;
+pub const PORTCULLIS_TEST_CANARIES: u32 = 0xC600_0103;
+pub const PORTCULLIS_TEST_INTEGRITY: u32 = 0xC600_0104;
+pub const PORTCULLIS_TEST_REPORT: u32 = 0xC600_0105;
 
 const NOT_SUPPORTED: i64 = -1;
 
@@ -158,5 +164,87 @@ pub fn fence_mode() -> Result<FenceMode, HookError> {
         crash: r[1] == 1,
         window_ns: r[2],
         streams_terminated: r[3],
+    })
+}
+
+/// Most canary pages `PORTCULLIS_TEST_CANARIES` names.
+pub const MAX_CANARIES: usize = 4;
+
+/// Portcullis' canary pages: addresses (the first `count`) and the size of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CanaryPages {
+    pub pages: [u64; MAX_CANARIES],
+    pub count: usize,
+    pub size: u64,
+}
+
+impl CanaryPages {
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages[..self.count].iter().copied()
+    }
+}
+
+/// `PORTCULLIS_TEST_CANARIES` for every index.
+pub fn canary_pages() -> Result<CanaryPages, HookError> {
+    let first = call(PORTCULLIS_TEST_CANARIES, 0)?;
+    let count = (first[3] as usize).min(MAX_CANARIES);
+    let mut pages = [0u64; MAX_CANARIES];
+    pages[0] = first[1];
+    for (i, page) in pages.iter_mut().enumerate().take(count).skip(1) {
+        *page = call(PORTCULLIS_TEST_CANARIES, i as u64)?[1];
+    }
+    Ok(CanaryPages {
+        pages,
+        count,
+        size: first[2],
+    })
+}
+
+/// What `PORTCULLIS_TEST_INTEGRITY` says about Portcullis' memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Integrity {
+    /// Checksum of Portcullis' text and read-only data.
+    pub code: u64,
+    /// Checksum of every canary page.
+    pub canaries: u64,
+    /// Bit *i* set: canary page *i* no longer holds its pattern.
+    pub damaged: u64,
+}
+
+/// `PORTCULLIS_TEST_INTEGRITY`.
+pub fn integrity() -> Result<Integrity, HookError> {
+    let r = call(PORTCULLIS_TEST_INTEGRITY, 0)?;
+    Ok(Integrity {
+        code: r[1],
+        canaries: r[2],
+        damaged: r[3],
+    })
+}
+
+/// What `PORTCULLIS_TEST_REPORT` says about the fault report region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportSums {
+    /// Checksum of the region now.
+    pub now: u64,
+    /// Checksum right after Portcullis last wrote it.
+    pub written: u64,
+    /// How many times Portcullis wrote it.
+    pub writes: u64,
+}
+
+impl ReportSums {
+    /// Nothing but Portcullis has written the region since Portcullis last did.
+    pub fn untouched(&self) -> bool {
+        self.now == self.written
+    }
+}
+
+/// `PORTCULLIS_TEST_REPORT`.
+pub fn report_sums() -> Result<ReportSums, HookError> {
+    let r = call(PORTCULLIS_TEST_REPORT, 0)?;
+    Ok(ReportSums {
+        now: r[1],
+        written: r[2],
+        writes: r[3],
     })
 }

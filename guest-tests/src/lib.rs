@@ -16,7 +16,11 @@ pub mod edu;
 #[cfg(target_os = "none")]
 pub mod fence;
 #[cfg(target_os = "none")]
+pub mod gic;
+#[cfg(target_os = "none")]
 pub mod hooks;
+#[cfg(target_os = "none")]
+pub mod hostile;
 #[cfg(target_os = "none")]
 pub mod kexec;
 #[cfg(target_os = "none")]

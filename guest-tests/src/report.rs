@@ -8,10 +8,12 @@
 //! fence-window-ns: <N>
 //! fence-commands: <N>
 //! streams-terminated: <N>
+//! fence-stores: <N>                (optional)
+//! fence-cpu-window-ns: <N>         (optional)
 //! live-streams: <sid> <sid> ... [truncated=<N>]
 //! faults-total: <N>
 //! faults-overflowed: <N>
-//! fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
+//! fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N> writes=<N>
 //! ...
 //! [truncated: <N> more]
 //! end
@@ -38,6 +40,8 @@ pub struct FaultLine<'a> {
     /// `write`, `read`, or `-` for events without an access.
     pub dir: &'a str,
     pub count: u64,
+    /// Of `count`, the refused writes.
+    pub writes: u64,
 }
 
 /// A parsed report, borrowing its text.
@@ -48,6 +52,10 @@ pub struct Report<'a> {
     pub fence_window_ns: u64,
     pub fence_commands: u64,
     pub streams_terminated: u64,
+    /// `fence-stores:` (a later addition to v1; `None` in a report without it).
+    pub fence_stores: Option<u64>,
+    /// `fence-cpu-window-ns:` (likewise).
+    pub fence_cpu_window_ns: Option<u64>,
     /// The StreamID tokens of `live-streams:` (without `truncated=`).
     live: &'a str,
     /// `truncated=<N>` at the end of `live-streams:`.
@@ -130,7 +138,7 @@ impl<'a> FaultLine<'a> {
             fields
                 .next()
                 .and_then(|f| f.strip_prefix(key))
-                .ok_or("fault: fields are not sid= bdf= event= addr= dir= count=")
+                .ok_or("fault: fields are not sid= bdf= event= addr= dir= count= writes=")
         };
         let sid = sid_token(field("sid=")?).ok_or("bad sid=")?;
         let bdf = field("bdf=")?;
@@ -147,8 +155,12 @@ impl<'a> FaultLine<'a> {
             return Err("dir= is not write, read or -");
         }
         let count = decimal(field("count=")?).ok_or("bad count=")?;
+        let writes = decimal(field("writes=")?).ok_or("bad writes=")?;
+        if writes > count {
+            return Err("writes= above count=");
+        }
         if fields.next().is_some() {
-            return Err("trailing fields after count=");
+            return Err("trailing fields after writes=");
         }
         Ok(FaultLine {
             sid,
@@ -157,6 +169,7 @@ impl<'a> FaultLine<'a> {
             addr,
             dir,
             count,
+            writes,
         })
     }
 }
@@ -219,7 +232,13 @@ impl<'a> Report<'a> {
         if header != HEADER {
             return Err(lines.error("not the report header", header));
         }
-        let line = lines.next()?;
+        let mut line = lines.next()?;
+        // `generation:` / `generation-end:` (optional): equal in a report read whole.
+        let mut generation = None;
+        if let Some(v) = line.strip_prefix("generation: ") {
+            generation = Some(decimal(v).ok_or_else(|| lines.error("generation", line))?);
+            line = lines.next()?;
+        }
         let state = line
             .strip_prefix("state: ")
             .filter(|s| matches!(*s, "armed" | "fenced"))
@@ -228,7 +247,18 @@ impl<'a> Report<'a> {
         let fence_commands = lines.number_field("fence-commands")?;
         let streams_terminated = lines.number_field("streams-terminated")?;
 
-        let line = lines.next()?;
+        let mut line = lines.next()?;
+        let mut fence_stores = None;
+        if let Some(v) = line.strip_prefix("fence-stores: ") {
+            fence_stores = Some(decimal(v).ok_or_else(|| lines.error("fence-stores", line))?);
+            line = lines.next()?;
+        }
+        let mut fence_cpu_window_ns = None;
+        if let Some(v) = line.strip_prefix("fence-cpu-window-ns: ") {
+            fence_cpu_window_ns =
+                Some(decimal(v).ok_or_else(|| lines.error("fence-cpu-window-ns", line))?);
+            line = lines.next()?;
+        }
         let tokens = line
             .strip_prefix("live-streams:")
             .ok_or_else(|| lines.error("no live-streams: line", line))?;
@@ -268,8 +298,17 @@ impl<'a> Report<'a> {
         let faults_start = lines.at;
         let mut faults_end = faults_start;
         let mut truncated = None;
+        let mut end_generation = None;
         loop {
-            let line = lines.next()?;
+            let mut line = lines.next()?;
+            if let Some(v) = line.strip_prefix("generation-end: ") {
+                end_generation =
+                    Some(decimal(v).ok_or_else(|| lines.error("generation-end", line))?);
+                line = lines.next()?;
+                if line != "end" {
+                    return Err(lines.error("generation-end: is not followed by end", line));
+                }
+            }
             if line == "end" {
                 break;
             }
@@ -279,7 +318,12 @@ impl<'a> Report<'a> {
                     .and_then(decimal)
                     .ok_or_else(|| lines.error("bad truncated: line", line))?;
                 truncated = Some(n);
-                let end = lines.next()?;
+                let mut end = lines.next()?;
+                if let Some(v) = end.strip_prefix("generation-end: ") {
+                    end_generation =
+                        Some(decimal(v).ok_or_else(|| lines.error("generation-end", end))?);
+                    end = lines.next()?;
+                }
                 if end != "end" {
                     return Err(lines.error("truncated: is not followed by end", end));
                 }
@@ -292,6 +336,12 @@ impl<'a> Report<'a> {
             }
             return Err(lines.error("not a fault:, truncated: or end line", line));
         }
+        if generation != end_generation {
+            return Err(lines.error(
+                "generation: and generation-end: differ (read while rewritten)",
+                "",
+            ));
+        }
         if lines.at != text.len() {
             return Err(lines.error("text after end", &text[lines.at..]));
         }
@@ -300,6 +350,8 @@ impl<'a> Report<'a> {
             fence_window_ns,
             fence_commands,
             streams_terminated,
+            fence_stores,
+            fence_cpu_window_ns,
             live,
             live_truncated,
             lpi_tables,
@@ -344,8 +396,8 @@ mod tests {
         live-streams: 0x0008 0x0100\n\
         faults-total: 17\n\
         faults-overflowed: 0\n\
-        fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x100001000 dir=write count=16\n\
-        fault: sid=0x0100 bdf=- event=0x3f addr=0x0 dir=- count=1\n\
+        fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x100001000 dir=write count=16 writes=16\n\
+        fault: sid=0x0100 bdf=- event=0x3f addr=0x0 dir=- count=1 writes=0\n\
         end\n";
 
     #[test]
@@ -367,13 +419,28 @@ mod tests {
                 event: "F_TRANSLATION",
                 addr: 0x1_0000_1000,
                 dir: "write",
-                count: 16
+                count: 16,
+                writes: 16
             }
         );
         let g = r.fault_for(0x100).expect("sid 0x100 has a line");
         assert_eq!((g.bdf, g.event, g.dir), (None, "0x3f", "-"));
         assert_eq!(r.faults().count(), 2);
         assert_eq!((r.truncated, r.live_truncated), (None, None));
+    }
+
+    #[test]
+    fn generations_must_agree() {
+        let whole = SAMPLE
+            .replace("v1\n", "v1\ngeneration: 5\n")
+            .replace("\nend\n", "\ngeneration-end: 5\nend\n");
+        assert!(Report::parse(&whole).is_ok());
+        // Read while Portcullis rewrote it: the two numbers differ.
+        let torn = whole.replace("generation-end: 5", "generation-end: 6");
+        assert!(Report::parse(&torn).is_err());
+        // One without the other is torn too.
+        let half = SAMPLE.replace("\nend\n", "\ngeneration-end: 5\nend\n");
+        assert!(Report::parse(&half).is_err());
     }
 
     #[test]
@@ -402,7 +469,7 @@ mod tests {
         let text = "PORTCULLIS FAULT REPORT v1\nstate: fenced\nfence-window-ns: 1\n\
             fence-commands: 2\nstreams-terminated: 3\nlive-streams: 0x0001 truncated=7\n\
             faults-total: 9\nfaults-overflowed: 1\n\
-            fault: sid=0x0001 bdf=00:00.0 event=F_TRANSLATION addr=0x10 dir=read count=9\n\
+            fault: sid=0x0001 bdf=00:00.0 event=F_TRANSLATION addr=0x10 dir=read count=9 writes=0\n\
             truncated: 4 more\nend\n";
         let r = Report::parse(text).expect("parses");
         assert_eq!(r.live_truncated, Some(7));
@@ -429,7 +496,9 @@ mod tests {
             SAMPLE.replace("0x0008 0x0100", "0x0100 0x0008"),
             SAMPLE.replace("0x0008 0x0100", "0x8"),
             SAMPLE.replace("dir=write", "dir=sideways"),
-            SAMPLE.replace("count=16", "count=16 extra=1"),
+            SAMPLE.replace("writes=16", "writes=16 extra=1"),
+            SAMPLE.replace("writes=16", "writes=17"),
+            SAMPLE.replace(" writes=16", ""),
             SAMPLE.replace("end\n", "end\nmore\n"),
             SAMPLE.replace("end\n", "end"),
             SAMPLE.replace("faults-total: 17\n", ""),

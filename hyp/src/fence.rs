@@ -5,13 +5,16 @@
 //!    is the kexec event (a fetch from the execute-never crash region in normal mode) or the host's
 //!    own fault. [`ModeTracker`] holds the mode, which only ever goes from normal to crash, and
 //!    the streams the dead kernel had live when the fence went up.
-//! 2. **The fence.** The driver switches to a Stream table prepared at boot
-//!    ([`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`]) in which every stream gets the
-//!    *terminate* stage 2 ([`terminate_table`]: maps nothing, records every fault), with the
-//!    commands of [`fence_commands`] in the same batch. The window is measured in counter ticks
-//!    and converted with [`ticks_to_ns`].
-//! 3. **After the fence.** [`should_lift`] decides whether a stream may leave the terminate stage
-//!    2 when the capture kernel configures it.
+//! 2. **The fence, in place.** The normal DMA stage 2 (sized by [`dma_ipa_bits`] so that few
+//!    top-level entries cover host RAM) has its valid top-level entries made invalid
+//!    ([`Stage2Table::invalidate_top`]), then [`in_place_commands`] and one CMD_SYNC: no STE and no
+//!    register changes. The window is measured in counter ticks and converted with
+//!    [`ticks_to_ns`]. (The earlier design -- a Stream table prepared at boot and switched in with
+//!    SMMUEN off, [`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`], [`terminate_table`],
+//!    [`fence_commands`] -- is no longer used by Portcullis.)
+//! 3. **After the fence.** [`should_lift`] decides whether a stream may leave the fence when the
+//!    capture kernel configures it, [`from_capture_table`] (with [`host_ste_location`]) whether the
+//!    STE comes from a Stream table the capture kernel set up after the fence.
 //! 4. **The fault report.** [`render_report`] writes the text the capture kernel and its user
 //!    space read, in a fixed format other tools parse.
 //!
@@ -28,9 +31,12 @@ use crate::smmu::cmd::Command;
 use crate::smmu::event::EventId;
 use crate::smmu::faults::{FaultBook, StreamFaultStats};
 use crate::smmu::regs::SmmuFeatures;
-use crate::smmu::ste::{STE1, Ste, StreamConfig};
+use crate::smmu::ste::{
+    L1Std, STE_SIZE, STE1, Ste, SteLocation, StreamConfig, StreamTableFormat, StreamTableLayout,
+};
 use crate::smmu::{Ipa, Pa, StreamId};
 use crate::stage2::{PolicyError, Stage2Table};
+use crate::trap::esr::FaultStatus;
 
 pub use crate::stage2::Mode;
 
@@ -44,20 +50,27 @@ pub enum KexecTrap {
     NotOurs,
 }
 
-/// Classifies a stage-2 instruction abort at `ipa`.
+/// Classifies a stage-2 instruction abort at `ipa` with fault status `fault`.
 ///
 /// In normal mode the crash region is the only host memory mapped execute-never, and nothing
 /// runs there but the capture kernel's entry path (purgatory, relocation code, the kernel), so a
-/// fetch from it is the kexec event. Anything else, and anything at all in crash mode (where the
-/// region is executable and the fence already up), is [`KexecTrap::NotOurs`]. Host RAM is mapped
-/// identically (IPA = PA), so the IPA is compared with the region as is.
+/// *permission* fault on a fetch from it is the kexec event. Anything else — another kind of fault
+/// (a translation fault there is a broken stage 2, not a kexec), another address, or anything at
+/// all in crash mode (where the region is executable and the fence already up) — is
+/// [`KexecTrap::NotOurs`]. Host RAM is mapped identically (IPA = PA), so the IPA is compared with
+/// the region as is.
 pub fn classify_instruction_abort(
     ipa: Ipa,
+    fault: FaultStatus,
     crash_region: Option<PhysRange>,
     mode: Mode,
 ) -> KexecTrap {
-    match (mode, crash_region) {
-        (Mode::Normal, Some(crash)) if crash.contains(Pa(ipa.0)) => KexecTrap::Fence,
+    match (mode, crash_region, fault) {
+        (Mode::Normal, Some(crash), FaultStatus::Permission { .. })
+            if crash.contains(Pa(ipa.0)) =>
+        {
+            KexecTrap::Fence
+        }
         _ => KexecTrap::NotOurs,
     }
 }
@@ -129,8 +142,13 @@ impl ModeTracker {
     }
 
     /// [`classify_instruction_abort`] in the current mode.
-    pub fn classify(&self, ipa: Ipa, crash_region: Option<PhysRange>) -> KexecTrap {
-        classify_instruction_abort(ipa, crash_region, self.mode)
+    pub fn classify(
+        &self,
+        ipa: Ipa,
+        fault: FaultStatus,
+        crash_region: Option<PhysRange>,
+    ) -> KexecTrap {
+        classify_instruction_abort(ipa, fault, crash_region, self.mode)
     }
 
     /// Enters crash mode, remembering `fenced`: the streams the dead kernel had live (the
@@ -218,6 +236,32 @@ pub fn fence_commands(
     cmds
 }
 
+/// The IPA size of the normal DMA stage 2, chosen so that the fence's stores are few: with 44 bits
+/// or more the walk starts at level 0 and each top-level entry covers 512 GiB, so host RAM below
+/// 512 GiB and the ITS doorbells take one entry (one store at the fence); below, each 1 GiB of RAM
+/// takes one. So: 44 bits when the SMMU's stage-2 input size allows it (and the host's IPA space is
+/// no larger), otherwise the host's, capped by what the SMMU takes. The policy maps RAM and the
+/// doorbells only, so a larger IPA space makes nothing else reachable.
+pub fn dma_ipa_bits(host_ipa_bits: u32, smmu_ias_bits: u32) -> u32 {
+    const LEVEL0_BITS: u32 = 44;
+    host_ipa_bits.max(LEVEL0_BITS).min(smmu_ias_bits).min(48)
+}
+
+/// The commands of the in-place DMA fence, issued once the normal DMA stage 2's valid top-level
+/// entries have been made invalid ([`Stage2Table::invalidate_top`]); the driver's CMD_SYNC closes
+/// them. CMD_CFGI_ALL drops every cached STE and CD (a nested stream's CD is then fetched again,
+/// through the fenced stage 2, and refused with a record); CMD_TLBI_S12_VMALL drops every TLB and
+/// walk-cache entry of the normal DMA stage 2's VMID. No STE and no register changes: three
+/// commands with the CMD_SYNC, whatever the number of streams. No CMD_ATC_INV: no physical STE
+/// enables ATS (the emulated SMMU offers none, so every composed STE has EATS = 0), so no device
+/// holds translations of its own.
+pub fn in_place_commands(normal_vmid: u16) -> [Command; 2] {
+    [
+        Command::CfgiAll,
+        Command::TlbiS12Vmall { vmid: normal_vmid },
+    ]
+}
+
 /// CMD_ATC_INV `Size` that covers the whole address space.
 const ATC_INV_ALL: u8 = 52;
 
@@ -254,6 +298,71 @@ pub fn should_lift(sid: StreamId, new_ste: &Ste, fenced: bool) -> bool {
         );
     }
     lift
+}
+
+/// Where the host's STE for one StreamID lies: its L1 descriptor (two-level tables) and the STE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSteLocation {
+    pub l1: Option<Ipa>,
+    pub ste: Ipa,
+}
+
+/// Where the host's STE for `sid` is, for a host Stream table at `base` with `layout` (the
+/// emulated SMMU's `STRTAB_BASE` and `STRTAB_BASE_CFG`), reading an L1 descriptor with `read_l1`.
+/// `None` where the host's table has no STE for it (or `read_l1` cannot read).
+pub fn host_ste_location(
+    base: Ipa,
+    layout: &StreamTableLayout,
+    sid: StreamId,
+    read_l1: impl FnOnce(Ipa) -> Option<u64>,
+) -> Option<HostSteLocation> {
+    match (layout.locate(sid).ok()?, layout.format) {
+        (SteLocation::Linear { offset }, _) => Some(HostSteLocation {
+            l1: None,
+            ste: base.checked_add(offset)?,
+        }),
+        (
+            SteLocation::TwoLevel {
+                l1_offset,
+                l2_index,
+            },
+            StreamTableFormat::TwoLevel { split },
+        ) => {
+            let l1 = base.checked_add(l1_offset)?;
+            let desc = L1Std::<Ipa>::decode(read_l1(l1)?);
+            let offset = desc.ste_offset(l2_index, split).ok()?;
+            Some(HostSteLocation {
+                l1: Some(l1),
+                ste: desc.l2_table.checked_add(offset)?,
+            })
+        }
+        (SteLocation::TwoLevel { .. }, StreamTableFormat::Linear) => None,
+    }
+}
+
+/// Whether an STE that would lift a fenced stream ([`should_lift`]) comes from a Stream table the
+/// capture kernel set up after the fence, whatever its base address: `STRTAB_BASE` was written
+/// after the fence (`rewritten`), and the STE -- and, for a two-level table, its L1 descriptor --
+/// lie wholly in memory only the capture kernel can write (`capture`: the crash region; after the
+/// fence the dead kernel's CPUs write nothing and its devices are fenced). A capture kernel that
+/// keeps the dead kernel's table, or points at any of it (an L1 descriptor onto the dead kernel's
+/// level 2 tables), would otherwise re-enable the dead kernel's stage 1 -- its CDs and page
+/// tables -- for the dead kernel's still-running DMA.
+pub fn from_capture_table(
+    rewritten: bool,
+    at: Option<HostSteLocation>,
+    capture: &[PhysRange],
+) -> bool {
+    let inside = |ipa: Ipa, len: u64| {
+        PhysRange::new(ipa.0, len)
+            .is_some_and(|r| capture.iter().any(|c| c.start <= r.start && r.end <= c.end))
+    };
+    match at {
+        Some(at) if rewritten => {
+            inside(at.ste, STE_SIZE as u64) && at.l1.is_none_or(|l1| inside(l1, 8))
+        }
+        _ => false,
+    }
 }
 
 /// Nanoseconds for `ticks` of a counter running at `freq_hz` (e.g. `CNTPCT_EL0` at
@@ -343,11 +452,19 @@ impl FaultSource for FaultTotals<'_> {
 
 /// Everything [`render_report`] needs.
 pub struct ReportInput<'a> {
+    /// How many times the report was written before, plus one (`generation:` at the top and
+    /// `generation-end:` at the bottom): a reader that finds the two different read the text while
+    /// Portcullis rewrote it, and reads it again.
+    pub generation: u64,
     pub state: ReportState,
     /// The fence window ([`ticks_to_ns`] of the driver's `window_ticks`).
     pub window_ns: u64,
-    /// Commands in the fence's batch (the driver's `SwitchReport::commands`).
+    /// SMMU commands the fence issued (CMD_SYNC included).
     pub commands: u64,
+    /// Translation-table descriptor stores of the fence, DMA and CPU side (`fence-stores:`).
+    pub stores: u64,
+    /// From the trap to the completed CPU side (`fence-cpu-window-ns:`).
+    pub cpu_window_ns: u64,
     /// Streams given the terminate stage 2 ([`ModeTracker::fenced_streams`]).
     pub streams_terminated: u64,
     /// StreamIDs for `live-streams:` (e.g. the emulation's `live_streams()`), in any order: the
@@ -368,9 +485,12 @@ pub struct ReportInput<'a> {
 impl fmt::Debug for ReportInput<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReportInput")
+            .field("generation", &self.generation)
             .field("state", &self.state)
             .field("window_ns", &self.window_ns)
             .field("commands", &self.commands)
+            .field("stores", &self.stores)
+            .field("cpu_window_ns", &self.cpu_window_ns)
             .field("streams_terminated", &self.streams_terminated)
             .field("live_streams", &self.live_streams.len())
             .field("lpi_tables", &self.lpi_tables.len())
@@ -383,20 +503,27 @@ impl fmt::Debug for ReportInput<'_> {
 ///
 /// ```text
 /// PORTCULLIS FAULT REPORT v1
+/// generation: <N>
 /// state: armed|fenced
 /// fence-window-ns: <N>
 /// fence-commands: <N>
 /// streams-terminated: <N>
+/// fence-stores: <N>
+/// fence-cpu-window-ns: <N>
 /// live-streams: <sid> <sid> ...
 /// lpi-tables: 0x<start>-0x<end> ...
 /// faults-total: <N>
 /// faults-overflowed: <N>
-/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N>
+/// fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=<N> writes=<N>
 /// ...
+/// generation-end: <N>
 /// end
 /// ```
 ///
-/// - In state `armed` the three fence numbers are 0, whatever the input says.
+/// - `generation:` and `generation-end:` carry the same number, one more at every rewrite: the
+///   writer stores the text front to back with a barrier after the first two lines and before the
+///   closing ones, so a reader that finds them equal read one whole report.
+/// - In state `armed` the fence numbers are 0, whatever the input says.
 /// - `live-streams:` lists the StreamIDs sorted, without duplicates, as `0x%04x`, each after one
 ///   space (no StreamIDs: `live-streams:` alone). Beyond [`MAX_LIVE_STREAMS_LINE`] the list
 ///   stops at the highest StreamID that fits and ends with the token `truncated=<N>`.
@@ -404,7 +531,7 @@ impl fmt::Debug for ReportInput<'_> {
 ///   `[start, end)` in hex, sorted, after one space; beyond [`MAX_LPI_TABLES`] the token
 ///   `truncated=<N>` counts the tables left out.
 /// - One `fault:` line per stream with faults: the latest fault's address and direction, the
-///   number of faults. `bdf=-` when the function is unknown (or its text empty); `event=` is the
+///   number of faults and, of those, the refused writes. `bdf=-` when the function is unknown (or its text empty); `event=` is the
 ///   event's name as `smmu::event` spells it (`0x%02x` for a Reserved number); `dir=-` for
 ///   events without an access (configuration errors, fetch aborts).
 /// - When the fault lines would not fit, the last lines are dropped and `truncated: <N> more`
@@ -416,8 +543,10 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
     out
 }
 
-/// Room kept for `truncated: <u64> more\n` and `end\n`.
-const TAIL_RESERVE: usize = "truncated: ".len() + 20 + " more\n".len() + "end\n".len();
+/// The closing lines: `generation-end: <u64>\n` and `end\n`.
+const END_LINES: usize = "generation-end: ".len() + 20 + 1 + "end\n".len();
+/// Room kept for `truncated: <u64> more\n` and the closing lines.
+const TAIL_RESERVE: usize = "truncated: ".len() + 20 + " more\n".len() + END_LINES;
 /// Room kept in the `live-streams:` line for ` truncated=<u64>` and the newline.
 const LIVE_TAIL_RESERVE: usize = " truncated=".len() + 20 + 1;
 
@@ -425,6 +554,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
     let fenced = input.state == ReportState::Fenced;
     let fence_value = |v: u64| if fenced { v } else { 0 };
     writeln!(out, "{REPORT_HEADER}")?;
+    writeln!(out, "generation: {}", input.generation)?;
     writeln!(out, "state: {}", input.state)?;
     writeln!(out, "fence-window-ns: {}", fence_value(input.window_ns))?;
     writeln!(out, "fence-commands: {}", fence_value(input.commands))?;
@@ -432,6 +562,13 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
         out,
         "streams-terminated: {}",
         fence_value(input.streams_terminated)
+    )?;
+    // Added after v1's first readers: they read by key, or skip lines they do not know.
+    writeln!(out, "fence-stores: {}", fence_value(input.stores))?;
+    writeln!(
+        out,
+        "fence-cpu-window-ns: {}",
+        fence_value(input.cpu_window_ns)
     )?;
     write_live_streams(out, input.live_streams)?;
     write_lpi_tables(out, input.lpi_tables)?;
@@ -446,7 +583,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
         n.0
     };
     let all: usize = (0..streams.len()).map(line_len).sum();
-    let fits_all = out.len() + all + "end\n".len() <= MAX_REPORT_BYTES;
+    let fits_all = out.len() + all + END_LINES <= MAX_REPORT_BYTES;
     let mut written = 0;
     for (i, (sid, stats)) in streams.iter().enumerate() {
         if !fits_all && out.len() + line_len(i) + TAIL_RESERVE > MAX_REPORT_BYTES {
@@ -458,6 +595,7 @@ fn render_into(out: &mut String, input: &ReportInput<'_>) -> fmt::Result {
     if written < streams.len() {
         writeln!(out, "truncated: {} more", streams.len() - written)?;
     }
+    writeln!(out, "generation-end: {}", input.generation)?;
     writeln!(out, "end")
 }
 
@@ -539,8 +677,8 @@ fn write_fault_line(
     };
     writeln!(
         out,
-        " addr={:#x} dir={dir} count={}",
-        stats.last_addr, stats.count
+        " addr={:#x} dir={dir} count={} writes={}",
+        stats.last_addr, stats.count, stats.writes
     )
 }
 
@@ -570,5 +708,7 @@ impl Write for Counter {
     }
 }
 
+#[cfg(test)]
+mod inplace_tests;
 #[cfg(test)]
 mod tests;

@@ -16,12 +16,14 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
-use portcullis::emul::{Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu};
+use portcullis::emul::{
+    Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
+};
 use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
 use portcullis::smmu::driver::{
-    self, DmaBlock, DmaMemory, EventRecord, PreparedTable, SmmuDriver, SmmuError, SmmuMmio,
+    self, DmaBlock, DmaMemory, EventRecord, GlobalErrors, SmmuDriver, SmmuError, SmmuMmio,
 };
 use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::queue::QueuePair;
@@ -29,6 +31,7 @@ use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use portcullis::trap::mmio::MmioAccess;
+use spin::Once;
 use spin::mutex::TicketMutex as Mutex;
 
 impl SmmuMmio for SmmuFrame {
@@ -74,8 +77,9 @@ type Driver = SmmuDriver<SmmuFrame, HeapDma>;
 
 struct Firewall {
     driver: Driver,
-    /// The live DMA policy's tables: the SMMU walks them, so they live as long as the firewall.
-    _normal: Stage2Table,
+    /// The STE every stream got at boot: stage 2 only, through the normal DMA stage 2 (after the
+    /// fence: through nothing, recording every transaction with its input address).
+    normal_ste: Ste,
     /// The stage 2 every physical STE of a host stream carries now.
     stage2: Stage2Config,
     pci: Vec<PciHost>,
@@ -90,13 +94,19 @@ struct Firewall {
     /// After the fence: which streams still translate through the terminating stage 2.
     fenced: Option<StreamSet>,
     fence: FenceStats,
-    /// At the fence: the streams the dead kernel had live, and where its Stream table and Event
-    /// queue were (a capture kernel that keeps them gets no lift and no forwarded records there).
+    /// At the fence: the streams the dead kernel had live, and where its Event queue was (a capture
+    /// kernel that keeps it gets no forwarded records there).
     dead: DeadKernel,
+    /// Whether the host wrote `STRTAB_BASE` after the fence.
+    strtab_rewritten: bool,
+    /// What went wrong after the fence's window (logged by the caller, after the fence).
+    fence_note: Option<SmmuError>,
     /// The fault report region (host RAM, reserved no-map in the host's tree).
     report: Option<PhysRange>,
     /// Bytes of the report region that may be non-zero (all of it, until the first write).
     report_written: usize,
+    /// How many times the report was written (its `generation:`).
+    report_generation: u64,
 }
 
 /// The crash-mode DMA side, built once at boot and never edited.
@@ -104,17 +114,35 @@ struct CrashSide {
     /// The crash-mode DMA policy (VMID 4): the crash region only, for the capture kernel's devices.
     _dma: Stage2Table,
     dma_stage2: Stage2Config,
-    /// A stage 2 that maps nothing (VMID 5), with fault recording: where the dead kernel's streams go.
-    _terminate: Stage2Table,
-    /// The crash-mode Stream table: every stream on the terminating stage 2. Taken by the fence.
-    table: Option<PreparedTable>,
+    /// The crash region: after the fence, the only memory the capture kernel (and nothing else)
+    /// can write.
+    region: PhysRange,
+}
+
+/// The DMA fence's stores, usable without the firewall's lock: the normal DMA stage 2 (VMID 2,
+/// which every normal-mode physical STE with a stage 2 carries; leaked, as the SMMU walks it for
+/// ever) and its valid top-level entries, found at boot.
+struct DmaCut {
+    table: &'static Stage2Table,
+    top: Vec<usize>,
+}
+
+static DMA_CUT: Once<DmaCut> = Once::new();
+
+/// Step 1 of the DMA fence, the first thing the kexec trap does: an invalid descriptor over every
+/// valid top-level entry of the normal DMA stage 2 (a handful: one per 1 GiB or 512 GiB of the IPA
+/// space that holds host RAM or an ITS doorbell, however many streams there are). No lock, no
+/// allocation, no log. From the `DSB` that follows, every walk of that stage 2 -- by any stream,
+/// for any address -- ends in a stage-2 translation fault, recorded (every such STE has S2R); what
+/// the SMMU's TLBs still hold goes with [`fence`]'s CMD_TLBI_S12_VMALL. Returns the store count.
+pub fn cut_dma() -> usize {
+    DMA_CUT.get().map_or(0, |c| c.table.invalidate_top(&c.top))
 }
 
 /// What the dead kernel left configured, recorded at the fence.
 #[derive(Debug, Default)]
 struct DeadKernel {
     live: Vec<StreamId>,
-    strtab_base: u64,
     evtq_base: u64,
 }
 
@@ -132,6 +160,12 @@ pub struct FenceStats {
     pub commands: u64,
     pub streams: u64,
     pub live: u64,
+    /// Descriptor stores of the fence: DMA top-level entries and the CPU side's break and make.
+    pub stores: u64,
+    /// Nested streams of the dead kernel given the stage-2-only STE after the window.
+    pub restaged: u64,
+    /// From the trap to the completion of the CPU side (after the DMA side).
+    pub cpu_window_ns: u64,
 }
 
 /// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
@@ -170,11 +204,29 @@ struct Phys<'a> {
     /// After the fence: the dead kernel's streams, kept on the terminating stage 2 until the
     /// capture kernel configures them with a stage 1 of its own.
     fenced: Option<&'a mut StreamSet>,
-    /// Whether the STEs composed now come from a Stream table the capture kernel set up after the
-    /// fence. A capture kernel that keeps the dead kernel's table would otherwise re-enable the
-    /// dead kernel's own stage 1 (its CDs and page tables, possibly in the crash region) for the
-    /// dead kernel's still-running DMA.
-    may_lift: bool,
+    /// After the fence: where the host's Stream table is, to tell whether an STE comes from a
+    /// table the capture kernel set up after the fence (`fence::from_capture_table`).
+    lift: Option<LiftCheck>,
+}
+
+/// What `Phys::admit` needs to check where a lifting STE comes from.
+struct LiftCheck {
+    /// `STRTAB_BASE` was written after the fence.
+    rewritten: bool,
+    base: portcullis::smmu::Ipa,
+    layout: portcullis::smmu::ste::StreamTableLayout,
+    capture: PhysRange,
+}
+
+impl LiftCheck {
+    fn allows(&self, sid: StreamId) -> bool {
+        let at = fence::host_ste_location(self.base, &self.layout, sid, |l1| {
+            let mut b = [0u8; 8];
+            portcullis::emul::HostMemory::read(&HostRam, l1, &mut b).ok()?;
+            Some(u64::from_le_bytes(b))
+        });
+        fence::from_capture_table(self.rewritten, at, &[self.capture])
+    }
 }
 
 impl Phys<'_> {
@@ -200,14 +252,17 @@ impl Phys<'_> {
 
     /// Whether `ste` may replace the terminate STE of `sid` (always, for a stream not fenced).
     fn admit(&mut self, sid: StreamId, ste: &Ste) -> bool {
-        let may_lift = self.may_lift;
         let Some(fenced) = self.fenced.as_deref_mut() else {
             return true;
         };
         if !fenced.contains(sid) {
             return true;
         }
-        if !may_lift || !fence::should_lift(sid, ste, true) {
+        if !fence::should_lift(sid, ste, true) {
+            return false;
+        }
+        if !self.lift.as_ref().is_some_and(|l| l.allows(sid)) {
+            log::debug!("stream {sid:#x}: STE not from a Stream table set up after the fence");
             return false;
         }
         log::info!("stream {sid:#x}: configured by the capture kernel, lifted from the fence");
@@ -369,13 +424,14 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     log::info!("{report}");
 
     let ias = driver::ias_bits(drv.features());
-    let ipa_bits = map.ipa_bits.min(u32::from(ias));
+    let ipa_bits = fence::dma_ipa_bits(map.ipa_bits, u32::from(ias));
     let dma_map = AddressMap {
         ipa_bits,
         ..map.clone()
     };
     let regions = stage2::dma_policy(&dma_map, Mode::Normal);
-    let table = Stage2Table::build(&regions, ipa_bits, 2).map_err(FirewallError::Policy)?;
+    let table =
+        Stage2Table::build(&regions, ipa_bits, VMID_DMA_NORMAL).map_err(FirewallError::Policy)?;
     for r in &regions {
         log::info!("DMA policy (normal): {} {:?}", r.range, r.access);
     }
@@ -396,12 +452,22 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let emul = EmulatedSmmu::new(&config, sids.iter().copied()).map_err(FirewallError::Emul)?;
     log::info!("emulated SMMU for the host: {}", emul.host_features());
     let crash = match map.crash {
-        Some(_) => Some(prepare_crash_side(&mut drv, &dma_map)?),
+        Some(region) => Some(prepare_crash_side(&mut drv, &dma_map, region)?),
         None => None,
     };
+    // The SMMU walks the normal DMA stage 2 until the machine stops, and the fence edits it
+    // without the firewall's lock: it lives for ever, outside the lock.
+    let table: &'static Stage2Table = alloc::boxed::Box::leak(alloc::boxed::Box::new(table));
+    let top = table.valid_top_entries();
+    log::info!(
+        "fence armed: {} top-level entries of the normal DMA stage 2 ({} GiB each) to invalidate in place",
+        top.len(),
+        table.top_entry_size() >> 30
+    );
+    DMA_CUT.call_once(|| DmaCut { table, top });
     *FIREWALL.lock() = Some(Firewall {
         driver: drv,
-        _normal: table,
+        normal_ste: ste,
         stage2,
         pci: machine.pci.clone(),
         faults: FaultBook::default(),
@@ -411,8 +477,11 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         fenced: None,
         fence: FenceStats::default(),
         dead: DeadKernel::default(),
+        fence_note: None,
+        strtab_rewritten: false,
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
+        report_generation: 0,
     });
     Ok(())
 }
@@ -434,10 +503,16 @@ pub fn poll() {
         faults,
         emul,
         dead,
+        fenced: fenced_set,
         ..
     } = fw;
+    let fenced_set = fenced_set.as_ref();
     let mut on_record = |rec: EventRecord| {
+        // After the fence a stream the dead kernel had is Portcullis' until lifted, whatever the
+        // record says (an SMMU may report a stage-2 fault on a stage-1 walk as stage 1: QEMU 10).
+        let fenced_stream = fenced_set.is_some_and(|f| f.contains(rec.sid()));
         if let Ok(ev) = &rec.event
+            && !fenced_stream
             && emul.route(ev) == EventRoute::Host
         {
             let delivery = emul.deliver_record(rec.raw, &mut HostRam);
@@ -459,10 +534,23 @@ pub fn poll() {
     match driver.drain_events(&mut on_record) {
         Ok(report) if report.overflow => {
             faults.ring.note_hardware_overflow();
-            log::error!("SMMU event queue overflowed: some fault records were lost by the SMMU");
+            limited!(
+                Error,
+                "SMMU event queue overflowed: some fault records were lost by the SMMU"
+            );
         }
         Ok(_) => {}
-        Err(e) => log::error!("SMMU event queue: {e}"),
+        Err(e) => limited!(Error, "SMMU event queue: {e}"),
+    }
+    // An SMMU that cannot write a record (QEMU's, when its Event queue is full) raises
+    // GERROR.EVTQ_ABT_ERR instead of the queue's overflow flag: the record is lost just the same,
+    // and the report must say records were lost.
+    let errors = driver.global_errors();
+    if errors.has(GlobalErrors::EVTQ_ABT_ERR) {
+        faults.ring.note_hardware_overflow();
+    }
+    if !errors.is_empty() {
+        limited!(Error, "SMMU global errors: {errors}");
     }
     // After the fence, the dead kernel's refused transactions go to the capture kernel too: into an
     // Event queue it set up itself (not the dead kernel's, which lies in the read-only dump), as
@@ -583,11 +671,22 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
     let offset = (access.ipa.raw() - frame_base) as usize;
     if access.write {
         let value = access.store_value(&frame.x);
-        let may_lift = host_base(&fw.emul, offset::STRTAB_BASE) != fw.dead.strtab_base;
+        if fw.fenced.is_some() && (offset::STRTAB_BASE..offset::STRTAB_BASE + 8).contains(&offset) {
+            fw.strtab_rewritten = true;
+        }
+        let lift = match (&fw.fenced, &fw.crash) {
+            (Some(_), Some(crash)) => Some(LiftCheck {
+                rewritten: fw.strtab_rewritten,
+                base: fw.emul.strtab_base(),
+                layout: fw.emul.strtab_layout(),
+                capture: crash.region,
+            }),
+            _ => None,
+        };
         let fenced = fw.fenced.as_mut();
         let mut phys = Phys {
             fenced,
-            may_lift,
+            lift,
             driver: &mut fw.driver,
             stage2: fw.stage2,
             pending: Vec::new(),
@@ -659,34 +758,28 @@ fn mirror_irq_ctrl(fw: &mut Firewall) {
     fw.irq_ctrl = want;
 }
 
-/// VMIDs of the physical stage 2s: the normal DMA policy, the crash-mode one, and the one that maps
-/// nothing. (The host's CPU stage 2s are VMID 1 and 3.)
+/// VMIDs of the physical stage 2s: the normal DMA policy and the crash-mode one. (The host's CPU
+/// stage 2 is VMID 1.)
 const VMID_DMA_NORMAL: u16 = 2;
 const VMID_DMA_CRASH: u16 = 4;
-const VMID_TERMINATE: u16 = 5;
 
-/// Builds, at boot, everything the fence switches to: the crash-mode DMA policy, the terminating
-/// stage 2 and a whole Stream table pointing every stream at it.
-fn prepare_crash_side(drv: &mut Driver, dma_map: &AddressMap) -> Result<CrashSide, FirewallError> {
+/// Builds, at boot, the crash-mode DMA policy the capture kernel's streams get once lifted.
+fn prepare_crash_side(
+    drv: &mut Driver,
+    dma_map: &AddressMap,
+    region: PhysRange,
+) -> Result<CrashSide, FirewallError> {
     let regions = stage2::dma_policy(dma_map, Mode::Crash);
     let dma = Stage2Table::build(&regions, dma_map.ipa_bits, VMID_DMA_CRASH)
         .map_err(FirewallError::Policy)?;
     let dma_stage2 = driver::stage2_config(&dma, drv.features()).map_err(FirewallError::Smmu)?;
-    let terminate =
-        Stage2Table::build(&[], dma_map.ipa_bits, VMID_TERMINATE).map_err(FirewallError::Policy)?;
-    let ste = driver::stage2_ste(&terminate, drv.features()).map_err(FirewallError::Smmu)?;
-    let table = drv.prepare_table(&ste).map_err(FirewallError::Smmu)?;
     for r in &regions {
         log::info!("DMA policy (crash): {} {:?}", r.range, r.access);
     }
-    log::info!(
-        "fence armed: crash-mode Stream table prebuilt, every stream on a stage 2 that maps nothing"
-    );
     Ok(CrashSide {
         _dma: dma,
         dma_stage2,
-        _terminate: terminate,
-        table: Some(table),
+        region,
     })
 }
 
@@ -704,48 +797,108 @@ impl fmt::Display for FenceError {
             Self::NoFirewall => write!(f, "no SMMU under Portcullis' control"),
             Self::NotArmed => write!(
                 f,
-                "no crash-mode Stream table (no crash region, or already fenced)"
+                "no crash-mode DMA policy (no crash region), or already fenced"
             ),
             Self::Smmu(e) => write!(f, "SMMU: {e}"),
         }
     }
 }
 
-/// The DMA half of the fence: every stream of the dead kernel stops translating through the normal
-/// policy at one instant (the prebuilt Stream table is switched in with a fixed number of commands),
-/// and from then on the capture kernel's streams get the crash-mode DMA policy. `start` is the
-/// counter value at the trap, for the window.
-pub fn fence(start: u64) -> Result<FenceStats, FenceError> {
+/// Step 2 of the DMA fence, after [`cut_dma`]: CMD_CFGI_ALL, CMD_TLBI_S12_VMALL for the normal
+/// DMA stage 2's VMID, and one CMD_SYNC, awaited. Nothing else changes on the SMMU: no STE, no
+/// register, `SMMUEN` stays 1, so there is no instant in which a transaction is refused without a
+/// record (GBPA never applies). Three commands, whatever the number of streams.
+///
+/// Why this is the whole fence (IHI 0070G.b):
+/// - ordering: `cut_dma`'s stores precede the `CMDQ_PROD` write that publishes the commands, with
+///   the driver's `DSB` between them (section 3.5, "the Command queue": commands and the
+///   structures they refer to must be observable before the producer index moves);
+/// - section 3.21, structure access rules: the SMMU reads a translation table descriptor 64 bits
+///   at a time (single-copy atomic) and caches translations only from valid descriptors; once the
+///   invalid descriptors are observable, every walk through this stage 2 ends in a stage-2
+///   Translation fault, recorded because every STE carrying it has S2R = 1;
+/// - section 4.4, CMD_TLBI_S12_VMALL: every TLB and walk-cache entry tagged with the VMID goes,
+///   nested streams' combined stage-1 + stage-2 entries included; section 4.3, CMD_CFGI_ALL:
+///   every cached STE and CD goes, so a nested stream's CD is fetched again -- through the fenced
+///   stage 2, which refuses it (a stage-2 fault with CLASS = CD, recorded under S2R) whatever the
+///   dead kernel's CD.R, also on SMMUs that report a stage-2 fault on a stage-1 table walk as a
+///   stage-1 fault (QEMU 10);
+/// - section 4.7, CMD_SYNC: its completion means every earlier command has completed, and the
+///   invalidations have with every transaction that used the entries they removed: from then on no
+///   transaction of any stream is translated through the normal policy;
+/// - break-before-make (section 3.21.x; ARM ARM "Using break-before-make when updating
+///   translation table entries") is owed when a valid descriptor is replaced by another valid one;
+///   here valid descriptors become invalid and stay so (the capture kernel's streams get the
+///   crash-mode policy under another VMID, through their STEs).
+///
+/// Returns the counter at the completed CMD_SYNC: the end of the window.
+pub fn fence() -> Result<u64, FenceError> {
     let mut guard = FIREWALL.lock();
     let fw = guard.as_mut().ok_or(FenceError::NoFirewall)?;
-    let crash = fw.crash.as_mut().ok_or(FenceError::NotArmed)?;
-    let table = crash.table.take().ok_or(FenceError::NotArmed)?;
-    let extra = fence::fence_commands(&[VMID_DMA_NORMAL], &[], fw.driver.features());
-    let switched = fw
+    if fw.crash.is_none() {
+        return Err(FenceError::NotArmed);
+    }
+    if fw.fenced.is_some() {
+        return Err(FenceError::NotArmed);
+    }
+    let synced = fw
         .driver
-        .switch_table(table, &extra)
+        .submit(&fence::in_place_commands(VMID_DMA_NORMAL))
         .map_err(FenceError::Smmu);
     let end = crate::arch::cpu::counter();
-    let report = switched?;
-    fw.stage2 = crash.dma_stage2;
+    synced?;
+    Ok(end)
+}
+
+/// After the fence (logs, allocations allowed): the bookkeeping, and the dead kernel's nested
+/// streams made stage 2 only through the (now empty) normal DMA stage 2, as every stream was at
+/// boot, so that their late transactions are refused at their input (CLASS = IN) and recorded
+/// with the device's own address, not at a stage-1 walk or CD fetch.
+pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStats {
+    let mut guard = FIREWALL.lock();
+    let Some(fw) = guard.as_mut() else {
+        return FenceStats::default();
+    };
+    let Some(crash) = fw.crash.as_ref() else {
+        return FenceStats::default();
+    };
+    let crash_stage2 = crash.dma_stage2;
+    let nested: Vec<StreamId> = fw
+        .emul
+        .streams()
+        .filter(|(_, st)| matches!(st, StreamState::Stage1 { .. } | StreamState::Unknown))
+        .map(|(sid, _)| sid)
+        .collect();
+    let normal_ste = fw.normal_ste;
+    let restaged = fw.driver.write_stes(&nested, &normal_ste);
+    fw.stage2 = crash_stage2;
     let sids: Vec<StreamId> = fw.emul.streams().map(|(sid, _)| sid).collect();
     let fenced = StreamSet::full(&sids);
     fw.fence = FenceStats {
-        window_ns: fence::ticks_to_ns(end.wrapping_sub(start), crate::arch::cpu::counter_hz()),
-        commands: report.commands as u64,
+        window_ns,
+        commands: fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1,
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
+        stores,
+        restaged: if restaged.is_ok() {
+            nested.len() as u64
+        } else {
+            0
+        },
+        cpu_window_ns,
     };
+    if let Err(e) = restaged {
+        fw.fence_note = Some(e);
+    }
     fw.fenced = Some(fenced);
     fw.dead = DeadKernel {
         live: fw.emul.live_streams().collect(),
-        strtab_base: host_base(&fw.emul, offset::STRTAB_BASE),
         evtq_base: host_base(&fw.emul, offset::EVTQ_BASE),
     };
     // The ring now collects what the fence causes (what came before is counted per stream and
     // was logged).
     fw.faults.ring.clear();
-    Ok(fw.fence)
+    fw.fence
 }
 
 /// Writes the fault report (see `portcullis::fence::render_report` for the format) into the report
@@ -761,7 +914,9 @@ pub fn write_report() {
     let pci = &fw.pci;
     let lpi_tables = crate::gic_mediation::lpi_tables();
     let bdf = |sid: StreamId| describe_stream(pci, sid).map(|b| alloc::format!("{b}"));
+    fw.report_generation += 1;
     let input = ReportInput {
+        generation: fw.report_generation,
         state: if fw.fenced.is_some() {
             ReportState::Fenced
         } else {
@@ -769,6 +924,8 @@ pub fn write_report() {
         },
         window_ns: fw.fence.window_ns,
         commands: fw.fence.commands,
+        stores: fw.fence.stores,
+        cpu_window_ns: fw.fence.cpu_window_ns,
         streams_terminated: fw.fence.streams,
         live_streams: &live,
         lpi_tables: &lpi_tables,
@@ -782,12 +939,31 @@ pub fn write_report() {
     // previous (longer) one, not the whole 64 KiB.
     let end = len.max(fw.report_written);
     fw.report_written = len;
-    for i in 0..end {
-        let b = if i < len { text.as_bytes()[i] } else { 0 };
-        // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's tree,
-        // read-only or unmapped for the host, never mapped for DMA), identity-mapped at EL2.
-        unsafe { base.add(i).write_volatile(b) };
+    // Front to back in three steps, each visible to other CPUs before the next starts: the first
+    // lines (with `generation:`), the body, then the closing lines (`generation-end:`) and the
+    // padding. A reader that sees the same generation in both read one whole report (see
+    // `fence::render_report`).
+    let first = text.find("\nstate:").map_or(len, |i| i + 1).min(len);
+    let closing = text.rfind("generation-end:").unwrap_or(len).clamp(first, len);
+    let mut from = 0;
+    for to in [first, closing, end] {
+        for i in from..to {
+            let b = if i < len { text.as_bytes()[i] } else { 0 };
+            // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's
+            // tree, read-only or unmapped for the host, never mapped for DMA), identity-mapped at
+            // EL2.
+            unsafe { base.add(i).write_volatile(b) };
+        }
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+        from = to;
     }
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::report_written(region.start.raw(), region.size());
+}
+
+/// What went wrong after the fence's window, once (for the caller's log after the fence).
+pub fn take_fence_note() -> Option<SmmuError> {
+    FIREWALL.lock().as_mut().and_then(|fw| fw.fence_note.take())
 }
 
 /// What the fence did (zeros before it).

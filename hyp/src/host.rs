@@ -5,7 +5,7 @@ use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use log::LevelFilter;
 use platform::addr::Ipa;
 use platform::addr::PhysRange;
@@ -14,7 +14,7 @@ use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
-use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table};
+use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
 use spin::Once;
@@ -39,6 +39,10 @@ pub fn options(machine: &Platform) -> Options {
 pub struct Entry {
     pub pc: u64,
     pub x0: u64,
+    /// Requested by the capture kernel (after the fence): the CPU enters under the crash-mode
+    /// stage 2. A CPU the dead kernel asked for before the fence and that arrives after it enters
+    /// under the dead CPUs' policy.
+    pub capture: bool,
 }
 
 /// Why the host cannot be booted at all.
@@ -77,9 +81,17 @@ impl fmt::Display for HostError {
 
 /// What every CPU needs to run the host; fixed once the boot CPU has prepared it.
 struct Host {
-    /// The normal-mode CPU stage 2 (VMID 1): the crash region execute-never (the kexec trap).
+    /// The host's CPU stage 2 (VMID 1), every CPU's until the fence: the normal-mode policy (the
+    /// crash region execute-never: the kexec trap). The fence swaps its top-level entries to
+    /// `dead_stage2`'s subtrees in place, for every CPU at once: the dead kernel's CPUs write
+    /// nothing from then on.
     stage2: Stage2Table,
+    /// The dead kernel's CPUs' policy after the fence (`stage2::dead_cpu_policy`), prebuilt: only
+    /// the source of the subtrees the fence swaps in.
+    dead_stage2: Option<Stage2Table>,
     /// The crash-mode CPU stage 2 (VMID 3), prebuilt: the dump read-only, the crash region RWX.
+    /// The CPU that took the kexec trap switches to it at the fence, and the CPUs the capture
+    /// kernel starts enter with it.
     crash_stage2: Option<Stage2Table>,
     crash: Option<PhysRange>,
     /// The address map the policies are built from (for the crash-mode variant built at the trap).
@@ -95,6 +107,11 @@ static HOST: Once<Host> = Once::new();
 
 /// Each CPU's power state and, while it starts, where it enters the host (lock-free).
 static CPUS: CpuTable<MAX_CPUS> = CpuTable::new();
+
+/// VMIDs of the host's CPU stage 2s: every CPU's until the fence (then the dead kernel's CPUs'),
+/// and the capture kernel's CPUs'. (The physical SMMU's stage 2s are VMID 2 and 4.)
+const VMID_HOST: u16 = 1;
+const VMID_CAPTURE: u16 = 3;
 
 const MIB: u64 = 1 << 20;
 
@@ -221,17 +238,23 @@ pub fn prepare(
     // The crash region is execute-never: the capture kernel's first instruction fetch there is
     // the kexec event.
     let regions = stage2::cpu_policy(&map, Mode::Normal, true);
-    let table = Stage2Table::build(&regions, map.ipa_bits, 1).map_err(HostError::Policy)?;
-    let crash_table = match crash {
-        Some(_) => Some(
-            Stage2Table::build(
-                &stage2::cpu_policy(&map, Mode::Crash, true),
-                map.ipa_bits,
-                3,
-            )
-            .map_err(HostError::Policy)?,
+    let table = Stage2Table::build(&regions, map.ipa_bits, VMID_HOST).map_err(HostError::Policy)?;
+    let (dead_table, crash_table) = match crash {
+        Some(_) => (
+            Some(
+                Stage2Table::build(&stage2::dead_cpu_policy(&map), map.ipa_bits, VMID_HOST)
+                    .map_err(HostError::Policy)?,
+            ),
+            Some(
+                Stage2Table::build(
+                    &stage2::cpu_policy(&map, Mode::Crash, true),
+                    map.ipa_bits,
+                    VMID_CAPTURE,
+                )
+                .map_err(HostError::Policy)?,
+            ),
         ),
-        None => None,
+        None => (None, None),
     };
     let vtcr = table.vtcr(pa_field, cpu::vmid16());
     log::info!(
@@ -242,6 +265,7 @@ pub fn prepare(
     );
     HOST.call_once(|| Host {
         stage2: table,
+        dead_stage2: dead_table,
         crash_stage2: crash_table,
         crash,
         map: map.clone(),
@@ -255,10 +279,20 @@ pub fn prepare(
         BOOT_TREE_INDEX.store(boot, Ordering::Relaxed);
     }
     CPUS.booted(0);
+    let h = host();
+    if let Some(dead) = &h.dead_stage2 {
+        let swap = h.stage2.swap_plan(dead).map_err(HostError::Policy)?;
+        log::info!(
+            "fence armed (CPU side): {} top-level entries of the host stage 2 to swap to crash mode",
+            swap.len()
+        );
+        CRASH_SWAP.call_once(|| swap);
+    }
     Ok((
         Entry {
             pc: load.raw(),
             x0: tree_at.start.raw(),
+            capture: false,
         },
         map,
     ))
@@ -299,10 +333,19 @@ fn host() -> &'static Host {
 /// Enters the host on this CPU: EL1h, interrupts masked, MMU off, as the boot protocol says.
 pub fn enter(cpu_index: usize, entry: Entry) -> ! {
     let h = host();
+    // A CPU the capture kernel started (after the fence; the dead kernel's CPUs cannot start any
+    // then: see `cpu_on`) runs under the crash-mode stage 2; any other under the host's.
+    let vttbr = match (&h.crash_stage2, entry.capture) {
+        (Some(capture), true) => capture.vttbr(),
+        _ => h.stage2.vttbr(),
+    };
     cpu::configure_for_host(cpu::GuestStage2 {
         vtcr: h.vtcr,
-        vttbr: live_stage2().vttbr(),
+        vttbr,
     });
+    if entry.capture {
+        cpu::trap_wfi();
+    }
     let mut frame = TrapFrame::default();
     frame.x[0] = entry.x0;
     frame.elr = entry.pc;
@@ -353,6 +396,7 @@ pub fn secondary_start(index: usize) -> ! {
                 Entry {
                     pc: e.pc,
                     x0: e.context,
+                    capture: e.capture,
                 },
             )
         }
@@ -373,6 +417,11 @@ pub fn secondary_start(index: usize) -> ! {
 /// is off), and has firmware start it at Portcullis' own entry.
 pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let h = host();
+    if in_crash_mode() && !is_capture_cpu() {
+        // A CPU of the dead kernel still running after the fence: it may not start CPUs, which
+        // would enter under the capture kernel's stage 2.
+        return psci::x0(code::DENIED);
+    }
     let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
@@ -380,7 +429,12 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
         return psci::x0(code::INVALID_ADDRESS);
     }
-    if let Err(code) = CPUS.request_on(index, HostEntry { pc: entry, context }) {
+    let request = HostEntry {
+        pc: entry,
+        context,
+        capture: in_crash_mode(),
+    };
+    if let Err(code) = CPUS.request_on(index, request) {
         return psci::x0(code);
     }
     let secondary = head::secondary_entry as *const () as u64;
@@ -478,19 +532,110 @@ pub fn in_crash_mode() -> bool {
     CRASH_MODE.load(Ordering::Acquire)
 }
 
-/// The crash-mode CPU stage 2 with the dead kernel's GIC LPI tables writable, built at the trap.
-static CRASH_WITH_GIC: Once<Stage2Table> = Once::new();
+/// The top-level stores that turn the host's stage 2 into the crash-mode policy, planned at boot.
+static CRASH_SWAP: Once<TopSwap> = Once::new();
 
-/// The CPU stage 2 of the current mode.
+/// Odd while a break-before-make of the host's stage 2 is under way (between the break and the
+/// make some host RAM is unmapped for an instant): a CPU faulting then waits and retries.
+static SWAP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The counter when the last swap completed: a fault that reaches Portcullis well after it is not
+/// the swap's (so a fault Portcullis cannot explain is never retried for ever).
+static SWAP_DONE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// The CPU stage 2 this CPU runs the host under: the capture kernel's after the fence for the
+/// CPU that took the kexec trap and those the capture kernel started; the host's (in normal mode,
+/// or swapped in place to the dead CPUs' policy) for every other.
 fn live_stage2() -> &'static Stage2Table {
     let h = host();
-    if !in_crash_mode() {
-        return &h.stage2;
+    match &h.crash_stage2 {
+        Some(capture) if in_crash_mode() && cpu::vttbr() == capture.vttbr() => capture,
+        _ => &h.stage2,
     }
-    match (CRASH_WITH_GIC.get(), &h.crash_stage2) {
-        (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => &h.stage2,
+}
+
+/// Whether this CPU is one of the dead kernel's, still running after the fence (bound by the
+/// frozen stage 2; see `cut_cpu`).
+pub fn is_dead_cpu() -> bool {
+    in_crash_mode() && !is_capture_cpu()
+}
+
+/// Whether this CPU runs the capture kernel (after the fence).
+fn is_capture_cpu() -> bool {
+    host()
+        .crash_stage2
+        .as_ref()
+        .is_some_and(|c| cpu::vttbr() == c.vttbr())
+}
+
+/// Replaces top-level entries of the live host stage 2 with `swap`'s, for every CPU at once:
+/// 1. break: an invalid descriptor over every entry that changes and is valid;
+/// 2. `DSB ISH`, `TLBI VMALLS12E1IS` (the host's VMID, broadcast to the Inner Shareable domain),
+///    `DSB ISH`: no PE holds a TLB or walk-cache entry from a removed descriptor;
+/// 3. make: the new descriptors; `DSB ISH`, `ISB`.
+///
+/// This is the break-before-make sequence of the ARM ARM (DDI 0487, "Using break-before-make when
+/// updating translation table entries"): a table descriptor is replaced by one pointing at other
+/// tables, so the old one must be invalid and invalidated from every TLB before the new one is
+/// written, else a PE could hold both and use either (a TLB conflict, or the old policy). A host
+/// access in between faults at stage 2 (translation fault) and is retried ([`retry_stage2_fault`]).
+/// No lock, no allocation, no log. Returns the number of descriptor stores.
+/// `table` must be the one this CPU's `VTTBR_EL2` names (the TLBI is for its VMID).
+fn swap_live(table: &Stage2Table, swap: &TopSwap) -> usize {
+    SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
+    let broken = table.break_top(swap);
+    cpu::stage2_break_broadcast();
+    let made = table.make_top(swap);
+    cpu::stage2_publish();
+    SWAP_DONE_AT.store(cpu::counter(), Ordering::Release);
+    SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
+    broken + made
+}
+
+/// A host access that faulted at stage 2 while, or just after, the host's stage 2 was swapped:
+/// waits for a swap under way to finish, then says whether the access is allowed now (the live
+/// table maps `ipa` with `write` / `exec` permission). If so the caller resumes the host at the
+/// same instruction; if not, the fault is the host's.
+pub fn retry_stage2_fault(ipa: Ipa, write: bool, exec: bool) -> bool {
+    if SWAP_SEQ.load(Ordering::Acquire) == 0 {
+        return false;
     }
+    while SWAP_SEQ.load(Ordering::Acquire) % 2 == 1 {
+        core::hint::spin_loop();
+    }
+    // A fault taken in the swap's window reaches Portcullis within a few milliseconds of it, even
+    // under an emulator; anything later is the host's own.
+    let since = cpu::counter().wrapping_sub(SWAP_DONE_AT.load(Ordering::Acquire));
+    if since > cpu::counter_hz() / 10 {
+        return false;
+    }
+    match live_stage2().translate(ipa) {
+        Some((
+            _,
+            Access::NormalMemory {
+                read,
+                write: w,
+                exec: x,
+            },
+        )) => read && (w || !write) && (x || !exec),
+        Some((_, Access::Device)) => !exec,
+        _ => false,
+    }
+}
+
+/// Step 1 of the CPU side of the fence, on the CPU that took the kexec trap (under the host's
+/// stage 2, VMID 1): the host's stage 2 becomes the dead CPUs' policy for every CPU at one instant
+/// (see [`swap_live`]), whether or not a CPU ever traps again; then this CPU, which carries on into
+/// the capture kernel, moves to the crash-mode stage 2 (VMID 3, never used before: nothing of it is
+/// cached anywhere). Nothing slow: the stores were planned at boot. Returns the descriptor stores.
+pub fn cut_cpu() -> usize {
+    let h = host();
+    let stores = CRASH_SWAP.get().map_or(0, |s| swap_live(&h.stage2, s));
+    if let Some(capture) = &h.crash_stage2 {
+        cpu::set_vttbr_fresh(capture.vttbr());
+    }
+    CRASH_MODE.store(true, Ordering::Release);
+    stores
 }
 
 /// The crash region, if the host has one.
@@ -498,15 +643,11 @@ pub fn crash_region() -> Option<PhysRange> {
     host().crash
 }
 
-/// Enters crash mode for the host's CPUs: from now on every CPU runs the host under the crash-mode
-/// stage 2. This CPU switches now; the others switch on their next trap into Portcullis (the
-/// crashed kernel has stopped them; a capture kernel starting CPUs enters them in crash mode).
-pub fn switch_to_crash_mode() {
+/// The ranges of the dead kernel's RAM that stay writable in crash mode: the GIC LPI tables
+/// (hardware-owned memory the capture kernel keeps using), as GIC mediation accepted them (never as
+/// the hardware says), minus anything of Portcullis' or the report's.
+fn crash_writable_ranges() -> Vec<PhysRange> {
     let h = host();
-    if h.crash_stage2.is_none() {
-        panic!("crash mode requested without a crash region");
-    }
-    // The dead kernel's LPI tables, as Portcullis accepted them (never as the hardware says).
     let forbidden: Vec<PhysRange> = [Some(h.hyp), h.map.report].into_iter().flatten().collect();
     let (lpi, skipped) = crate::gic_mediation::enter_crash(&forbidden);
     for r in &skipped {
@@ -514,28 +655,39 @@ pub fn switch_to_crash_mode() {
             "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
         );
     }
-    if !lpi.is_empty() {
-        let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &lpi);
-        match Stage2Table::build(&regions, h.map.ipa_bits, 3) {
-            Ok(t) => {
-                for r in &lpi {
-                    log::info!(
-                        "crash mode: GIC LPI table {r} stays writable for the capture kernel"
-                    );
-                }
-                CRASH_WITH_GIC.call_once(|| t);
-            }
-            Err(e) => log::error!("crash mode without writable GIC LPI tables: {e}"),
-        }
-    }
-    CRASH_MODE.store(true, Ordering::Release);
-    ensure_live_stage2();
+    lpi
 }
 
-/// Makes this CPU's VTTBR_EL2 the live mode's (a no-op when it already is).
-pub fn ensure_live_stage2() {
-    let want = live_stage2().vttbr();
-    if cpu::vttbr() != want {
-        cpu::set_vttbr(want);
+/// Step 2 of the CPU side, after the fence, on the CPU that took the kexec trap (the slow part:
+/// it reads the GIC, allocates, logs): the crash-mode policy with [`crash_writable_ranges`]
+/// writable is built and swapped into the capture kernel's stage 2 in the same way as the fence's.
+pub fn finish_crash_mode() {
+    let h = host();
+    let Some(capture) = &h.crash_stage2 else {
+        panic!("crash mode requested without a crash region");
+    };
+    let writable = crash_writable_ranges();
+    if writable.is_empty() {
+        return;
+    }
+    let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &writable);
+    let table = match Stage2Table::build(&regions, h.map.ipa_bits, VMID_CAPTURE) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("crash mode without writable GIC LPI tables: {e}");
+            return;
+        }
+    };
+    // Walked from the live root from now on: it lives for ever.
+    let table: &'static Stage2Table = alloc::boxed::Box::leak(alloc::boxed::Box::new(table));
+    match capture.swap_plan(table) {
+        Ok(swap) => {
+            let stores = swap_live(capture, &swap);
+            for r in &writable {
+                log::info!("crash mode: GIC LPI table {r} stays writable for the capture kernel");
+            }
+            log::info!("crash mode: {stores} descriptor stores for the writable ranges");
+        }
+        Err(e) => log::error!("crash mode without writable GIC LPI tables: {e}"),
     }
 }

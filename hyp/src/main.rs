@@ -108,9 +108,17 @@ mod image {
         }
         let options = host::options(&machine);
         console::init_logger(options.log_level);
+        // SAFETY: a linker-script symbol; only its address is used.
+        let file_end = unsafe { symbol(&head::__data_end) };
         log::info!(
             "Portcullis {} at EL2: image {image}, device tree at {dtb:#x} ({dtb_len} bytes)",
             env!("CARGO_PKG_VERSION")
+        );
+        log::info!(
+            "memory: {} KiB reserved (image file {} KiB, heap {} KiB, stacks, bss, alignment)",
+            image.size() >> 10,
+            (file_end - image.start.raw()) >> 10,
+            heap.size() >> 10
         );
         for w in &options.warnings {
             log::warn!("portcullis,bootargs: {w}");
@@ -139,6 +147,8 @@ mod image {
         // Live for ever: secondaries and every trap run on it.
         core::mem::forget(el2_map);
         log::debug!("EL2 stage-1 tables installed");
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::init();
 
         match machine.psci.as_ref().map(|p| p.conduit) {
             Some(platform::devtree::Conduit::Smc) => {

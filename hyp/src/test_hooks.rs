@@ -1,23 +1,47 @@
 //! Hypervisor calls that only a test build (`--features test-hooks`) answers, so guest tests can
-//! prove what did *not* happen: that nothing landed in Portcullis' own memory, and which faults the
-//! SMMU recorded. A release image answers them NOT_SUPPORTED like any unknown call.
+//! prove what did *not* happen: that nothing landed in Portcullis' own memory or in the fault
+//! report, and which faults the SMMU recorded. A release image answers them NOT_SUPPORTED like any
+//! unknown call.
 //!
 //! | function id   | x1        | returns                                                          |
 //! |---------------|-----------|------------------------------------------------------------------|
-//! | `0xC600_0100` | —         | x0 = 0, x1 = base, x2 = size of the canary area, x3 = checksum   |
+//! | `0xC600_0100` | —         | x0 = 0, x1 = base, x2 = size of the image canary, x3 = checksum   |
 //! | `0xC600_0101` | StreamID  | x0 = 0, x1 = faults recorded for it, x2 = latest input address,  |
 //! |               |           | x3 = (event type << 8) \| 1 if that access was a write            |
 //! | `0xC600_0102` | —         | x0 = 0, x1 = 1 in crash mode (fence raised) else 0,               |
 //! |               |           | x2 = fence window in ns, x3 = streams terminated                   |
+//! | `0xC600_0103` | index *i* | x0 = 0, x1 = address of canary page *i*, x2 = its size,           |
+//! |               |           | x3 = number of canary pages; x0 = -2 if *i* is out of range        |
+//! | `0xC600_0104` | —         | x0 = 0, x1 = checksum of Portcullis' text + rodata, x2 = checksum |
+//! |               |           | of every canary page, x3 = bit *i* set if canary *i* lost its pattern |
+//! | `0xC600_0105` | —         | x0 = 0, x1 = checksum of the fault report region now, x2 = its    |
+//! |               |           | checksum right after Portcullis last wrote it, x3 = how many times |
+//! |               |           | Portcullis wrote it (0 and x1 = x2 = 0 without a report region)    |
+//!
+//! The canary pages (`0xC600_0103`), each filled with a known pattern nothing in Portcullis writes
+//! after boot: 0 = a page of the image's `.data` (the `0xC600_0100` canary), 1 = a page allocated
+//! from the heap at boot, 2 = the last page of Portcullis' reserved region (the slack after the heap
+//! up to the 2 MiB-aligned image end; absent when the heap ends there).
+//!
+//! The report checksum after Portcullis' last write (`0xC600_0105`) lets a test tell Portcullis' own
+//! rewrites (every new fault in crash mode) from anyone else's: while nothing but Portcullis writes
+//! the region, x1 = x2.
 
+use crate::arch::head;
 use crate::arch::vectors::TrapFrame;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const TEST_CANARY: u32 = 0xc600_0100;
 pub const TEST_FAULTS: u32 = 0xc600_0101;
 pub const TEST_MODE: u32 = 0xc600_0102;
+pub const TEST_CANARIES: u32 = 0xc600_0103;
+pub const TEST_INTEGRITY: u32 = 0xc600_0104;
+pub const TEST_REPORT: u32 = 0xc600_0105;
 
+const INVALID_PARAMETERS: u64 = -2i64 as u64;
 const CANARY_SIZE: usize = 4096;
+const MAX_CANARIES: usize = 3;
 
 /// A page of Portcullis' data with a known pattern. Only devices (through a broken firewall) could
 /// change it; nothing in Portcullis writes it. 64 KiB aligned, so that a GIC pending table (64 KiB
@@ -31,17 +55,110 @@ unsafe impl Sync for Canary {}
 
 static CANARY: Canary = Canary(UnsafeCell::new(pattern()));
 
+/// The heap and tail canary pages (0 = none), set once by [`init`] before the host runs.
+static HEAP_CANARY: AtomicU64 = AtomicU64::new(0);
+static TAIL_CANARY: AtomicU64 = AtomicU64::new(0);
+
+/// The report region (base, size) and what Portcullis last wrote there.
+static REPORT_BASE: AtomicU64 = AtomicU64::new(0);
+static REPORT_SIZE: AtomicU64 = AtomicU64::new(0);
+static REPORT_WRITTEN_SUM: AtomicU64 = AtomicU64::new(0);
+static REPORT_WRITES: AtomicU64 = AtomicU64::new(0);
+
+const fn pattern_byte(i: usize) -> u8 {
+    (i as u8).wrapping_mul(37) ^ 0xa5
+}
+
 const fn pattern() -> [u8; CANARY_SIZE] {
     let mut p = [0u8; CANARY_SIZE];
     let mut i = 0;
     while i < CANARY_SIZE {
-        p[i] = (i as u8).wrapping_mul(37) ^ 0xa5;
+        p[i] = pattern_byte(i);
         i += 1;
     }
     p
 }
 
-/// FNV-1a over the canary, read with volatile loads so the compiler cannot assume it unchanged.
+/// Sets up the heap and tail canaries. Called once on the boot CPU, after the heap is initialised
+/// and the final EL2 tables map the whole image, before the host runs.
+pub fn init() {
+    let layout = core::alloc::Layout::from_size_align(CANARY_SIZE, CANARY_SIZE);
+    if let Ok(layout) = layout {
+        // SAFETY: a non-zero-sized layout; the page is leaked (the canary lives for ever).
+        let page = unsafe { alloc::alloc::alloc(layout) };
+        if !page.is_null() {
+            // SAFETY: `page` is a fresh allocation of CANARY_SIZE bytes.
+            unsafe { fill(page) };
+            HEAP_CANARY.store(page as u64, Ordering::SeqCst);
+        }
+    }
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (heap_end, image_end) = unsafe {
+        (
+            &head::__heap_end as *const u8 as u64,
+            &head::__image_end as *const u8 as u64,
+        )
+    };
+    if image_end - heap_end >= CANARY_SIZE as u64 {
+        let tail = image_end - CANARY_SIZE as u64;
+        // SAFETY: [tail, image_end) lies after the heap inside the image, which the EL2 tables map
+        // read-write; nothing else uses it.
+        unsafe { fill(tail as *mut u8) };
+        TAIL_CANARY.store(tail, Ordering::SeqCst);
+    }
+}
+
+/// # Safety
+/// `page` must be CANARY_SIZE writable bytes nothing else uses.
+unsafe fn fill(page: *mut u8) {
+    for i in 0..CANARY_SIZE {
+        // SAFETY: per the caller's contract.
+        unsafe { page.add(i).write_volatile(pattern_byte(i)) };
+    }
+}
+
+/// Records what Portcullis has just written into the report region (called by
+/// `firewall::write_report` after each write, under the firewall's lock).
+pub fn report_written(base: u64, size: u64) {
+    REPORT_BASE.store(base, Ordering::SeqCst);
+    REPORT_SIZE.store(size, Ordering::SeqCst);
+    REPORT_WRITTEN_SUM.store(checksum(base, size), Ordering::SeqCst);
+    REPORT_WRITES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The canary pages, in hook order; `None` where absent.
+fn canaries() -> [Option<u64>; MAX_CANARIES] {
+    let nonzero = |a: u64| (a != 0).then_some(a);
+    [
+        Some(CANARY.0.get() as u64),
+        nonzero(HEAP_CANARY.load(Ordering::SeqCst)),
+        nonzero(TAIL_CANARY.load(Ordering::SeqCst)),
+    ]
+}
+
+/// The present canaries, packed to the front (the hook's indices).
+fn present_canaries() -> ([u64; MAX_CANARIES], usize) {
+    let mut out = [0u64; MAX_CANARIES];
+    let mut n = 0;
+    for a in canaries().into_iter().flatten() {
+        out[n] = a;
+        n += 1;
+    }
+    (out, n)
+}
+
+/// FNV-1a over 64-bit words of `[base, base + size)`, read with volatile loads so the compiler
+/// cannot assume the memory unchanged. `base` and `size` are multiples of 8.
+fn checksum(base: u64, size: u64) -> u64 {
+    (0..size / 8).fold(0xcbf2_9ce4_8422_2325u64, |h, i| {
+        // SAFETY: callers pass ranges of Portcullis' image or the report region, both mapped at
+        // EL2 (identity) and 8-byte aligned.
+        let w = unsafe { ((base + i * 8) as *const u64).read_volatile() };
+        (h ^ w).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// FNV-1a over the image canary, byte by byte (the `0xC600_0100` checksum, unchanged).
 fn canary_checksum() -> u64 {
     let base = CANARY.0.get() as *const u8;
     (0..CANARY_SIZE).fold(0xcbf2_9ce4_8422_2325u64, |h, i| {
@@ -49,6 +166,37 @@ fn canary_checksum() -> u64 {
         let b = unsafe { base.add(i).read_volatile() };
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Whether the canary page at `page` still holds its pattern.
+fn intact(page: u64) -> bool {
+    (0..CANARY_SIZE).all(|i| {
+        // SAFETY: `page` is one of the canary pages, CANARY_SIZE bytes mapped at EL2.
+        let b = unsafe { ((page + i as u64) as *const u8).read_volatile() };
+        b == pattern_byte(i)
+    })
+}
+
+/// x1..x3 of `0xC600_0104`.
+fn integrity() -> (u64, u64, u64) {
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (start, rodata_end) = unsafe {
+        (
+            &head::__image_start as *const u8 as u64,
+            &head::__rodata_end as *const u8 as u64,
+        )
+    };
+    let code = checksum(start, rodata_end - start);
+    let (pages, n) = present_canaries();
+    let mut sums = 0xcbf2_9ce4_8422_2325u64;
+    let mut damaged = 0u64;
+    for (i, &page) in pages[..n].iter().enumerate() {
+        sums = (sums ^ checksum(page, CANARY_SIZE as u64)).wrapping_mul(0x0100_0000_01b3);
+        if !intact(page) {
+            damaged |= 1 << i;
+        }
+    }
+    (code, sums, damaged)
 }
 
 /// Answers a test hook, or returns false if `frame.x[0]` is not one.
@@ -76,6 +224,38 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[1] = u64::from(crate::host::in_crash_mode());
             frame.x[2] = f.window_ns;
             frame.x[3] = f.streams;
+            true
+        }
+        TEST_CANARIES => {
+            let (pages, n) = present_canaries();
+            match pages[..n].get(frame.x[1] as usize) {
+                Some(&page) => {
+                    frame.x[0] = 0;
+                    frame.x[1] = page;
+                    frame.x[2] = CANARY_SIZE as u64;
+                }
+                None => frame.x[0] = INVALID_PARAMETERS,
+            }
+            frame.x[3] = n as u64;
+            true
+        }
+        TEST_INTEGRITY => {
+            let (code, sums, damaged) = integrity();
+            frame.x[0] = 0;
+            frame.x[1] = code;
+            frame.x[2] = sums;
+            frame.x[3] = damaged;
+            true
+        }
+        TEST_REPORT => {
+            let (base, size) = (
+                REPORT_BASE.load(Ordering::SeqCst),
+                REPORT_SIZE.load(Ordering::SeqCst),
+            );
+            frame.x[0] = 0;
+            frame.x[1] = if size == 0 { 0 } else { checksum(base, size) };
+            frame.x[2] = REPORT_WRITTEN_SUM.load(Ordering::SeqCst);
+            frame.x[3] = REPORT_WRITES.load(Ordering::SeqCst);
             true
         }
         _ => false,

@@ -6,6 +6,7 @@
 //! the host as a synchronous external abort. Nothing the host does can make Portcullis panic; an
 //! exception taken at EL2 itself is a Portcullis bug and does.
 
+use crate::arch::cpu::{FaultIpa, fault_ipa};
 use crate::arch::firmware;
 use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
@@ -28,9 +29,11 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
             ELR_EL2.get()
         );
     }
-    // Portcullis owns the physical event queue and drains it whenever it runs; a CPU that was
-    // stopped when the fence was raised takes up the crash-mode stage 2 on its first trap.
-    host::ensure_live_stage2();
+    // The kexec trap raises the fence before anything else (no drain, no log, no other lock).
+    if crate::crash::kexec_trap(&vector) {
+        return;
+    }
+    // Portcullis owns the physical event queue and drains it whenever it runs.
     crate::firewall::poll();
     match (vector.kind, vector.aarch32) {
         (ExceptionType::Sync, false) => lower_sync(frame),
@@ -58,6 +61,8 @@ fn lower_sync(frame: &mut TrapFrame) {
         }
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
+        // WFI traps only in crash mode (the capture kernel's idle: see `crash::idle`).
+        Exception::Wfx(_) => crate::crash::idle(&mut frame.elr, syndrome.instruction_length),
         other => {
             limited!(
                 Warn,
@@ -75,6 +80,10 @@ fn smccc_call(frame: &mut TrapFrame) {
         return;
     }
     let call = psci::classify(&[frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+    if host::is_dead_cpu() && !psci::allowed_after_death(&call) {
+        frame.x[0] = psci::x0(psci::code::DENIED);
+        return;
+    }
     match psci::decide(&call) {
         Action::Return(x0) => frame.x[0] = x0,
         Action::Forward { function_id, args } => {
@@ -102,30 +111,6 @@ fn smccc_call(frame: &mut TrapFrame) {
     }
 }
 
-/// The IPA of a stage-2 abort, from HPFAR_EL2 only where the architecture promises it.
-enum FaultIpa {
-    Known(platform::addr::Ipa),
-    /// A permission fault whose VA the host's stage 1 no longer translates (it changed its tables
-    /// since): return to the instruction and let it fault again, or not.
-    Retry,
-    /// Nothing says (FAR not valid, or no address for this kind of fault).
-    Unknown,
-}
-
-fn fault_ipa(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> FaultIpa {
-    let far = FAR_EL2.get();
-    match esr::ipa_source(s1ptw, far_not_valid, fault) {
-        esr::IpaSource::Hpfar => FaultIpa::Known(esr::fault_ipa(HPFAR_EL2.get(), far)),
-        esr::IpaSource::TranslateFar => {
-            match esr::ipa_from_par(crate::arch::cpu::translate_el1_read(far), far) {
-                Some(ipa) => FaultIpa::Known(ipa),
-                None => FaultIpa::Retry,
-            }
-        }
-        esr::IpaSource::Unknown => FaultIpa::Unknown,
-    }
-}
-
 fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
     let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
         FaultIpa::Known(ipa) => ipa,
@@ -143,6 +128,27 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
             return inject_abort(frame, Abort::Data { far, write });
         }
     };
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, abort.write && !abort.s1ptw, false)
+    {
+        // Faulted while the fence swapped the stage 2 (break-before-make): allowed now, retry.
+        return;
+    }
+    if host::is_dead_cpu() {
+        // A CPU of the dead kernel, still running after the fence: it may not drive the emulated
+        // SMMU or the mediated GIC (the capture kernel's now), and every other stage-2 fault of it
+        // is a refused access to the frozen dump. Nothing to emulate: an external abort.
+        limited!(
+            Warn,
+            "dead-kernel CPU {} at {:#x} (ELR {:#x}) after the fence: refused",
+            if abort.write { "store" } else { "load" },
+            FAR_EL2.get(),
+            frame.elr
+        );
+        let far = FAR_EL2.get();
+        let write = abort.write;
+        return inject_abort(frame, Abort::Data { far, write });
+    }
     if crate::gic_mediation::is_trapped(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
@@ -217,12 +223,11 @@ fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
             return inject_abort(frame, Abort::Instruction { far });
         }
     };
-    let crash = host::crash_region();
-    let in_crash = crash.is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())));
-    if in_crash && !host::in_crash_mode() && matches!(abort.fault, FaultStatus::Permission { .. }) {
-        // A permission fault on an instruction fetch from the crash region: the kexec event.
-        // Resume at the same instruction, which the crash-mode stage 2 lets run.
-        crate::crash::raise(ipa);
+    // (The kexec event, a permission fault on a fetch from the crash region, never gets here:
+    // `crash::kexec_trap` takes it first.)
+    if matches!(abort.fault, FaultStatus::Translation { .. })
+        && host::retry_stage2_fault(ipa, false, !abort.s1ptw)
+    {
         return;
     }
     limited!(

@@ -2,6 +2,7 @@
 
 use aarch64_cpu::registers::*;
 use core::arch::asm;
+use portcullis::trap::esr::{self, FaultStatus};
 
 /// This CPU's index (0 = the boot CPU), kept in TPIDR_EL2 by the entry code.
 pub fn index() -> usize {
@@ -143,26 +144,66 @@ pub fn vttbr() -> u64 {
     VTTBR_EL2.get()
 }
 
-/// Switches this CPU to another prebuilt host stage 2 (a different VMID), and drops every TLB entry
-/// of the old one, so nothing of the previous policy survives on this CPU.
-pub fn set_vttbr(vttbr: u64) {
-    let old = VTTBR_EL2.get();
-    // SAFETY: stage-2 maintenance for the old VMID, then the switch; no memory-safety effects on
-    // Portcullis (stage 2 applies to EL1/EL0 only).
-    unsafe {
-        asm!(
-            "dsb ish",
-            "tlbi vmalls12e1is",
-            "msr vttbr_el2, {new}",
-            "isb",
-            "tlbi vmalls12e1is",
-            "dsb ish",
-            "isb",
-            new = in(reg) vttbr,
-            options(nostack),
-        );
+/// After stage-2 descriptor stores (a "break": valid descriptors made invalid): makes them
+/// visible to every table walker (`DSB ISH`), then removes every TLB and walk-cache entry of the
+/// VMID in this CPU's `VTTBR_EL2` (the host's) on every PE of the Inner Shareable domain
+/// (`TLBI VMALLS12E1IS`), and waits for that to complete everywhere (`DSB ISH`). From the return,
+/// no PE translates a host access through a descriptor the break removed: ARM ARM (DDI 0487)
+/// "Using break-before-make when updating translation table entries", steps 1-3, and "TLB
+/// maintenance instructions" (a broadcast TLBI completes for all PEs at the issuer's DSB).
+pub fn stage2_break_broadcast() {
+    // SAFETY: barriers and stage-2 TLB maintenance for the host's VMID; no effect on EL2's own
+    // translation (stage 2 applies to EL1/EL0 only).
+    unsafe { asm!("dsb ish", "tlbi vmalls12e1is", "dsb ish", options(nostack)) };
+}
+
+/// After stage-2 descriptor stores that only make invalid descriptors valid (the "make"): visible
+/// to every walker (`DSB ISH`; invalid descriptors are never cached, so no TLB maintenance is
+/// owed), and to this PE's own later instructions (`ISB`).
+pub fn stage2_publish() {
+    // SAFETY: barriers only.
+    unsafe { asm!("dsb ish", "isb", options(nostack)) };
+}
+
+/// Switches this CPU to a stage 2 whose VMID no PE has ever run under (so no TLB anywhere holds
+/// an entry for it): no TLB maintenance is owed, only the `ISB` that makes the new `VTTBR_EL2`
+/// apply to what this CPU runs next at EL1.
+pub fn set_vttbr_fresh(vttbr: u64) {
+    // SAFETY: a stage-2 base for EL1/EL0; no effect on EL2's own translation.
+    unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack)) };
+}
+
+/// In crash mode, on a CPU of the capture kernel: WFI traps to EL2 (`HCR_EL2.TWI`), so that an
+/// idle capture kernel still lets Portcullis run (drain the SMMU's fault records into the report
+/// and the capture kernel's Event queue) at least once per [`idle_wait`]; and the EL2 event stream
+/// is on (`CNTHCTL_EL2.EVNTEN`, an event each time counter bit 12 changes: every 8192 ticks, 131
+/// us at QEMU's 62.5 MHz), which bounds each WFE of [`idle_wait`]. WFE is not trapped: Linux waits
+/// for spinlocks with it, and its idle loop uses WFI.
+pub fn trap_wfi() {
+    const TWI: u64 = 1 << 13;
+    const EVNTEN: u64 = 1 << 2;
+    const EVNTI_BIT12: u64 = 12 << 4;
+    HCR_EL2.set(HCR_EL2.get() | TWI);
+    let cnthctl = CNTHCTL_EL2.get() & !(0xf << 4);
+    CNTHCTL_EL2.set(cnthctl | EVNTEN | EVNTI_BIT12);
+    // SAFETY: a barrier only.
+    unsafe { asm!("isb", options(nostack)) };
+}
+
+/// A trapped WFI's wait, bounded: until an interrupt is pending for the host (`ISR_EL1`, which at
+/// EL2 with `HCR_EL2.IMO` = 0 shows the physical IRQ/FIQ/SError state) or the counter reaches
+/// `deadline`, with WFE between looks (woken by the event stream at the latest).
+pub fn idle_wait(deadline: u64) {
+    let pending = || {
+        let isr: u64;
+        // SAFETY: reading ISR_EL1 has no side effects.
+        unsafe { asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack)) };
+        isr != 0
+    };
+    while !pending() && counter() < deadline {
+        // SAFETY: WFE only waits for an event; the event stream bounds it.
+        unsafe { asm!("wfe", options(nomem, nostack)) };
     }
-    let _ = old;
 }
 
 /// The physical counter, for measuring the fence window.
@@ -224,4 +265,26 @@ pub fn translate_el1_read(va: u64) -> u64 {
         );
     }
     par
+}
+
+/// The IPA of a stage-2 abort, from HPFAR_EL2 only where the architecture promises it.
+pub enum FaultIpa {
+    Known(platform::addr::Ipa),
+    /// A permission fault whose VA the host's stage 1 no longer translates (it changed its tables
+    /// since): return to the instruction and let it fault again, or not.
+    Retry,
+    /// Nothing says (FAR not valid, or no address for this kind of fault).
+    Unknown,
+}
+
+pub fn fault_ipa(s1ptw: bool, far_not_valid: bool, fault: FaultStatus) -> FaultIpa {
+    let far = FAR_EL2.get();
+    match esr::ipa_source(s1ptw, far_not_valid, fault) {
+        esr::IpaSource::Hpfar => FaultIpa::Known(esr::fault_ipa(HPFAR_EL2.get(), far)),
+        esr::IpaSource::TranslateFar => match esr::ipa_from_par(translate_el1_read(far), far) {
+            Some(ipa) => FaultIpa::Known(ipa),
+            None => FaultIpa::Retry,
+        },
+        esr::IpaSource::Unknown => FaultIpa::Unknown,
+    }
 }

@@ -134,6 +134,7 @@ unsafe extern "C" {
     pub static __image_end: u8;
     pub static __text_end: u8;
     pub static __rodata_end: u8;
+    pub static __data_end: u8;
     pub static __heap_start: u8;
     pub static __heap_end: u8;
     pub static __stacks_start: u8;

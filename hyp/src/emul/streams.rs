@@ -158,11 +158,12 @@ pub(super) fn read_words<const N: usize, M: HostMemory>(
 
 impl EmulatedSmmu {
     /// The host's Stream table layout, as this SMMU interprets `STRTAB_BASE_CFG`.
-    fn strtab_layout(&self) -> StreamTableLayout {
+    pub fn strtab_layout(&self) -> StreamTableLayout {
         StreamTableLayout::decode(self.regs.strtab_base_cfg, &self.host)
     }
 
-    fn strtab_base(&self) -> Ipa {
+    /// The host's Stream table base (`STRTAB_BASE.ADDR`).
+    pub fn strtab_base(&self) -> Ipa {
         let b = LocalRegisterCopy::<u64, STRTAB_BASE::Register>::new(self.regs.strtab_base);
         Ipa(b.read(STRTAB_BASE::ADDR) << STRTAB_BASE::ADDR.shift)
     }

@@ -24,7 +24,9 @@ fn crash() -> PhysRange {
 #[test]
 fn only_a_fetch_from_the_crash_region_in_normal_mode_is_the_kexec_event() {
     let c = Some(crash());
-    let classify = |ipa: u64, region, mode| classify_instruction_abort(Ipa(ipa), region, mode);
+    let perm = FaultStatus::Permission { level: 3 };
+    let classify =
+        |ipa: u64, region, mode| classify_instruction_abort(Ipa(ipa), perm, region, mode);
     assert_eq!(classify(0x7c00_0000, c, Mode::Normal), KexecTrap::Fence);
     assert_eq!(classify(0x7c12_3456, c, Mode::Normal), KexecTrap::Fence);
     assert_eq!(classify(0x7fff_fffc, c, Mode::Normal), KexecTrap::Fence);
@@ -39,6 +41,16 @@ fn only_a_fetch_from_the_crash_region_in_normal_mode_is_the_kexec_event() {
         KexecTrap::NotOurs
     );
     assert_eq!(classify(0x7c00_0000, c, Mode::Crash), KexecTrap::NotOurs);
+    // Only a permission fault: a translation fault in the crash region is a broken stage 2.
+    assert_eq!(
+        classify_instruction_abort(
+            Ipa(0x7c00_0000),
+            FaultStatus::Translation { level: 3 },
+            c,
+            Mode::Normal
+        ),
+        KexecTrap::NotOurs
+    );
 }
 
 #[test]
@@ -48,7 +60,11 @@ fn mode_goes_from_normal_to_crash_once() {
     assert_eq!((t.mode(), t.state()), (Mode::Normal, ReportState::Armed));
     assert!(t.fenced_streams().is_empty() && !t.is_fenced(8));
     assert_eq!(
-        t.classify(Ipa(0x7c00_1000), Some(crash())),
+        t.classify(
+            Ipa(0x7c00_1000),
+            FaultStatus::Permission { level: 3 },
+            Some(crash())
+        ),
         KexecTrap::Fence
     );
 
@@ -57,7 +73,11 @@ fn mode_goes_from_normal_to_crash_once() {
     assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
     assert!(t.is_fenced(8) && t.is_fenced(0x10) && !t.is_fenced(0xa));
     assert_eq!(
-        t.classify(Ipa(0x7c00_1000), Some(crash())),
+        t.classify(
+            Ipa(0x7c00_1000),
+            FaultStatus::Permission { level: 3 },
+            Some(crash())
+        ),
         KexecTrap::NotOurs
     );
     // A second trap changes nothing.
@@ -296,9 +316,12 @@ fn report_format() {
     book.record(record(0x1_2345, EventId(0xe3), 0x10, true));
     let bdf = |sid: StreamId| (sid < 0x10).then(|| Bdf::from_rid(sid as u16).to_string());
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1234,
         commands: 3,
+        stores: 4,
+        cpu_window_ns: 5,
         streams_terminated: 2,
         live_streams: &[0x10, 8, 8, 0x1_2345],
         lpi_tables: &[],
@@ -308,30 +331,37 @@ fn report_format() {
     assert_eq!(
         render_report(&input),
         "PORTCULLIS FAULT REPORT v1\n\
+         generation: 7\n\
          state: fenced\n\
          fence-window-ns: 1234\n\
          fence-commands: 3\n\
          streams-terminated: 2\n\
+         fence-stores: 4\n\
+         fence-cpu-window-ns: 5\n\
          live-streams: 0x0008 0x0010 0x12345\n\
          faults-total: 6\n\
          faults-overflowed: 0\n\
-         fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=2\n\
-         fault: sid=0x0010 bdf=- event=C_BAD_STE addr=0x0 dir=- count=1\n\
-         fault: sid=0x0011 bdf=- event=0x77 addr=0x0 dir=- count=1\n\
-         fault: sid=0x0012 bdf=- event=F_PERMISSION addr=0x40002000 dir=read count=1\n\
-         fault: sid=0x12345 bdf=- event=IMPDEF_EVENT0xe3 addr=0x10 dir=- count=1\n\
+         fault: sid=0x0008 bdf=00:01.0 event=F_TRANSLATION addr=0x7e001000 dir=write count=2 writes=2\n\
+         fault: sid=0x0010 bdf=- event=C_BAD_STE addr=0x0 dir=- count=1 writes=0\n\
+         fault: sid=0x0011 bdf=- event=0x77 addr=0x0 dir=- count=1 writes=0\n\
+         fault: sid=0x0012 bdf=- event=F_PERMISSION addr=0x40002000 dir=read count=1 writes=0\n\
+         fault: sid=0x12345 bdf=- event=IMPDEF_EVENT0xe3 addr=0x10 dir=- count=1 writes=1\n\
+         generation-end: 7\n\
          end\n"
     );
-    assert!(alloc::format!("{input:?}").starts_with("ReportInput { state: Fenced"));
+    assert!(alloc::format!("{input:?}").starts_with("ReportInput { generation: 7, state: Fenced"));
 }
 
 #[test]
 fn armed_report_has_no_fence_numbers() {
     let book = FaultBook::default();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Armed,
         window_ns: 99,
         commands: 5,
+        stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 7,
         live_streams: &[],
         lpi_tables: &[],
@@ -341,13 +371,17 @@ fn armed_report_has_no_fence_numbers() {
     assert_eq!(
         render_report(&input),
         "PORTCULLIS FAULT REPORT v1\n\
+         generation: 7\n\
          state: armed\n\
          fence-window-ns: 0\n\
          fence-commands: 0\n\
          streams-terminated: 0\n\
+         fence-stores: 0\n\
+         fence-cpu-window-ns: 0\n\
          live-streams:\n\
          faults-total: 0\n\
          faults-overflowed: 0\n\
+         generation-end: 7\n\
          end\n"
     );
 }
@@ -365,9 +399,12 @@ fn report_counts_what_the_book_could_not_keep() {
     }
     book.ring.note_hardware_overflow();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 3,
+        stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 3,
         live_streams: &[0, 1, 2],
         lpi_tables: &[],
@@ -378,13 +415,14 @@ fn report_counts_what_the_book_could_not_keep() {
     // 300 counted, 44 refused by the 256-entry ring, and one Event queue overflow.
     assert!(report.contains("\nfaults-total: 300\nfaults-overflowed: 45\n"));
     assert!(report.contains(
-        "fault: sid=0x0002 bdf=- event=F_TRANSLATION addr=0x12b000 dir=write count=100\n"
+        "fault: sid=0x0002 bdf=- event=F_TRANSLATION addr=0x12b000 dir=write count=100 writes=100\n"
     ));
 }
 
 fn stats(count: u64, addr: u64) -> StreamFaultStats {
     StreamFaultStats {
         count,
+        writes: count,
         last_addr: addr,
         last_event: EventId::F_TRANSLATION,
         last_write: true,
@@ -402,9 +440,12 @@ fn fault_lines_are_truncated_to_64k() {
         .chain([(5000, stats(0, 0))])
         .collect();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: u64::MAX,
         commands: u64::MAX,
+        stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: u64::MAX,
         live_streams: &[1, 2, 3],
         lpi_tables: &[],
@@ -421,13 +462,14 @@ fn fault_lines_are_truncated_to_64k() {
     let l = lines(&report);
     let faults = l.iter().filter(|l| l.starts_with("fault: ")).count();
     assert_eq!(l[l.len() - 1], "end");
+    assert_eq!(l[l.len() - 2], "generation-end: 7");
     assert_eq!(
-        l[l.len() - 2],
+        l[l.len() - 3],
         alloc::format!("truncated: {} more", 3000 - faults)
     );
     // The first streams are kept, in order; the stream without faults has no line.
-    assert!(l[8].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
-    assert!(l[9].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
+    assert!(l[11].starts_with("fault: sid=0x0000 bdf=00:00.0 "));
+    assert!(l[12].starts_with("fault: sid=0x0001 bdf=00:00.1 "));
     assert!(!report.contains("sid=0x1388"));
     assert!(report.contains("\nfaults-overflowed: 17\n"));
 
@@ -450,9 +492,12 @@ fn a_huge_live_stream_list_is_truncated() {
     let live: Vec<StreamId> = (0..20_000).rev().collect();
     let book = FaultBook::default();
     let input = ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 2,
+        stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 20_000,
         live_streams: &live,
         lpi_tables: &[],
@@ -460,7 +505,7 @@ fn a_huge_live_stream_list_is_truncated() {
         bdf: &no_bdf,
     };
     let report = render_report(&input);
-    let line = lines(&report)[5];
+    let line = lines(&report)[8];
     assert!(line.len() < MAX_LIVE_STREAMS_LINE);
     let tokens: Vec<&str> = line.split(' ').skip(1).collect();
     let (last, sids) = tokens.split_last().expect("tokens");
@@ -471,13 +516,13 @@ fn a_huge_live_stream_list_is_truncated() {
     assert_eq!(sids.len() + rest, 20_000);
     assert_eq!(sids[0], "0x0000");
     assert_eq!(sids[1], "0x0001");
-    assert!(report.ends_with("\nfaults-total: 0\nfaults-overflowed: 0\nend\n"));
+    assert!(report.ends_with("\nfaults-total: 0\nfaults-overflowed: 0\ngeneration-end: 7\nend\n"));
 }
 
 /// A loose parser of the format, as a consumer would write it.
 fn parse_fault_line(line: &str) -> Option<()> {
     let rest = line.strip_prefix("fault: ")?;
-    let keys = ["sid", "bdf", "event", "addr", "dir", "count"];
+    let keys = ["sid", "bdf", "event", "addr", "dir", "count", "writes"];
     let fields: Vec<&str> = rest.split(' ').collect();
     if fields.len() != keys.len() {
         return None;
@@ -488,7 +533,7 @@ fn parse_fault_line(line: &str) -> Option<()> {
             "sid" | "addr" => {
                 u64::from_str_radix(value.strip_prefix("0x")?, 16).ok()?;
             }
-            "count" => {
+            "count" | "writes" => {
                 value.parse::<u64>().ok()?;
             }
             "dir" => {
@@ -521,6 +566,7 @@ proptest! {
             .map(|(sid, count, addr, event, write)| {
                 (sid, StreamFaultStats {
                     count: count % 4,
+                    writes: if write { count % 4 } else { 0 },
                     last_addr: addr,
                     last_event: EventId(event),
                     last_write: write,
@@ -541,9 +587,12 @@ proptest! {
             _ => Some(String::new()),
         };
         let input = ReportInput {
+            generation: 7,
             state: if fenced { ReportState::Fenced } else { ReportState::Armed },
             window_ns: numbers[0],
             commands: numbers[1],
+            stores: numbers[3],
+            cpu_window_ns: numbers[4],
             streams_terminated: numbers[2],
             live_streams: &live,
             lpi_tables: &[],
@@ -557,21 +606,25 @@ proptest! {
         prop_assert!(report.is_ascii());
         let l = lines(&report);
         let state = if fenced { "state: fenced" } else { "state: armed" };
+        prop_assert_eq!(l[1], "generation: 7");
+        prop_assert_eq!(l[l.len() - 2], "generation-end: 7");
+        let l = &l[1..l.len() - 1];
         prop_assert_eq!(l[1], state);
         for (i, key) in [
-            "fence-window-ns: ", "fence-commands: ", "streams-terminated: ",
+            "fence-window-ns: ", "fence-commands: ", "streams-terminated: ", "fence-stores: ",
+            "fence-cpu-window-ns: ",
         ].iter().enumerate() {
             let value: u64 = l[2 + i].strip_prefix(key).and_then(|v| v.parse().ok())
                 .ok_or_else(|| TestCaseError::fail(l[2 + i].to_string()))?;
             prop_assert_eq!(value, if fenced { numbers[i] } else { 0 });
         }
-        prop_assert!(l[5].starts_with("live-streams:"));
-        prop_assert!(l[5].len() < MAX_LIVE_STREAMS_LINE);
-        prop_assert!(l[6].starts_with("faults-total: "));
-        prop_assert!(l[7].starts_with("faults-overflowed: "));
+        prop_assert!(l[7].starts_with("live-streams:"));
+        prop_assert!(l[7].len() < MAX_LIVE_STREAMS_LINE);
+        prop_assert!(l[8].starts_with("faults-total: "));
+        prop_assert!(l[9].starts_with("faults-overflowed: "));
         let mut fault_lines = 0;
         let mut truncated = 0;
-        for line in &l[8..l.len() - 1] {
+        for line in &l[10..l.len() - 1] {
             if let Some(n) = line.strip_prefix("truncated: ") {
                 truncated = n.strip_suffix(" more").and_then(|n| n.parse().ok())
                     .ok_or_else(|| TestCaseError::fail(line.to_string()))?;
@@ -611,9 +664,12 @@ fn bdf_text_cannot_break_the_format() {
         _ => Some(String::new()),
     };
     let report = render_report(&ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 0,
         commands: 0,
+        stores: 0,
+        cpu_window_ns: 0,
         streams_terminated: 0,
         live_streams: &[],
         lpi_tables: &[],
@@ -626,19 +682,20 @@ fn bdf_text_cannot_break_the_format() {
     });
     let l = lines(&report);
     assert_eq!(
-        l[8],
+        l[11],
         "fault: sid=0x0001 bdf=0000:00:01.0_x_y_end event=F_TRANSLATION addr=0x1000 dir=write \
-         count=1"
+         count=1 writes=1"
     );
     assert_eq!(
-        l[9],
+        l[12],
         alloc::format!(
-            "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1",
+            "fault: sid=0x0002 bdf={} event=F_TRANSLATION addr=0x2000 dir=write count=1 writes=1",
             "_".repeat(MAX_BDF_TEXT)
         )
     );
-    assert!(l[10].starts_with("fault: sid=0x0003 bdf=- "));
-    assert_eq!(l[11], "end");
+    assert!(l[13].starts_with("fault: sid=0x0003 bdf=- "));
+    assert_eq!(l[14], "generation-end: 7");
+    assert_eq!(l[15], "end");
 }
 
 #[test]
@@ -649,9 +706,12 @@ fn lpi_tables_line() {
         PhysRange::from_bounds(0x4800_0000, 0x4801_0000),
     ];
     let report = render_report(&ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
+        stores: 1,
+        cpu_window_ns: 1,
         streams_terminated: 1,
         live_streams: &[8],
         lpi_tables: &tables,
@@ -659,27 +719,132 @@ fn lpi_tables_line() {
         bdf: &no_bdf,
     });
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[5], "live-streams: 0x0008");
+    assert_eq!(lines[8], "live-streams: 0x0008");
     assert_eq!(
-        lines[6],
+        lines[9],
         "lpi-tables: 0x48000000-0x48010000 0x48010000-0x48020000"
     );
-    assert_eq!(lines[7], "faults-total: 0");
+    assert_eq!(lines[10], "faults-total: 0");
     // Many redistributors: the line is bounded and says how many it left out.
     let many: Vec<PhysRange> = (0..5000u64)
         .map(|i| PhysRange::from_bounds(0x4000_0000 + i * 0x1_0000, 0x4001_0000 + i * 0x1_0000))
         .collect();
     let report = render_report(&ReportInput {
+        generation: 7,
         state: ReportState::Fenced,
         window_ns: 1,
         commands: 1,
+        stores: 1,
+        cpu_window_ns: 1,
         streams_terminated: 1,
         live_streams: &[],
         lpi_tables: &many,
         faults: &book,
         bdf: &no_bdf,
     });
-    let line = report.lines().nth(6).expect("lpi-tables line");
+    let line = report.lines().nth(9).expect("lpi-tables line");
     assert!(line.len() <= MAX_LPI_TABLES_LINE, "{}", line.len());
     assert!(line.ends_with(&alloc::format!(" truncated={}", 5000 - MAX_LPI_TABLES)));
+}
+
+mod lifting {
+    use super::super::{HostSteLocation, from_capture_table, host_ste_location};
+    use crate::smmu::Ipa;
+    use crate::smmu::ste::{L1Std, StreamTableFormat, StreamTableLayout};
+    use platform::addr::PhysRange;
+
+    const CRASH: u64 = 0x7c00_0000;
+
+    fn crash() -> [PhysRange; 1] {
+        [PhysRange::new(CRASH, 64 << 20).expect("range")]
+    }
+
+    fn linear() -> StreamTableLayout {
+        StreamTableLayout {
+            log2_size: 8,
+            format: StreamTableFormat::Linear,
+        }
+    }
+
+    fn two_level() -> StreamTableLayout {
+        StreamTableLayout {
+            log2_size: 16,
+            format: StreamTableFormat::TwoLevel { split: 8 },
+        }
+    }
+
+    fn l1(l2: u64) -> u64 {
+        L1Std::<Ipa> {
+            span: 9,
+            l2_table: Ipa(l2),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_table_in_the_crash_region_set_up_after_the_fence_lifts_whatever_its_base() {
+        for base in [CRASH, CRASH + 0x10_0000, CRASH + 0x3f0_0000] {
+            let at = host_ste_location(Ipa(base), &linear(), 8, |_| None);
+            assert_eq!(
+                at,
+                Some(HostSteLocation {
+                    l1: None,
+                    ste: Ipa(base + 8 * 64)
+                })
+            );
+            assert!(from_capture_table(true, at, &crash()), "{base:#x}");
+        }
+        let at = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |a| {
+            assert_eq!(a, Ipa(CRASH + 8));
+            Some(l1(CRASH + 0x2_0000))
+        });
+        assert_eq!(
+            at,
+            Some(HostSteLocation {
+                l1: Some(Ipa(CRASH + 8)),
+                ste: Ipa(CRASH + 0x2_0000 + 8 * 64)
+            })
+        );
+        assert!(from_capture_table(true, at, &crash()));
+    }
+
+    #[test]
+    fn the_dead_kernels_table_never_lifts() {
+        // The dead kernel's table (in the dump), kept as it is or written again after the fence.
+        let dead = host_ste_location(Ipa(0x4100_0000), &linear(), 8, |_| None);
+        assert!(!from_capture_table(false, dead, &crash()));
+        assert!(!from_capture_table(true, dead, &crash()));
+        // A table in the crash region not (re)based after the fence: the dead kernel may have
+        // put one there before it crashed.
+        let early = host_ste_location(Ipa(CRASH), &linear(), 8, |_| None);
+        assert!(!from_capture_table(false, early, &crash()));
+        // A new L1 table in the crash region whose descriptor points at the dead kernel's level
+        // 2 table.
+        let mixed = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |_| Some(l1(0x4100_0000)));
+        assert!(!from_capture_table(true, mixed, &crash()));
+        // An STE straddling the end of the crash region.
+        let edge = Some(HostSteLocation {
+            l1: None,
+            ste: Ipa(CRASH + (64 << 20) - 32),
+        });
+        assert!(!from_capture_table(true, edge, &crash()));
+        // No STE at all (no level 2 table, unreadable L1).
+        let none = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |_| None);
+        assert_eq!(none, None);
+        assert!(!from_capture_table(true, none, &crash()));
+        let invalid = host_ste_location(Ipa(CRASH), &two_level(), 0x108, |_| Some(0));
+        assert!(!from_capture_table(true, invalid, &crash()));
+    }
+}
+
+#[test]
+fn the_dma_stage2_starts_at_level_0_where_the_smmu_allows() {
+    use super::dma_ipa_bits;
+    // QEMU's SMMU: 44-bit OAS; a 40-bit host IPA space.
+    assert_eq!(dma_ipa_bits(40, 44), 44);
+    assert_eq!(dma_ipa_bits(48, 48), 48);
+    assert_eq!(dma_ipa_bits(40, 52), 44);
+    // A 40- or 42-bit SMMU: the largest it takes.
+    assert_eq!(dma_ipa_bits(40, 40), 40);
+    assert_eq!(dma_ipa_bits(44, 42), 42);
 }

@@ -52,8 +52,10 @@ use crate::stage2::Stage2Table;
 pub const POLL_LIMIT: u32 = 1_000_000;
 /// Largest Command queue Portcullis allocates: 2^8 commands, 4 KiB.
 pub const CMDQ_MAX_LOG2: u8 = 8;
-/// Largest Event queue Portcullis allocates: 2^8 records, 8 KiB.
-pub const EVTQ_MAX_LOG2: u8 = 8;
+/// Largest Event queue Portcullis allocates: 2^12 records, 128 KiB: room for a burst of refused
+/// DMA from a device that keeps going after the fence (a NIC with 255 posted receive buffers makes
+/// ~500 records within a second) between two drains, so that no other device's records are lost.
+pub const EVTQ_MAX_LOG2: u8 = 12;
 /// StreamID bits indexing a level 2 Stream table: 256 STEs, 16 KiB per level 2 table.
 pub const STRTAB_SPLIT: u8 = 8;
 /// A linear Stream table is used up to this many StreamID bits (2^8 STEs, 16 KiB, four pages).
@@ -317,8 +319,16 @@ impl GlobalErrors {
         (10, "DPT_ERR"),
     ];
 
+    /// `GERROR.EVENTQ_ABT_ERR`: the SMMU could not write an event record (it is lost).
+    pub const EVTQ_ABT_ERR: u32 = 1 << 2;
+
     pub fn is_empty(&self) -> bool {
         self.0 == 0
+    }
+
+    /// Whether the error bit(s) `mask` are among these.
+    pub fn has(&self, mask: u32) -> bool {
+        self.0 & mask != 0
     }
 }
 

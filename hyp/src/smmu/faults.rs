@@ -241,6 +241,8 @@ impl<const N: usize> FaultRing<N> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamFaultStats {
     pub count: u64,
+    /// Of `count`, the refused writes (what could have changed memory).
+    pub writes: u64,
     pub last_addr: u64,
     pub last_event: EventId,
     pub last_write: bool,
@@ -249,6 +251,7 @@ pub struct StreamFaultStats {
 impl StreamFaultStats {
     const ZERO: Self = Self {
         count: 0,
+        writes: 0,
         last_addr: 0,
         last_event: EventId(0),
         last_write: false,
@@ -256,6 +259,7 @@ impl StreamFaultStats {
 
     fn record(&mut self, r: &FaultRecord) {
         self.count += 1;
+        self.writes += u64::from(r.write);
         self.last_addr = r.addr;
         self.last_event = r.event;
         self.last_write = r.write;

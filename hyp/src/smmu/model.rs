@@ -19,7 +19,12 @@
 //!   fetching at an arbitrary moment could see;
 //! - the barriers: a `CMDQ_PROD` write must publish only commands and STEs written before the last
 //!   write barrier, and an L1STD may only link a level 2 table written before it;
-//! - an Event queue the tests inject records into, with overflow signalling when it is full.
+//! - an Event queue the tests inject records into, with overflow signalling when it is full;
+//! - transactions ([`Model::transact`]) of stage-2-only streams: the STE as the configuration
+//!   cache holds it (fetched on a miss), a TLB per (VMID, page) filled by successful walks and
+//!   emptied only by CMD_TLBI_S12_VMALL / CMD_TLBI_NSNH_ALL (so a test sees what a stale entry would
+//!   let through), the walk itself through a registered [`Stage2Table`] as the hardware would
+//!   read it at that moment, and a recorded F_TRANSLATION (S2R) for a refused one.
 //!
 //! Memory: an arena of zeroed blocks whose address is their "physical address"; the model only
 //! dereferences addresses inside blocks it handed out and still owns.
@@ -44,6 +49,8 @@ use super::regs::{
 };
 use super::ste::{L1Std, STE_SIZE, STE0, Ste, SteLocation, StreamTableLayout};
 use super::{Pa, StreamId};
+use crate::stage2::{Access, Stage2Table};
+use platform::addr::Ipa as WalkIpa;
 
 /// Blocks of zeroed memory, addressed by their host address.
 struct Arena {
@@ -199,6 +206,21 @@ pub struct State {
     pub barriers: [u64; 3],
     /// Records discarded because the Event queue was full.
     pub events_lost: u64,
+    /// Stage 2 tables transactions may walk, by root address.
+    stage2s: BTreeMap<u64, &'static Stage2Table>,
+    /// The TLB: (VMID, IPA page) -> (PA page, writable).
+    tlb: BTreeMap<(u16, u64), (u64, bool)>,
+}
+
+/// What became of one transaction ([`Model::transact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transaction {
+    /// It reached memory at this address.
+    Landed(u64),
+    /// Refused at stage 2; `recorded` if an event record was written (S2R).
+    Faulted { recorded: bool },
+    /// Terminated by the configuration (abort, invalid STE, no STE) without a translation.
+    Aborted,
 }
 
 /// A handle to the model for a test.
@@ -470,6 +492,8 @@ impl State {
                     .retain(|&s, _| !(first..first + span).contains(&u64::from(s)));
             }
             Command::CfgiAll => self.cache.clear(),
+            Command::TlbiS12Vmall { vmid } => self.tlb.retain(|&(v, _), _| v != vmid),
+            Command::TlbiNsnhAll => self.tlb.clear(),
             Command::Sync(_) => {
                 self.prefetch();
                 let stale: Vec<StreamId> = self
@@ -877,6 +901,8 @@ impl Model {
             stes_at_wmb: BTreeMap::new(),
             barriers: [0; 3],
             events_lost: 0,
+            stage2s: BTreeMap::new(),
+            tlb: BTreeMap::new(),
         };
         let shared = Rc::new(RefCell::new(state));
         let weak: Weak<RefCell<State>> = Rc::downgrade(&shared);
@@ -989,6 +1015,71 @@ impl Model {
         prod.wr = prod.wr.advance(1);
         s.evtq_prod = prod.encode();
         Injected::Written
+    }
+
+    /// Lets transactions walk `table` (found by the S2TTB of their STE).
+    pub fn register_stage2(&self, table: &'static Stage2Table) {
+        self.state().stage2s.insert(table.root_pa().0, table);
+    }
+
+    /// How many TLB entries the model holds for `vmid`.
+    pub fn tlb_entries(&self, vmid: u16) -> usize {
+        self.state().tlb.keys().filter(|&&(v, _)| v == vmid).count()
+    }
+
+    /// A transaction of stream `sid` at `addr` (a write if `write`), as the SMMU would handle it
+    /// now: STE from the configuration cache (fetched on a miss), TLB, stage-2 walk, record.
+    pub fn transact(&self, sid: StreamId, addr: u64, write: bool) -> Transaction {
+        let mut s = self.state();
+        let words = match s.cache.get(&sid) {
+            Some(w) => Some(*w),
+            None => {
+                let w = s.ste_words(sid);
+                if let Some(w) = w {
+                    s.cache.insert(sid, w);
+                }
+                w
+            }
+        };
+        let Some(words) = words else {
+            return Transaction::Aborted;
+        };
+        let ste = Ste(words);
+        if ste.config() != super::ste::StreamConfig::Stage2 {
+            return Transaction::Aborted;
+        }
+        let (vmid, page) = (ste.vmid(), addr & !0xfff);
+        let hit = s.tlb.get(&(vmid, page)).copied();
+        let walked = hit.or_else(|| {
+            let table = s.stage2s.get(&ste.s2ttb().0)?;
+            match table.translate(WalkIpa(page))? {
+                (
+                    pa,
+                    Access::NormalMemory {
+                        read: true,
+                        write: w,
+                        ..
+                    },
+                ) => Some((pa.0, w)),
+                (pa, Access::Device) => Some((pa.0, true)),
+                _ => None,
+            }
+        });
+        match walked {
+            Some((pa, writable)) if writable || !write => {
+                s.tlb.insert((vmid, page), (pa, writable));
+                Transaction::Landed(pa | (addr & 0xfff))
+            }
+            _ => {
+                let recorded = ste.s2r();
+                drop(s);
+                if recorded {
+                    let ev = super::event::stage2_translation_fault(sid, addr, write);
+                    self.inject_event(ev.encode());
+                }
+                Transaction::Faulted { recorded }
+            }
+        }
     }
 
     /// Activates global errors (toggles GERROR bits).

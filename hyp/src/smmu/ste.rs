@@ -769,6 +769,11 @@ impl Ste {
         self.word2().read(STE2::S2VMID) as u16
     }
 
+    /// Whether stage-2 faults are recorded (S2R; meaningful for stage 2 and nested STEs).
+    pub fn s2r(&self) -> bool {
+        self.word2().is_set(STE2::S2R)
+    }
+
     /// The stage 2 table root (meaningful for stage 2 and nested STEs).
     pub fn s2ttb(&self) -> Pa {
         Pa(self.word3().read(STE3::S2TTB) << STE3::S2TTB.shift)

@@ -14,17 +14,21 @@ use core::fmt;
 use aarch64_paging::MapError;
 use platform::addr::PhysRange;
 
+pub mod frozen;
 pub mod policy;
 pub mod table;
 
 #[cfg(test)]
+mod inplace_tests;
+#[cfg(test)]
 mod tests;
 
+pub use frozen::dead_cpu_policy;
 pub use policy::{
     Access, AddressMap, MAX_IPA_BITS, MIN_IPA_BITS, Mode, PAGE_SIZE, Region, cpu_policy,
     dma_policy, ipa_bits_for, pa_range_bits, with_writable,
 };
-pub use table::Stage2Table;
+pub use table::{Stage2Table, TopSwap};
 
 /// Why an address map or a region list cannot be turned into stage-2 tables.
 #[derive(Clone, Debug, PartialEq, Eq)]

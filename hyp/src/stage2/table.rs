@@ -12,11 +12,21 @@
 //! `aarch64-paging` builds the tables (it knows neither stage-2 concatenation nor an IPA size that
 //! is not a whole level). For 40..=43 bits it builds them from a level-0 root, and the root the
 //! hardware walks is a copy of that root's first level-1 tables laid side by side; below level 1
-//! both share the same tables. Nothing is edited after `build`, so the copy cannot go stale.
+//! both share the same tables.
+//!
+//! The root the hardware walks is always Portcullis' own copy ([`Root`], for every geometry), and
+//! it is the one part of a table that may change after `build`: the crash fence edits it in place
+//! (ARCHITECTURE.md "The kexec trap and the fence"). [`Stage2Table::invalidate_top`] writes invalid
+//! descriptors over chosen top-level entries (the DMA fence), and a [`TopSwap`] replaces top-level
+//! entries with another table's, so the live table then translates as that one (the CPU side: the
+//! crash-mode subtrees, prebuilt at boot). Every store is one single-copy-atomic 64-bit write
+//! (ARM ARM B2.2.1; IHI 0070 3.21.1 for the SMMU's walks: descriptors are read 64 bits at a time),
+//! so a walker sees the old or the new descriptor, never a mix. Ordering, break-before-make and
+//! TLB maintenance are the caller's: the stores here are only the memory side.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_paging::descriptor::Stage2Attributes;
 use aarch64_paging::idmap::IdMap;
@@ -116,8 +126,9 @@ register_bitfields! [u64,
 pub struct Stage2Table {
     /// The tables as `aarch64-paging` built them (identity-mapped IPA = PA).
     idmap: IdMap<Stage2>,
-    /// For 40..=43 IPA bits: the concatenated level-1 root the hardware walks.
-    concatenated: Option<ConcatenatedRoot>,
+    /// The root the hardware walks: a copy of `idmap`'s root (or, for 40..=43 IPA bits, of its
+    /// first level-1 tables side by side), the only part edited after `build`.
+    root: Root,
     ipa_bits: u32,
     vmid: u16,
 }
@@ -171,11 +182,10 @@ impl Stage2Table {
                 .map_range(&memory_region, attributes(region.access))
                 .map_err(|error| PolicyError::Map { range, error })?;
         }
-        let tables = concatenated_tables(ipa_bits);
-        let concatenated = (tables > 1).then(|| ConcatenatedRoot::copy_from(&idmap, tables));
+        let root = Root::copy_from(&idmap, ipa_bits);
         Ok(Self {
             idmap,
-            concatenated,
+            root,
             ipa_bits,
             vmid,
         })
@@ -204,10 +214,108 @@ impl Stage2Table {
 
     /// The physical address of the root table the hardware walks.
     pub fn root_pa(&self) -> Pa {
-        match &self.concatenated {
-            Some(root) => Pa(root.pa()),
-            None => Pa(self.idmap.root_address().0 as u64),
+        Pa(self.root.pa())
+    }
+
+    /// How many descriptors the root the hardware walks has (512 per root table).
+    pub fn top_entries(&self) -> usize {
+        self.root.entries().len()
+    }
+
+    /// Top-level descriptor `index` as the hardware would read it now (0 beyond the root).
+    pub fn top_entry(&self, index: usize) -> u64 {
+        self.root
+            .entries()
+            .get(index)
+            .map_or(0, |e| e.load(Ordering::Relaxed))
+    }
+
+    /// The top-level entries that are valid now.
+    pub fn valid_top_entries(&self) -> Vec<usize> {
+        (0..self.top_entries())
+            .filter(|&i| self.top_entry(i) & 1 != 0)
+            .collect()
+    }
+
+    /// The size of the IPA range one top-level entry covers.
+    pub fn top_entry_size(&self) -> u64 {
+        level_size(self.start_level())
+    }
+
+    /// Writes an invalid descriptor over each top-level entry in `indices` (out-of-range indices
+    /// are ignored), one single-copy-atomic store each, in order. Nothing else: the caller makes
+    /// the stores visible (`DSB`) and removes what TLBs and walk caches hold (the ARM ARM and
+    /// IHI 0070 allow invalid descriptors never to be cached, so no other maintenance is owed).
+    /// Returns the number of stores.
+    pub fn invalidate_top(&self, indices: &[usize]) -> usize {
+        let entries = self.root.entries();
+        let mut stores = 0;
+        for &i in indices {
+            if let Some(e) = entries.get(i) {
+                e.store(0, Ordering::Relaxed);
+                stores += 1;
+            }
         }
+        stores
+    }
+
+    /// The top-level stores that make this table translate exactly as `target` does: every
+    /// top-level entry whose subtree differs (descriptors compared all the way down, so entries
+    /// whose contents are equal but were built separately stay). `target` must have the same
+    /// geometry, and is borrowed for ever: after [`make_top`](Self::make_top) the hardware walks
+    /// its subtrees from this table's root.
+    pub fn swap_plan(&self, target: &'static Stage2Table) -> Result<TopSwap, PolicyError> {
+        if target.ipa_bits != self.ipa_bits {
+            return Err(PolicyError::UnsupportedIpaBits(target.ipa_bits));
+        }
+        let level = self.start_level();
+        let entries = (0..self.top_entries())
+            .filter_map(|i| {
+                let (old, new) = (self.top_entry(i), target.top_entry(i));
+                // SAFETY: both descriptors come from the roots of live tables with the same
+                // geometry, at the start level; their subtrees are theirs (or, for `self`, those
+                // of a table borrowed for ever by an earlier swap).
+                let same = unsafe { subtree_eq(old, new, level) };
+                (!same).then_some((i, new))
+            })
+            .collect();
+        Ok(TopSwap {
+            ipa_bits: self.ipa_bits,
+            entries,
+            _target: target,
+        })
+    }
+
+    /// The "break" of a swap: an invalid descriptor over every entry `swap` changes that is valid
+    /// now. Returns the number of stores.
+    pub fn break_top(&self, swap: &TopSwap) -> usize {
+        assert_eq!(
+            swap.ipa_bits, self.ipa_bits,
+            "a swap plan for another table"
+        );
+        let entries = self.root.entries();
+        let mut stores = 0;
+        for &(i, _) in &swap.entries {
+            if entries[i].load(Ordering::Relaxed) != 0 {
+                entries[i].store(0, Ordering::Relaxed);
+                stores += 1;
+            }
+        }
+        stores
+    }
+
+    /// The "make" of a swap: the target's descriptors into every entry `swap` changes. Returns the
+    /// number of stores.
+    pub fn make_top(&self, swap: &TopSwap) -> usize {
+        assert_eq!(
+            swap.ipa_bits, self.ipa_bits,
+            "a swap plan for another table"
+        );
+        let entries = self.root.entries();
+        for &(i, new) in &swap.entries {
+            entries[i].store(new, Ordering::Relaxed);
+        }
+        swap.entries.len()
     }
 
     /// The `VTTBR_EL2` value that makes this policy live: root address and VMID (CnP = 0).
@@ -267,11 +375,7 @@ impl Stage2Table {
         let root = self.idmap.root_address().0 as u64;
         // SAFETY: `root` is the root of `self.idmap`, at the level it was created with.
         let built = unsafe { count_tables(root, idmap_level(self.ipa_bits)) };
-        built
-            + self
-                .concatenated
-                .as_ref()
-                .map_or(0, |c| c.storage.len() / ENTRIES)
+        built + self.root.storage.len() / ENTRIES
     }
 
     /// The leaf (block or page) descriptor for `ipa` and its level, if `ipa` is mapped.
@@ -282,12 +386,7 @@ impl Stage2Table {
         let mut level = self.start_level();
         // Below the limit, the root index is below 512 * root_tables().
         let root_index = (ipa >> level_shift(level)) as usize;
-        let mut raw = match &self.concatenated {
-            Some(root) => *root.entries().get(root_index)?,
-            // SAFETY: without concatenation the root the hardware walks is `idmap`'s own root, at
-            // `start_level()`, and `root_index` is below 512 because `ipa` is below the limit.
-            None => unsafe { read_entry(self.idmap.root_address().0 as u64, root_index) },
-        };
+        let mut raw = self.root.entries().get(root_index)?.load(Ordering::Relaxed);
         loop {
             let descriptor = LocalRegisterCopy::<u64, S2_DESCRIPTOR::Register>::new(raw);
             if !descriptor.is_set(S2_DESCRIPTOR::VALID) {
@@ -302,7 +401,8 @@ impl Stage2Table {
                     let index = ((ipa >> level_shift(level)) as usize) % ENTRIES;
                     // SAFETY: `table` comes from a valid table descriptor of these tables (written
                     // by aarch64-paging, or copied from them), so it is one of `idmap`'s tables
-                    // at `level`, and `index` is below 512.
+                    // at `level` -- or of a swap target's, which `TopSwap` borrows for ever --
+                    // and `index` is below 512.
                     raw = unsafe { read_entry(table, index) };
                 }
                 // A level-3 entry with TYPE 0 is reserved; a level-0 block needs LPA2.
@@ -324,22 +424,51 @@ impl fmt::Debug for Stage2Table {
     }
 }
 
-/// A root of `tables` level-1 tables side by side, aligned to its total size.
+/// Top-level stores that make one table translate as another (see [`Stage2Table::swap_plan`]).
+#[derive(Debug)]
+pub struct TopSwap {
+    ipa_bits: u32,
+    /// (index, the target's descriptor) for every top-level entry that changes.
+    entries: Vec<(usize, u64)>,
+    /// Keeps the target's subtrees alive for as long as a root may point at them.
+    _target: &'static Stage2Table,
+}
+
+impl TopSwap {
+    /// How many top-level entries the swap changes.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The indices of the entries the swap changes.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries.iter().map(|&(i, _)| i)
+    }
+}
+
+/// The root the hardware walks: `tables` tables of 512 descriptors side by side, aligned to their
+/// total size, each descriptor an atomic so that the fence may rewrite it while walkers read it.
 ///
-/// The storage is a `Vec` twice as large as needed, so that a suitably aligned window always fits
-/// inside it without an allocator call of its own; it never grows, so the window never moves.
-struct ConcatenatedRoot {
-    storage: Vec<u64>,
+/// The storage is twice as large as needed, so that a suitably aligned window always fits inside
+/// it without an allocator call of its own; it never grows, so the window never moves.
+struct Root {
+    storage: Vec<AtomicU64>,
     /// Index of the window's first entry in `storage`.
     offset: usize,
     tables: usize,
 }
 
-impl ConcatenatedRoot {
-    /// Copies the first `tables` level-1 tables under `idmap`'s level-0 root side by side.
-    fn copy_from(idmap: &IdMap<Stage2>, tables: usize) -> Self {
+impl Root {
+    /// Copies the root the hardware walks out of `idmap`: its root itself, or for 40..=43 IPA
+    /// bits the first level-1 tables under its level-0 root side by side.
+    fn copy_from(idmap: &IdMap<Stage2>, ipa_bits: u32) -> Self {
+        let tables = concatenated_tables(ipa_bits);
         let len = tables * ENTRIES;
-        let mut storage = vec![0u64; 2 * len];
+        let storage: Vec<AtomicU64> = (0..2 * len).map(|_| AtomicU64::new(0)).collect();
         let align = len * size_of::<u64>();
         let misalignment = storage.as_ptr() as usize % align;
         let offset = if misalignment == 0 {
@@ -348,22 +477,30 @@ impl ConcatenatedRoot {
             (align - misalignment) / size_of::<u64>()
         };
         let root = idmap.root_address().0 as u64;
-        for table in 0..tables {
-            // SAFETY: `root` is `idmap`'s level-0 root and `table` is below 16.
-            let raw = unsafe { read_entry(root, table) };
-            let descriptor = LocalRegisterCopy::<u64, S2_DESCRIPTOR::Register>::new(raw);
-            // Level-0 entries are tables or invalid (a 4 KiB granule has no level-0 blocks);
-            // an invalid one leaves its level-1 table all invalid.
-            if !descriptor.matches_all(S2_DESCRIPTOR::VALID::SET + S2_DESCRIPTOR::TYPE::TableOrPage)
-            {
-                continue;
+        let window = &storage[offset..][..len];
+        if tables == 1 {
+            for (index, entry) in window.iter().enumerate() {
+                // SAFETY: `root` is `idmap`'s root and `index` is below 512.
+                entry.store(unsafe { read_entry(root, index) }, Ordering::Relaxed);
             }
-            let level1 = descriptor.read(S2_DESCRIPTOR::OUTPUT_ADDRESS) << 12;
-            let window = &mut storage[offset + table * ENTRIES..][..ENTRIES];
-            for (index, entry) in window.iter_mut().enumerate() {
-                // SAFETY: `level1` comes from a valid table descriptor in `idmap`'s root, so it
-                // is one of `idmap`'s level-1 tables, and `index` is below 512.
-                *entry = unsafe { read_entry(level1, index) };
+        } else {
+            for table in 0..tables {
+                // SAFETY: `root` is `idmap`'s level-0 root and `table` is below 16.
+                let raw = unsafe { read_entry(root, table) };
+                let descriptor = LocalRegisterCopy::<u64, S2_DESCRIPTOR::Register>::new(raw);
+                // Level-0 entries are tables or invalid (a 4 KiB granule has no level-0 blocks);
+                // an invalid one leaves its level-1 table all invalid.
+                if !descriptor
+                    .matches_all(S2_DESCRIPTOR::VALID::SET + S2_DESCRIPTOR::TYPE::TableOrPage)
+                {
+                    continue;
+                }
+                let level1 = descriptor.read(S2_DESCRIPTOR::OUTPUT_ADDRESS) << 12;
+                for (index, entry) in window[table * ENTRIES..][..ENTRIES].iter().enumerate() {
+                    // SAFETY: `level1` comes from a valid table descriptor in `idmap`'s root, so
+                    // it is one of `idmap`'s level-1 tables, and `index` is below 512.
+                    entry.store(unsafe { read_entry(level1, index) }, Ordering::Relaxed);
+                }
             }
         }
         Self {
@@ -373,7 +510,7 @@ impl ConcatenatedRoot {
         }
     }
 
-    fn entries(&self) -> &[u64] {
+    fn entries(&self) -> &[AtomicU64] {
         &self.storage[self.offset..][..self.tables * ENTRIES]
     }
 
@@ -382,6 +519,33 @@ impl ConcatenatedRoot {
     fn pa(&self) -> u64 {
         self.entries().as_ptr() as u64
     }
+}
+
+/// Whether descriptors `a` and `b` at `level` translate alike: equal, or both tables whose
+/// entries translate alike.
+///
+/// # Safety
+///
+/// Valid table descriptors in `a` and `b` must point at live tables at `level + 1` as for
+/// [`read_entry`].
+unsafe fn subtree_eq(a: u64, b: u64, level: usize) -> bool {
+    if a == b {
+        return true;
+    }
+    let table = |raw: u64| {
+        let d = LocalRegisterCopy::<u64, S2_DESCRIPTOR::Register>::new(raw);
+        (level < LEAF_LEVEL
+            && d.matches_all(S2_DESCRIPTOR::VALID::SET + S2_DESCRIPTOR::TYPE::TableOrPage))
+        .then(|| d.read(S2_DESCRIPTOR::OUTPUT_ADDRESS) << 12)
+    };
+    let (Some(ta), Some(tb)) = (table(a), table(b)) else {
+        return false;
+    };
+    (0..ENTRIES).all(|i| {
+        // SAFETY: as promised by our caller: `ta` and `tb` are live tables at `level + 1`, and
+        // `i` is below 512.
+        unsafe { subtree_eq(read_entry(ta, i), read_entry(tb, i), level + 1) }
+    })
 }
 
 /// Reads entry `index` of the translation table at physical address `table`.

@@ -22,7 +22,7 @@
 //!
 //! Lock-free: a CPU_ON on a trap path never waits for another CPU.
 
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use super::psci::code;
 
@@ -66,6 +66,9 @@ impl CpuState {
 pub struct HostEntry {
     pub pc: u64,
     pub context: u64,
+    /// Requested by the capture kernel (after the fence): the CPU enters under the crash-mode
+    /// stage 2. A CPU the dead kernel asked for before the fence enters under the dead CPUs' one.
+    pub capture: bool,
 }
 
 /// What a CPU reaching Portcullis' secondary entry does.
@@ -83,6 +86,7 @@ pub struct CpuTable<const N: usize> {
     state: [AtomicU8; N],
     pc: [AtomicU64; N],
     context: [AtomicU64; N],
+    capture: [AtomicBool; N],
 }
 
 impl<const N: usize> Default for CpuTable<N> {
@@ -98,6 +102,7 @@ impl<const N: usize> CpuTable<N> {
             state: [const { AtomicU8::new(CpuState::Off as u8) }; N],
             pc: [const { AtomicU64::new(0) }; N],
             context: [const { AtomicU64::new(0) }; N],
+            capture: [const { AtomicBool::new(false) }; N],
         }
     }
 
@@ -137,6 +142,7 @@ impl<const N: usize> CpuTable<N> {
         // Only the claimant writes the entry.
         self.pc[cpu].store(entry.pc, Ordering::Relaxed);
         self.context[cpu].store(entry.context, Ordering::Relaxed);
+        self.capture[cpu].store(entry.capture, Ordering::Relaxed);
         state.store(CpuState::OnPending as u8, Ordering::Release);
         Ok(())
     }
@@ -168,6 +174,7 @@ impl<const N: usize> CpuTable<N> {
             Ok(_) => Arrival::Enter(HostEntry {
                 pc: self.pc[cpu].load(Ordering::Relaxed),
                 context: self.context[cpu].load(Ordering::Relaxed),
+                capture: self.capture[cpu].load(Ordering::Relaxed),
             }),
             Err(now) => Arrival::Unexpected(CpuState::from_raw(now)),
         }
@@ -197,10 +204,12 @@ mod tests {
     const E1: HostEntry = HostEntry {
         pc: 0x4008_0000,
         context: 1,
+        capture: false,
     };
     const E2: HostEntry = HostEntry {
         pc: 0x4009_0000,
         context: 2,
+        capture: true,
     };
 
     #[test]
@@ -301,6 +310,7 @@ mod tests {
                         let e = HostEntry {
                             pc: 0x1000 * (i + 1),
                             context: round,
+                            capture: i % 2 == 1,
                         };
                         (e, t.request_on(1, e))
                     })

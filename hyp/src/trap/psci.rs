@@ -268,6 +268,24 @@ pub fn classify(regs: &[u64; 4]) -> Call {
     }
 }
 
+/// Whether a CPU of the dead kernel — still running after the fence, bound by the frozen stage 2 —
+/// may make `call`. It may turn itself off and ask questions; it may not start CPUs (they would
+/// join the capture kernel), reset or power off the machine (the dump would be lost before the
+/// capture kernel saves it), or anything else: those are answered DENIED without reaching firmware.
+pub fn allowed_after_death(call: &Call) -> bool {
+    match call {
+        Call::SmcccVersion | Call::SmcccArchFeatures { .. } => true,
+        Call::Psci { function, .. } => matches!(
+            function,
+            PsciFunction::Version
+                | PsciFunction::Features
+                | PsciFunction::CpuOff
+                | PsciFunction::AffinityInfo
+        ),
+        Call::Unknown { .. } => true,
+    }
+}
+
 /// What Portcullis does with `call` (see the module documentation).
 pub fn decide(call: &Call) -> Action {
     match *call {
@@ -323,6 +341,33 @@ fn features(function_id: u32) -> Action {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_dead_cpu_may_only_turn_itself_off_and_ask() {
+        use super::*;
+        let call = |function: PsciFunction| Call::Psci {
+            function,
+            convention: Convention::Smc64,
+            args: [0; 3],
+        };
+        for f in PsciFunction::ALL {
+            let allowed = matches!(
+                f,
+                PsciFunction::Version
+                    | PsciFunction::Features
+                    | PsciFunction::CpuOff
+                    | PsciFunction::AffinityInfo
+            );
+            assert_eq!(allowed_after_death(&call(f)), allowed, "{f:?}");
+        }
+        assert!(!allowed_after_death(&call(PsciFunction::SystemReset)));
+        assert!(!allowed_after_death(&call(PsciFunction::CpuOn)));
+        assert!(allowed_after_death(&Call::SmcccVersion));
+        // Unknown calls are answered NOT_SUPPORTED by `decide` anyway.
+        assert!(allowed_after_death(&Call::Unknown {
+            function_id: 0xc600_0000
+        }));
+    }
+
     use super::*;
     use alloc::vec::Vec;
     use proptest::prelude::*;

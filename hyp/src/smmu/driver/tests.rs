@@ -151,7 +151,8 @@ fn bring_up_order() {
     // CR1: WB/WB/ISH for queues and tables; CR2: RECINVSID, no PTM without BTM, E2H = 0.
     assert_eq!(model.cr1(), 0xd75);
     assert_eq!(model.cr2(), 0b010);
-    // Two-level (SIDSIZE 16 > 8), SPLIT 8, queues capped at 2^8.
+    // Two-level (SIDSIZE 16 > 8), SPLIT 8, the Command queue capped at 2^8, the Event queue at
+    // 2^12 (room for a flood of refused DMA between two drains).
     assert_eq!(
         report.stream_table,
         StreamTableLayout {
@@ -159,7 +160,7 @@ fn bring_up_order() {
             format: StreamTableFormat::TwoLevel { split: 8 }
         }
     );
-    assert_eq!((report.cmdq_log2, report.evtq_log2), (8, 8));
+    assert_eq!((report.cmdq_log2, report.evtq_log2), (8, 12));
     assert_eq!(
         w[at(offset::STRTAB_BASE_CFG, 0)].1 as u32,
         (STRTAB_BASE_CFG::FMT::TwoLevel
