@@ -31,7 +31,12 @@ const CPUS: usize = 4;
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum CpuOp {
     Booted(u8),
-    RequestOn { cpu: u8, pc: u64, context: u64 },
+    RequestOn {
+        cpu: u8,
+        pc: u64,
+        context: u64,
+        capture: bool,
+    },
     FirmwareRefused(u8),
     Arrive(u8),
     TurningOff(u8),
@@ -50,8 +55,17 @@ fn cpu_states(ops: &[CpuOp]) {
                     *m = (CpuState::On, None);
                 }
             }
-            CpuOp::RequestOn { cpu, pc, context } => {
-                let entry = HostEntry { pc, context };
+            CpuOp::RequestOn {
+                cpu,
+                pc,
+                context,
+                capture,
+            } => {
+                let entry = HostEntry {
+                    pc,
+                    context,
+                    capture,
+                };
                 let got = table.request_on(cpu.into(), entry);
                 let expected = match model.get_mut(usize::from(cpu)) {
                     None => Err(code::INVALID_PARAMETERS),
