@@ -944,7 +944,10 @@ pub fn write_report() {
     // padding. A reader that sees the same generation in both read one whole report (see
     // `fence::render_report`).
     let first = text.find("\nstate:").map_or(len, |i| i + 1).min(len);
-    let closing = text.rfind("generation-end:").unwrap_or(len).clamp(first, len);
+    let closing = text
+        .rfind("generation-end:")
+        .unwrap_or(len)
+        .clamp(first, len);
     let mut from = 0;
     for to in [first, closing, end] {
         for i in from..to {
