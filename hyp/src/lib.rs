@@ -8,6 +8,9 @@
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+// The fakes of `emul::testing` use `std` (the fuzz targets build the library with them).
+#[cfg(all(feature = "testing", not(test)))]
+extern crate std;
 
 pub use platform;
 

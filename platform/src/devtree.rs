@@ -182,6 +182,14 @@ impl From<FdtParseError> for DtError {
     }
 }
 
+/// Whether a `device_type` value names `ty`, read as Linux reads it (`strcmp`): up to the first
+/// NUL, or to the end (FDT pads every value with zeros, so a missing terminator still reads as the
+/// string). Every reader of `device_type` in Portcullis uses this, so that the parser and the
+/// host-tree rewrite agree with each other and with Linux on which nodes are memory.
+pub fn device_type_matches(value: &[u8], ty: &str) -> bool {
+    value.split(|b| *b == 0).next() == Some(ty.as_bytes())
+}
+
 /// The `totalsize` field of a device tree header, after checking the magic. The arch layer uses it
 /// to know how many bytes to map before calling [`Platform::parse`].
 pub fn dtb_total_size(header: &[u8]) -> Result<usize, DtError> {
@@ -910,7 +918,7 @@ impl<'a> Tree<'a> {
 
     fn device_type_is(&self, idx: usize, ty: &str) -> bool {
         self.raw(idx, "device_type")
-            .is_some_and(|v| v.strip_suffix(&[0]).unwrap_or(v) == ty.as_bytes())
+            .is_some_and(|v| device_type_matches(v, ty))
     }
 
     /// The `#address-cells` and `#size-cells` this node gives its children.

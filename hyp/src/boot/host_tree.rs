@@ -17,7 +17,7 @@ use dtoolkit::fdt::Fdt;
 use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 use dtoolkit::{Node, Property};
 use platform::addr::{PhysRange, subtract_ranges};
-use platform::devtree::{DtError, Platform, Smmu, dtb_slice};
+use platform::devtree::{DtError, Platform, Smmu, device_type_matches, dtb_slice};
 
 use super::cmdline::rewrite_crashkernel;
 use super::layout::DTB_MAX_SIZE;
@@ -58,6 +58,9 @@ pub enum HostTreeError {
     TooLarge { size: usize },
     /// dtoolkit refused a node or property name (a broken invariant: the names are Portcullis').
     Model(ModelError),
+    /// The tree's `/reserved-memory` has other `#address-cells` / `#size-cells` than the root:
+    /// Linux would ignore every reservation in it (Portcullis' and the fault report's included).
+    ReservedMemoryCells { node: (u32, u32), root: (u32, u32) },
 }
 
 impl fmt::Display for HostTreeError {
@@ -79,6 +82,11 @@ impl fmt::Display for HostTreeError {
                  accepts"
             ),
             Self::Model(e) => write!(f, "cannot edit the host's device tree: {e}"),
+            Self::ReservedMemoryCells { node, root } => write!(
+                f,
+                "/reserved-memory has #address-cells/#size-cells {node:?}, the root {root:?}: \
+                 Linux would ignore its reservations"
+            ),
         }
     }
 }
@@ -239,7 +247,7 @@ fn encode_reg(
 }
 
 fn is_memory_node(node: &DeviceTreeNode) -> bool {
-    prop_bytes(node, "device_type").is_some_and(|v| v == b"memory\0")
+    prop_bytes(node, "device_type").is_some_and(|v| device_type_matches(&v, "memory"))
 }
 
 /// Takes `cut` out of every `/memory` node's `reg` and `linux,usable-memory`, splitting entries;
@@ -286,11 +294,26 @@ fn cut_memory(
 
 /// `/reserved-memory`, created if missing with the root's cells (Linux ignores the node unless its
 /// cells equal the root's) and an empty `ranges`.
+///
+/// An existing `/reserved-memory` must be in the form Linux accepts (`__reserved_mem_check_root`:
+/// the root's cells and a `ranges` property), or Linux ignores every reservation in it: a missing
+/// `ranges` is added (empty: children's addresses are root addresses), other cells are an error.
 fn reserved_memory(
     root: &mut DeviceTreeNode,
     (address_cells, size_cells): (u32, u32),
 ) -> Result<&mut DeviceTreeNode, HostTreeError> {
-    if root.child_mut("reserved-memory").is_none() {
+    if let Some(existing) = root.child_mut("reserved-memory") {
+        let cells = cells_of(existing);
+        if cells != (address_cells, size_cells) {
+            return Err(HostTreeError::ReservedMemoryCells {
+                node: cells,
+                root: (address_cells, size_cells),
+            });
+        }
+        if Node::property(&*existing, "ranges").is_none() {
+            set_prop(existing, "ranges", Vec::new())?;
+        }
+    } else {
         let node = DeviceTreeNode::builder("reserved-memory")?
             .property(DeviceTreeProperty::new("#address-cells", address_cells)?)
             .property(DeviceTreeProperty::new("#size-cells", size_cells)?)

@@ -5,7 +5,7 @@
 //! arch layer decodes the access (offset from the frame base, size, direction, value) and hands it
 //! to [`EmulatedSmmu::read`] / [`EmulatedSmmu::write`]. Nothing here touches MMIO or memory by
 //! itself: host memory is reached through [`HostMemory`] (which checks the host's CPU stage-2
-//! policy first), the physical SMMU through [`PhysicalSmmu`]. Both have fakes in the tests.
+//! policy first), the physical SMMU through [`PhysicalSmmu`]. Both have fakes in [`testing`] (tests and fuzz targets).
 //!
 //! What the host gets (section references are to Arm IHI 0070):
 //! - **ID registers** ([`features`]): the physical SMMU's, minus stage 2, EL2, ATS, PRI, MSI,
@@ -38,6 +38,8 @@ pub mod features;
 pub mod registers;
 pub mod streams;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -18,6 +18,8 @@ pub mod its_cmd;
 pub mod lpi;
 pub mod redist;
 pub mod regs;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod window;
 
 pub use window::DmaWindow;

@@ -287,6 +287,82 @@ fn existing_reserved_memory_and_one_cell_root() {
     dtc_accepts(SYNTHETIC, &out);
 }
 
+/// Found by the `devtree` fuzz target: a `device_type = "memory"` without its NUL (FDT pads the
+/// value with zeros, so Linux's `strcmp` reads "memory") was RAM to the parser but not a memory
+/// node to the rewrite, which left Portcullis' memory in the host's RAM. Both now read the value
+/// as Linux does, up to the first NUL.
+#[test]
+fn memory_node_read_as_linux_reads_it() {
+    let portcullis = r(0x4200_0000, 8 * MIB);
+    for device_type in [
+        &b"memory"[..],
+        b"memory\0",
+        b"memory\0\0\0",
+        b"memory\0junk",
+    ] {
+        let input = edited(QEMU, |t| {
+            set(t, "/memory@40000000", "device_type", device_type.to_vec())
+        });
+        let incoming = Platform::parse(&input).unwrap();
+        assert_eq!(
+            incoming.memory,
+            [r(0x4000_0000, 1 << 30)],
+            "{device_type:?}"
+        );
+        let out = build_host_tree(&input, &params(portcullis, None)).unwrap();
+        let host = Platform::parse(&out).unwrap();
+        assert!(
+            host.memory.iter().all(|m| !m.overlaps(&portcullis)),
+            "{device_type:?}: host RAM {:?} overlaps Portcullis",
+            host.memory
+        );
+    }
+}
+
+/// Found by the `devtree` fuzz target: a `/reserved-memory` without `ranges` was reused as it was,
+/// so Portcullis' own reservation went into a node Linux ignores (and Portcullis' parser could not
+/// read back). Now a missing `ranges` is added, and other cells than the root's are refused.
+#[test]
+fn reserved_memory_in_a_form_linux_accepts() {
+    let portcullis = r(0x4200_0000, 8 * MIB);
+    let without_ranges = edited(QEMU, |t| {
+        let node = DeviceTreeNode::builder("reserved-memory")
+            .unwrap()
+            .property(DeviceTreeProperty::new("#address-cells", 2u32).unwrap())
+            .property(DeviceTreeProperty::new("#size-cells", 2u32).unwrap())
+            .build();
+        t.root.add_child(node);
+    });
+    let out = build_host_tree(&without_ranges, &params(portcullis, None)).unwrap();
+    let host = Platform::parse(&out).unwrap();
+    assert!(
+        host.reserved_regions
+            .iter()
+            .any(|r| r.no_map && r.range == portcullis),
+        "{:?}",
+        host.reserved_regions
+    );
+    let tree = DeviceTree::from_fdt(&Fdt::new(&out).unwrap());
+    assert_eq!(prop(&tree, "/reserved-memory", "ranges"), Some(Vec::new()));
+
+    let other_cells = edited(QEMU, |t| {
+        let node = DeviceTreeNode::builder("reserved-memory")
+            .unwrap()
+            .property(DeviceTreeProperty::new("#address-cells", 1u32).unwrap())
+            .property(DeviceTreeProperty::new("#size-cells", 1u32).unwrap())
+            .property(DeviceTreeProperty::new("ranges", Vec::<u8>::new()).unwrap())
+            .build();
+        t.root.add_child(node);
+    });
+    assert_eq!(
+        build_host_tree(&other_cells, &params(portcullis, None)),
+        Err(HostTreeError::ReservedMemoryCells {
+            node: (1, 1),
+            root: (2, 2)
+        })
+    );
+}
+
 #[test]
 fn address_that_does_not_fit_one_cell() {
     let e = build_host_tree(SYNTHETIC, &params(r(0x1_0000_0000, 32 * MIB), None)).unwrap_err();

@@ -2,5 +2,7 @@
 
 mod bounded;
 mod bringup;
-mod fakes;
 mod props;
+
+/// The fakes, shared with the fuzz targets (`fuzz/`, feature `testing`).
+use super::testing as fakes;

@@ -1,6 +1,7 @@
 use super::*;
 use crate::emul::AccessDenied;
 use crate::gic::its_cmd::opcode;
+use crate::gic::testing::FakeIts;
 use alloc::vec;
 use alloc::vec::Vec;
 use platform::addr::PhysRange;
@@ -9,97 +10,6 @@ use platform::addr::PhysRange;
 const QEMU_TYPER: u64 = 1 | (11 << 4) | (15 << 8) | (15 << 13) | (15 << 32) | (1 << 36);
 const DEVICE_BASER: u64 = (1 << 56) | (7 << 48) | (2 << 8);
 const COLLECTION_BASER: u64 = (4 << 56) | (7 << 48) | (2 << 8);
-
-/// A physical ITS that executes its queue synchronously on a GITS_CWRITER write, like QEMU's.
-struct FakeIts {
-    ctlr: u32,
-    cbaser: u64,
-    cwriter: u64,
-    creadr: u64,
-    slots: Vec<[u64; 4]>,
-    executed: Vec<[u64; 4]>,
-    /// Opcode the fake stalls on (once).
-    stall_on: Option<u8>,
-    /// Never consumes anything.
-    frozen: bool,
-}
-
-impl FakeIts {
-    fn new(slots: usize) -> Self {
-        Self {
-            ctlr: 1 << 31,
-            cbaser: 0,
-            cwriter: 0,
-            creadr: 0,
-            slots: vec![[0; 4]; slots],
-            executed: Vec::new(),
-            stall_on: None,
-            frozen: false,
-        }
-    }
-
-    fn run(&mut self) {
-        if self.ctlr & 1 == 0 || self.frozen {
-            return;
-        }
-        let n = self.slots.len() as u64;
-        while self.creadr & !1 != self.cwriter {
-            let slot = (self.creadr / 32) as usize;
-            let cmd = self.slots[slot];
-            if self.stall_on == Some(cmd[0] as u8) {
-                self.stall_on = None;
-                self.creadr |= 1;
-                return;
-            }
-            self.executed.push(cmd);
-            self.creadr = ((self.creadr & !1) + 32) % (n * 32);
-        }
-    }
-}
-
-impl PhysIts for FakeIts {
-    fn read32(&mut self, offset: usize) -> u32 {
-        match offset {
-            gits::CTLR => self.ctlr,
-            4 => 0x43b,
-            _ => 0,
-        }
-    }
-    fn write32(&mut self, offset: usize, value: u32) {
-        if offset == gits::CTLR {
-            self.ctlr = (self.ctlr & !1) | (value & 1);
-            self.run();
-        }
-    }
-    fn read64(&mut self, offset: usize) -> u64 {
-        match offset {
-            gits::CREADR => self.creadr,
-            gits::CWRITER => self.cwriter,
-            gits::CBASER => self.cbaser,
-            _ => 0xfeed,
-        }
-    }
-    fn write64(&mut self, offset: usize, value: u64) {
-        match offset {
-            gits::CBASER => {
-                self.cbaser = value;
-                self.creadr = 0;
-                self.cwriter = 0;
-            }
-            gits::CWRITER => {
-                self.cwriter = value & !1;
-                if value & 1 != 0 {
-                    self.creadr &= !1;
-                }
-                self.run();
-            }
-            _ => {}
-        }
-    }
-    fn put_command(&mut self, slot: usize, cmd: [u64; 4]) {
-        self.slots[slot] = cmd;
-    }
-}
 
 /// Host memory: one readable range, little-endian.
 struct FakeRam {
