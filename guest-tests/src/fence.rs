@@ -397,11 +397,16 @@ const STE_WORDS: usize = 8;
 /// `first` of an unused level 2 array. (Zero, so that the table is .bss, not file data.)
 const NO_RANGE: u32 = 0;
 
-/// A two-level Stream table (SPLIT 8) with up to two level 2 arrays.
+/// A level 2 array: the STEs of `1 << SPLIT` StreamIDs.
+type Level2 = Words<{ STE_WORDS << SPLIT }>;
+
+/// A two-level Stream table (SPLIT 8) with up to two level 2 arrays, and a level 2 array of
+/// bypass STEs that [`StreamTable::bypass_the_rest`] puts behind every other level 1 descriptor.
 #[derive(Debug)]
 pub struct StreamTable {
     l1: Words<L1_ENTRIES>,
-    l2: [Words<{ STE_WORDS << SPLIT }>; 2],
+    l2: [Level2; 2],
+    bypass: Level2,
     /// One more than the first StreamID each level 2 array covers, or `NO_RANGE`.
     first: [AtomicU32; 2],
 }
@@ -411,6 +416,7 @@ impl StreamTable {
         StreamTable {
             l1: Words::new(),
             l2: [Words::new(), Words::new()],
+            bypass: Words::new(),
             first: [AtomicU32::new(NO_RANGE), AtomicU32::new(NO_RANGE)],
         }
     }
@@ -466,11 +472,33 @@ impl StreamTable {
         let (i, at) = self
             .slot(sid)
             .ok_or_else(|| Failure::new(format_args!("StreamID {sid:#x} has no level 2 array")))?;
-        for (w, v) in new.0.iter().enumerate().skip(1) {
-            self.l2[i].set(at + w, *v);
-        }
-        self.l2[i].set(at, new.0[0]);
+        put_ste(&self.l2[i], at, new);
         Ok(())
+    }
+
+    /// Gives every StreamID below `1 << log2` that has no valid STE a bypass STE: the invalid
+    /// slots of the level 2 arrays, and every level 1 descriptor without one points to a level 2
+    /// array of bypass STEs they all share. The SMMU only reads the table, and nothing in IHI
+    /// 0070 (3.3.2, 5.1) keeps two level 1 descriptors from naming the same level 2 array: every
+    /// StreamID the SMMU offers is configured with 16 KiB instead of 4 MiB. Returns the number of
+    /// StreamIDs covered. Make it take effect with CMD_CFGI_ALL.
+    pub fn bypass_the_rest(&self, log2: u32) -> usize {
+        let bypass = Ste::bypass();
+        for l2 in self.l2.iter().chain([&self.bypass]) {
+            for at in (0..STE_WORDS << SPLIT).step_by(STE_WORDS) {
+                if !ste::V.is_set(l2.get(at)) {
+                    put_ste(l2, at, &bypass);
+                }
+            }
+        }
+        let shared = ste::L1_SPAN.val((SPLIT + 1).into()) | ste::L1_L2PTR.addr(self.bypass.addr());
+        let entries = 1usize << log2.min(MAX_SID_BITS).saturating_sub(SPLIT);
+        for k in 0..entries {
+            if self.l1.get(k) == 0 {
+                self.l1.set(k, shared);
+            }
+        }
+        entries << SPLIT
     }
 
     /// Makes the SMMU use this table: SMMUEN off, STRTAB_BASE and _CFG, SMMUEN back on,
@@ -505,6 +533,14 @@ impl StreamTable {
         ])
         .map_err(|e| smmu_failed(format_args!("CFGI_STE {sid:#x} + TLBI + CMD_SYNC"), e))
     }
+}
+
+/// Writes `new` at word `at` of `l2`: words 1..7, then word 0.
+fn put_ste(l2: &Level2, at: usize, new: &Ste) {
+    for (w, v) in new.0.iter().enumerate().skip(1) {
+        l2.set(at + w, *v);
+    }
+    l2.set(at, new.0[0]);
 }
 
 impl Default for StreamTable {
@@ -600,6 +636,17 @@ pub fn dead_kernel_with(
     crash_into_capture_kernel(ctx, crash, want, &smmu, &edus)
 }
 
+/// The command-line option (`/chosen/bootargs`) with which A configures every StreamID the SMMU
+/// offers before the crash (bypass, but for its edus' stage 1): the fence then meets 65 536 live
+/// streams instead of one (`scripts/bench` compares the two windows).
+pub const ALL_STREAMS: &str = "fence.all-streams";
+
+/// Whether the command line asks for [`ALL_STREAMS`].
+pub fn all_streams(tree: &Tree) -> bool {
+    tree.bootargs()
+        .is_some_and(|b| b.split_whitespace().any(|w| w == ALL_STREAMS))
+}
+
 /// A's edus with their StreamIDs.
 type DeadEdus = [Option<(Edu, u32)>; MAX_EDUS];
 
@@ -651,6 +698,15 @@ fn bring_up(tree: &Tree, want: usize) -> Result<(Smmu, DeadEdus), Failure> {
             STAGING[i].addr(),
             window + PAGE,
             TARGETS[i].addr()
+        );
+    }
+    if all_streams(tree) {
+        let n = STREAMS.bypass_the_rest(smmu.strtab_log2());
+        smmu.issue(&[Command::CfgiAll, Command::Sync(SyncSignal::None)])
+            .map_err(|e| smmu_failed(format_args!("A: CFGI_ALL + CMD_SYNC"), e))?;
+        println!(
+            "A: {ALL_STREAMS}: {n} StreamIDs configured (the edus' stage 1, bypass for every \
+             other), CFGI_ALL"
         );
     }
 
