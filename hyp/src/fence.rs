@@ -3,23 +3,18 @@
 //!
 //! 1. **The kexec trap.** [`classify_instruction_abort`] tells whether a stage-2 instruction abort
 //!    is the kexec event (a fetch from the execute-never crash region in normal mode) or the host's
-//!    own fault. [`ModeTracker`] holds the mode, which only ever goes from normal to crash, and
-//!    the streams the dead kernel had live when the fence went up.
+//!    own fault.
 //! 2. **The fence, in place.** The normal DMA stage 2 (sized by [`dma_ipa_bits`] so that few
 //!    top-level entries cover host RAM) has its valid top-level entries made invalid
-//!    ([`Stage2Table::invalidate_top`]), then [`in_place_commands`] and one CMD_SYNC: no STE and no
+//!    ([`Stage2Table::invalidate_top`](crate::stage2::Stage2Table::invalidate_top)), then [`in_place_commands`] and one CMD_SYNC: no STE and no
 //!    register changes. The window is measured in counter ticks and converted with
-//!    [`ticks_to_ns`]. (The earlier design -- a Stream table prepared at boot and switched in with
-//!    SMMUEN off, [`SmmuDriver::prepare_table`], [`SmmuDriver::switch_table`], [`terminate_table`],
-//!    [`fence_commands`] -- is no longer used by Portcullis.)
+//!    [`ticks_to_ns`]. (The first version switched to a Stream table prepared at boot with SMMUEN
+//!    off; it left an interval in which DMA was aborted without a record, and is gone.)
 //! 3. **After the fence.** [`should_lift`] decides whether a stream may leave the fence when the
 //!    capture kernel configures it, [`from_capture_table`] (with [`host_ste_location`]) whether the
 //!    STE comes from a Stream table the capture kernel set up after the fence.
 //! 4. **The fault report.** [`render_report`] writes the text the capture kernel and its user
 //!    space read, in a fixed format other tools parse.
-//!
-//! [`SmmuDriver::prepare_table`]: crate::smmu::driver::SmmuDriver::prepare_table
-//! [`SmmuDriver::switch_table`]: crate::smmu::driver::SmmuDriver::switch_table
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -30,12 +25,10 @@ use platform::addr::PhysRange;
 use crate::smmu::cmd::Command;
 use crate::smmu::event::EventId;
 use crate::smmu::faults::{FaultBook, StreamFaultStats};
-use crate::smmu::regs::SmmuFeatures;
 use crate::smmu::ste::{
-    L1Std, STE_SIZE, STE1, Ste, SteLocation, StreamConfig, StreamTableFormat, StreamTableLayout,
+    L1Std, STE_SIZE, Ste, SteLocation, StreamConfig, StreamTableFormat, StreamTableLayout,
 };
 use crate::smmu::{Ipa, Pa, StreamId};
-use crate::stage2::{PolicyError, Stage2Table};
 use crate::trap::esr::FaultStatus;
 
 pub use crate::stage2::Mode;
@@ -109,133 +102,6 @@ impl fmt::Display for ReportState {
     }
 }
 
-/// The mode Portcullis is in, and the streams the fence cut off. The mode only goes from
-/// [`Mode::Normal`] to [`Mode::Crash`], once: there is one crash per boot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModeTracker {
-    mode: Mode,
-    /// Sorted, without duplicates.
-    fenced: Vec<StreamId>,
-}
-
-impl Default for ModeTracker {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ModeTracker {
-    /// Normal mode, nothing fenced.
-    pub const fn new() -> Self {
-        Self {
-            mode: Mode::Normal,
-            fenced: Vec::new(),
-        }
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    pub fn state(&self) -> ReportState {
-        self.mode.into()
-    }
-
-    /// [`classify_instruction_abort`] in the current mode.
-    pub fn classify(
-        &self,
-        ipa: Ipa,
-        fault: FaultStatus,
-        crash_region: Option<PhysRange>,
-    ) -> KexecTrap {
-        classify_instruction_abort(ipa, fault, crash_region, self.mode)
-    }
-
-    /// Enters crash mode, remembering `fenced`: the streams the dead kernel had live (the
-    /// emulation's `live_streams()` at the trap). Returns whether this call changed the mode;
-    /// in crash mode already, nothing changes and the first fence's streams are kept.
-    pub fn enter_crash(&mut self, fenced: impl IntoIterator<Item = StreamId>) -> bool {
-        if self.mode == Mode::Crash {
-            return false;
-        }
-        let mut fenced: Vec<StreamId> = fenced.into_iter().collect();
-        fenced.sort_unstable();
-        fenced.dedup();
-        self.fenced = fenced;
-        self.mode = Mode::Crash;
-        true
-    }
-
-    /// The streams cut off by the fence, by StreamID (empty in normal mode).
-    pub fn fenced_streams(&self) -> &[StreamId] {
-        &self.fenced
-    }
-
-    /// Whether `sid` was live for the dead kernel when the fence went up: the `fenced` argument
-    /// of [`should_lift`].
-    pub fn is_fenced(&self, sid: StreamId) -> bool {
-        self.fenced.binary_search(&sid).is_ok()
-    }
-}
-
-/// The *terminate* stage 2: a table that maps nothing, for the Stream table prepared at boot.
-/// With [`stage2_ste`](crate::smmu::driver::stage2_ste) it gives the STE every stream gets at the
-/// fence: each late transaction of the dead kernel's devices is refused and, as the driver's
-/// stage-2 STEs record faults (S2R), recorded as F_TRANSLATION with its StreamID and address.
-/// `vmid` must be a VMID of its own, so that no TLB entry of another policy can serve it.
-pub fn terminate_table(ipa_bits: u32, vmid: u16) -> Result<Stage2Table, PolicyError> {
-    Stage2Table::build(&[], ipa_bits, vmid)
-}
-
-/// Whether `ste` lets the stream's device use ATS (a valid STE with `EATS` other than abort),
-/// so that its ATC may hold translations the fence must invalidate. Read the STEs before the
-/// switch: they are the dead kernel's.
-pub fn ats_enabled(ste: &Ste) -> bool {
-    ste.config() != StreamConfig::Invalid && ste.word1().read(STE1::EATS) != 0
-}
-
-/// The commands the fence adds to its one batch (after the driver's CMD_CFGI_ALL, before its
-/// CMD_SYNC), for [`SmmuDriver::switch_table`](crate::smmu::driver::SmmuDriver::switch_table):
-/// - CMD_TLBI_S12_VMALL for each VMID of the normal policies (duplicates dropped): nothing may
-///   be translated from their TLB entries any more;
-/// - only if the SMMU has ATS (`IDR0.ATS`; an SMMU without it refuses the command), a
-///   CMD_ATC_INV of the whole address space for each stream in `ats_streams` (see
-///   [`ats_enabled`]). It is sent without a SubstreamID (`SSV == 0`), which PCIe defines as
-///   invalidating every ATC entry in the range whatever its PASID: the dead kernel's translations
-///   for all of its substreams go. `Global` only qualifies a request with a PASID and stays 0.
-///
-/// Their order within the batch does not matter: the SMMU is disabled while the batch runs (ATS
-/// requests are refused by GBPA), and afterwards every stream's STE has ATS off.
-///
-/// The TLB invalidations do not grow with the number of streams; the ATC invalidations are one
-/// per ATS-capable device, as the architecture has no broadcast form.
-pub fn fence_commands(
-    old_vmids: &[u16],
-    ats_streams: &[StreamId],
-    features: &SmmuFeatures,
-) -> Vec<Command> {
-    let mut vmids = old_vmids.to_vec();
-    vmids.sort_unstable();
-    vmids.dedup();
-    let mut cmds: Vec<Command> = vmids
-        .into_iter()
-        .map(|vmid| Command::TlbiS12Vmall { vmid })
-        .collect();
-    if features.ats {
-        let mut sids = ats_streams.to_vec();
-        sids.sort_unstable();
-        sids.dedup();
-        cmds.extend(sids.into_iter().map(|sid| Command::AtcInv {
-            sid,
-            ssid: None,
-            global: false,
-            addr: 0,
-            size: ATC_INV_ALL,
-        }));
-    }
-    cmds
-}
-
 /// The IPA size of the normal DMA stage 2, chosen so that the fence's stores are few: with 44 bits
 /// or more the walk starts at level 0 and each top-level entry covers 512 GiB, so host RAM below
 /// 512 GiB and the ITS doorbells take one entry (one store at the fence); below, each 1 GiB of RAM
@@ -248,7 +114,7 @@ pub fn dma_ipa_bits(host_ipa_bits: u32, smmu_ias_bits: u32) -> u32 {
 }
 
 /// The commands of the in-place DMA fence, issued once the normal DMA stage 2's valid top-level
-/// entries have been made invalid ([`Stage2Table::invalidate_top`]); the driver's CMD_SYNC closes
+/// entries have been made invalid ([`Stage2Table::invalidate_top`](crate::stage2::Stage2Table::invalidate_top)); the driver's CMD_SYNC closes
 /// them. CMD_CFGI_ALL drops every cached STE and CD (a nested stream's CD is then fetched again,
 /// through the fenced stage 2, and refused with a record); CMD_TLBI_S12_VMALL drops every TLB and
 /// walk-cache entry of the normal DMA stage 2's VMID. No STE and no register changes: three
@@ -262,12 +128,9 @@ pub fn in_place_commands(normal_vmid: u16) -> [Command; 2] {
     ]
 }
 
-/// CMD_ATC_INV `Size` that covers the whole address space.
-const ATC_INV_ALL: u8 = 52;
-
 /// Whether the physical STE `new_ste`, composed for the capture kernel's configuration of stream
 /// `sid`, may replace the terminate stage 2 the fence gave it. `fenced` is whether the dead
-/// kernel had the stream live ([`ModeTracker::is_fenced`]). When this says no, the caller keeps
+/// kernel had the stream live when the fence went up. When this says no, the caller keeps
 /// (writes) the terminate STE instead.
 ///
 /// - An STE without Portcullis' stage 2 (bypass, stage 1 only) is never acceptable, fenced or
@@ -465,7 +328,7 @@ pub struct ReportInput<'a> {
     pub stores: u64,
     /// From the trap to the completed CPU side (`fence-cpu-window-ns:`).
     pub cpu_window_ns: u64,
-    /// Streams given the terminate stage 2 ([`ModeTracker::fenced_streams`]).
+    /// Streams the fence cut off.
     pub streams_terminated: u64,
     /// StreamIDs for `live-streams:` (e.g. the emulation's `live_streams()`), in any order: the
     /// report sorts them.

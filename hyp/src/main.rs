@@ -115,6 +115,12 @@ mod image {
             env!("CARGO_PKG_VERSION")
         );
         log::info!(
+            "board: {:?} ({}; root compatible {:?})",
+            platform::boards::Board::identify(&machine.compatible),
+            machine.model.as_deref().unwrap_or("no model"),
+            machine.compatible
+        );
+        log::info!(
             "memory: {} KiB reserved (image file {} KiB, heap {} KiB, stacks, bss, alignment)",
             image.size() >> 10,
             (file_end - image.start.raw()) >> 10,

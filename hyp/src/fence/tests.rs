@@ -8,10 +8,12 @@ use platform::devtree::Bdf;
 use proptest::prelude::*;
 
 use super::*;
-use crate::smmu::driver::{SmmuDriver, stage2_ste};
+use crate::smmu::driver::stage2_ste;
 use crate::smmu::faults::FaultRecord;
-use crate::smmu::model::{self, Model};
+use crate::smmu::model;
+use crate::smmu::regs::SmmuFeatures;
 use crate::smmu::ste::STE0;
+use crate::stage2::Stage2Table;
 
 const MIB: u64 = 1 << 20;
 
@@ -54,37 +56,9 @@ fn only_a_fetch_from_the_crash_region_in_normal_mode_is_the_kexec_event() {
 }
 
 #[test]
-fn mode_goes_from_normal_to_crash_once() {
-    let mut t = ModeTracker::default();
-    assert_eq!(t, ModeTracker::new());
-    assert_eq!((t.mode(), t.state()), (Mode::Normal, ReportState::Armed));
-    assert!(t.fenced_streams().is_empty() && !t.is_fenced(8));
-    assert_eq!(
-        t.classify(
-            Ipa(0x7c00_1000),
-            FaultStatus::Permission { level: 3 },
-            Some(crash())
-        ),
-        KexecTrap::Fence
-    );
-
-    assert!(t.enter_crash([0x10, 8, 0x10, 9]));
-    assert_eq!((t.mode(), t.state()), (Mode::Crash, ReportState::Fenced));
-    assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
-    assert!(t.is_fenced(8) && t.is_fenced(0x10) && !t.is_fenced(0xa));
-    assert_eq!(
-        t.classify(
-            Ipa(0x7c00_1000),
-            FaultStatus::Permission { level: 3 },
-            Some(crash())
-        ),
-        KexecTrap::NotOurs
-    );
-    // A second trap changes nothing.
-    assert!(!t.enter_crash([1, 2]));
-    assert_eq!(t.fenced_streams(), [8, 9, 0x10]);
-
+fn report_state_follows_the_mode() {
     assert_eq!(ReportState::from(Mode::Normal).to_string(), "armed");
+    assert_eq!(ReportState::from(Mode::Crash), ReportState::Fenced);
     assert_eq!(ReportState::Fenced.as_str(), "fenced");
 }
 
@@ -95,61 +69,6 @@ fn features(ats: bool) -> SmmuFeatures {
     f.oas_bits = 48;
     f.ats = ats;
     f
-}
-
-fn atc_inv(sid: StreamId) -> Command {
-    Command::AtcInv {
-        sid,
-        ssid: None,
-        global: false,
-        addr: 0,
-        size: 52,
-    }
-}
-
-#[test]
-fn fence_commands_invalidate_old_vmids_and_ats_streams() {
-    let with_ats = fence_commands(&[2, 1, 2], &[9, 4, 9], &features(true));
-    assert_eq!(
-        with_ats,
-        [
-            Command::TlbiS12Vmall { vmid: 1 },
-            Command::TlbiS12Vmall { vmid: 2 },
-            atc_inv(4),
-            atc_inv(9),
-        ]
-    );
-    // Each is legal on an SMMU with ATS, and encodes as "all addresses, no PASID".
-    for cmd in &with_ats {
-        assert_eq!(cmd.check_features(&features(true)), Ok(()));
-        assert_eq!(Command::decode(cmd.encode()), Ok(*cmd));
-    }
-    // QEMU's SMMU has no ATS: no CMD_ATC_INV, which it would refuse.
-    let without = fence_commands(&[2, 1, 2], &[9, 4, 9], &features(false));
-    assert_eq!(
-        without,
-        [
-            Command::TlbiS12Vmall { vmid: 1 },
-            Command::TlbiS12Vmall { vmid: 2 },
-        ]
-    );
-    assert!(atc_inv(4).check_features(&features(false)).is_err());
-    assert!(fence_commands(&[], &[], &features(true)).is_empty());
-}
-
-#[test]
-fn ats_is_read_from_the_dead_kernels_ste() {
-    let f = features(true);
-    let table = terminate_table(40, 3).expect("table");
-    let s2 = stage2_ste(&table, &f).expect("ste");
-    assert!(!ats_enabled(&s2));
-    let mut ats = s2;
-    ats.0[1] |= STE1::EATS::Full.value;
-    assert!(ats_enabled(&ats));
-    let mut invalid = ats;
-    invalid.0[0] &= !STE0::V::SET.value;
-    assert!(!ats_enabled(&invalid));
-    assert!(!ats_enabled(&Ste::abort()));
 }
 
 // --- After the fence. ---
@@ -163,7 +82,7 @@ fn with_config(ste: &Ste, config: u64) -> Ste {
 #[test]
 fn bypass_never_lifts_the_fence_of_a_dead_kernels_stream() {
     let f = features(false);
-    let table = terminate_table(40, 3).expect("table");
+    let table = Stage2Table::build(&[], 40, 3).expect("table");
     let s2 = stage2_ste(&table, &f).expect("ste");
     let nested = with_config(&s2, 0b111);
     assert_eq!(nested.config(), StreamConfig::Nested);
@@ -184,91 +103,6 @@ fn bypass_never_lifts_the_fence_of_a_dead_kernels_stream() {
     // Stage 2 only (host bypass): only for a stream the dead kernel did not have.
     assert!(!should_lift(8, &s2, true));
     assert!(should_lift(8, &s2, false));
-}
-
-#[test]
-fn the_terminate_stage2_maps_nothing_and_records_faults() {
-    let f = features(false);
-    let table = terminate_table(40, 7).expect("table");
-    for ipa in [0, 0x4000_0000, 0x7c00_0000, 0x80_0000_0000 - 0x1000] {
-        assert_eq!(table.translate(Ipa(ipa)), None);
-    }
-    let ste = stage2_ste(&table, &f).expect("ste");
-    assert_eq!(ste.config(), StreamConfig::Stage2);
-    assert_eq!(ste.vmid(), 7);
-    assert!(ste.word2().is_set(crate::smmu::ste::STE2::S2R));
-    assert!(matches!(
-        terminate_table(20, 1),
-        Err(PolicyError::UnsupportedIpaBits(20))
-    ));
-}
-
-/// The fence end to end on the SMMU model: prepared table, the policy's commands, one switch.
-fn fence_on_model(ats: bool) -> (Vec<Command>, crate::smmu::driver::SwitchReport) {
-    let f = features(ats);
-    let model = Model::new(f);
-    let mut d = SmmuDriver::probe(model.mmio(), model.dma()).expect("probe");
-    d.set_poll_limit(10_000);
-    d.init(0xff).expect("init");
-    let normal_table = Stage2Table::build(
-        &[crate::stage2::Region {
-            range: PhysRange::new(0x4000_0000, MIB).expect("range"),
-            access: crate::stage2::Access::RW,
-        }],
-        40,
-        2,
-    )
-    .expect("normal");
-    let normal = stage2_ste(&normal_table, &f).expect("ste");
-    let mut ats_ste = normal;
-    ats_ste.0[1] |= STE1::EATS::Full.value;
-    if !ats {
-        ats_ste = normal;
-    }
-    d.install_streams([8, 9], &normal).expect("install");
-    d.install_streams([0x10], &ats_ste).expect("install");
-    let terminate = terminate_table(40, 3).expect("table");
-    let terminate = stage2_ste(&terminate, &f).expect("ste");
-    let prepared = d.prepare_table(&terminate).expect("prepare");
-
-    // The trap: which streams use ATS, from the dead kernel's STEs.
-    let ats_streams: Vec<StreamId> = [8, 9, 0x10]
-        .into_iter()
-        .filter(|&sid| d.read_ste(sid).is_ok_and(|s| ats_enabled(&s)))
-        .collect();
-    let cmds = fence_commands(&[normal.vmid()], &ats_streams, d.features());
-    let mark = model.executed().len();
-    let report = d.switch_table(prepared, &cmds).expect("switch");
-    assert!(model.violations().is_empty(), "{:#?}", model.violations());
-    assert_eq!(report.command_failure, None);
-    for sid in 0..=0xff {
-        assert_eq!(model.ste(sid), Some(terminate));
-    }
-    // The capture kernel's bypass of a fenced stream is refused.
-    assert!(!should_lift(8, &normal, true));
-    (model.executed()[mark..].to_vec(), report)
-}
-
-#[test]
-fn atc_inv_is_issued_for_ats_streams_only_with_ats() {
-    let sync = Command::Sync(crate::smmu::cmd::Sync::POLL);
-    let (executed, report) = fence_on_model(true);
-    assert_eq!(
-        executed,
-        [
-            Command::CfgiAll,
-            Command::TlbiS12Vmall { vmid: 2 },
-            atc_inv(0x10),
-            sync
-        ]
-    );
-    assert_eq!(report.commands, 4);
-    let (executed, report) = fence_on_model(false);
-    assert_eq!(
-        executed,
-        [Command::CfgiAll, Command::TlbiS12Vmall { vmid: 2 }, sync]
-    );
-    assert_eq!(report.commands, 3);
 }
 
 // --- The window. ---
