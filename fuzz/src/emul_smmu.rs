@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use crate::access::Size;
 use arbitrary::Arbitrary;
 use portcullis::emul::testing::{
     CD_TABLE, CMDQ, EVTQ, FakeMemory, FakePhys, HOST_RAM, HYP_MEM, L2_GROUP0, PhysOp, STRTAB,
@@ -208,23 +209,6 @@ impl Register {
         match self {
             Self::Known(i) => KNOWN[usize::from(i) % KNOWN.len()],
             Self::Raw(x) => (x % 0x2_0000) as usize,
-        }
-    }
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Size {
-    Word,
-    Double,
-    Raw(u8),
-}
-
-impl Size {
-    fn bytes(self) -> u8 {
-        match self {
-            Self::Word => 4,
-            Self::Double => 8,
-            Self::Raw(s) => s,
         }
     }
 }

@@ -22,6 +22,7 @@
 
 use std::ops::Range;
 
+use crate::access::Size;
 use arbitrary::Arbitrary;
 use portcullis::emul::testing::FakeMemory;
 use portcullis::emul::{AccessDenied, HostMemory};
@@ -171,23 +172,6 @@ impl Register {
         match self {
             Self::Known(i) => KNOWN[usize::from(i) % KNOWN.len()],
             Self::Raw(o) => usize::from(o),
-        }
-    }
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Size {
-    Word,
-    Double,
-    Raw(u8),
-}
-
-impl Size {
-    fn bytes(self) -> u8 {
-        match self {
-            Self::Word => 4,
-            Self::Double => 8,
-            Self::Raw(s) => s,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! absence of panics: a broken invariant is a panic, which libFuzzer reports as a crash with its
 //! input. See `## Fuzzing` in the README for the engine and how to run them (`scripts/fuzz`).
 
+pub mod access;
 pub mod alloc_meter;
 pub mod devtree;
 pub mod emul_smmu;
