@@ -796,16 +796,6 @@ impl<'a> Tree<'a> {
         Ok(tree)
     }
 
-    /// The index of a node dtoolkit found. A node's name lies at its own offset in the blob, so the
-    /// name's address identifies the node, and the index is in document order, that is, in
-    /// increasing offsets.
-    fn index_of(&self, node: &FdtNode<'a>) -> Option<usize> {
-        let key = node.name().as_ptr() as usize;
-        self.nodes
-            .binary_search_by_key(&key, |n| n.node.name().as_ptr() as usize)
-            .ok()
-    }
-
     fn path(&self, idx: usize) -> String {
         self.nodes[idx].path.clone()
     }
@@ -829,28 +819,16 @@ impl<'a> Tree<'a> {
 
     /// A string property as Portcullis takes it: NUL-terminated UTF-8 (dtoolkit's reading) with
     /// no NUL inside (a string list is not one string).
-    fn checked_str(
-        &self,
-        idx: usize,
-        property: &'static str,
-        value: Result<Option<&'a str>, PropertyError>,
-    ) -> Result<Option<&'a str>, DtError> {
-        match value {
-            Ok(v) if !v.is_some_and(|s| s.contains('\0')) => Ok(v),
-            _ => Err(DtError::BadProperty {
+    fn str_prop(&self, idx: usize, name: &'static str) -> Result<Option<&'a str>, DtError> {
+        match self.prop(idx, name).map(|p| p.value_as::<&'a str>()) {
+            None => Ok(None),
+            Some(Ok(s)) if !s.contains('\0') => Ok(Some(s)),
+            Some(_) => Err(DtError::BadProperty {
                 path: self.path(idx),
-                property,
+                property: name,
                 reason: "not a NUL-terminated UTF-8 string",
             }),
         }
-    }
-
-    fn str_prop(&self, idx: usize, name: &'static str) -> Result<Option<&'a str>, DtError> {
-        let value = self
-            .prop(idx, name)
-            .map(|p| p.value_as::<&'a str>())
-            .transpose();
-        self.checked_str(idx, name, value)
     }
 
     /// A string list; lenient (stops at the first malformed string), for `compatible`.
@@ -922,18 +900,34 @@ impl<'a> Tree<'a> {
         ))
     }
 
-    /// A child by name (dtoolkit's rule: a name without a unit address matches the first child
-    /// with that name and any unit address, as the host-tree rewrite finds nodes).
+    /// A child by name: the exact name first, as Linux's `of_find_node_by_path` and the host-tree
+    /// rewrite (which edits `/chosen` and `/reserved-memory` by exact name) take it; else, for a
+    /// name without a unit address, the first child with that name and any unit address
+    /// (dtoolkit's `Node::child` rule, which alone would take `chosen@0` before `chosen`).
     fn child_named(&self, idx: usize, name: &str) -> Option<usize> {
-        self.nodes[idx]
-            .node
-            .child(name)
-            .and_then(|c| self.index_of(&c))
+        let children = &self.nodes[idx].children;
+        let find = |matches: &dyn Fn(&FdtNode<'a>) -> bool| {
+            children
+                .iter()
+                .copied()
+                .find(|&c| matches(&self.nodes[c].node))
+        };
+        find(&|n| n.name() == name).or_else(|| {
+            if name.contains('@') {
+                return None;
+            }
+            find(&|n| n.name_without_address() == name)
+        })
     }
 
     /// A node by absolute path, with [`child_named`](Self::child_named)'s rule per component.
     fn find_path(&self, path: &str) -> Option<usize> {
-        self.fdt.find_node(path).and_then(|n| self.index_of(&n))
+        let rest = path.strip_prefix('/')?;
+        let mut idx = 0;
+        for component in rest.split('/').filter(|c| !c.is_empty()) {
+            idx = self.child_named(idx, component)?;
+        }
+        Some(idx)
     }
 
     fn by_phandle(&self, phandle: u32) -> Option<usize> {
@@ -1149,26 +1143,26 @@ impl<'a> Tree<'a> {
                     })
             })
             .collect::<Result<_, _>>()?;
-        for region in self.fdt.reserved_memory().into_iter().flatten() {
-            let Some(child) = self.index_of(&region) else {
-                continue;
-            };
-            if !self.available(child) {
-                continue;
-            }
-            for range in self.reg_ranges(child)? {
-                out.push(ReservedRegion {
-                    range,
-                    source: ReservedSource::Node(self.path(child)),
-                    no_map: region.no_map(),
-                });
+        if let Some(rm) = self.child_named(0, "reserved-memory") {
+            for &child in &self.nodes[rm].children {
+                if !self.available(child) {
+                    continue;
+                }
+                let no_map = self.has(child, "no-map");
+                for range in self.reg_ranges(child)? {
+                    out.push(ReservedRegion {
+                        range,
+                        source: ReservedSource::Node(self.path(child)),
+                        no_map,
+                    });
+                }
             }
         }
         Ok(out)
     }
 
     fn cpus(&self) -> Result<Vec<Cpu>, DtError> {
-        let Some(cpus) = self.fdt.cpus().ok().and_then(|c| self.index_of(&c)) else {
+        let Some(cpus) = self.child_named(0, "cpus") else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -1299,11 +1293,7 @@ impl<'a> Tree<'a> {
     }
 
     fn chosen(&self) -> Result<Chosen, DtError> {
-        let Some((chosen, idx)) = self
-            .fdt
-            .chosen()
-            .and_then(|c| Some((c, self.index_of(&c)?)))
-        else {
+        let Some(idx) = self.child_named(0, "chosen") else {
             return Ok(Chosen::default());
         };
         let owned = |v: Option<&str>| v.map(ToOwned::to_owned);
@@ -1368,12 +1358,12 @@ impl<'a> Tree<'a> {
             }
         };
 
-        let stdout_path = match self.checked_str(idx, "stdout-path", chosen.stdout_path())? {
+        let stdout_path = match self.str_prop(idx, "stdout-path")? {
             Some(p) => Some(p),
             None => self.str_prop(idx, "linux,stdout-path")?,
         };
         Ok(Chosen {
-            bootargs: owned(self.checked_str(idx, "bootargs", chosen.bootargs())?),
+            bootargs: owned(self.str_prop(idx, "bootargs")?),
             portcullis_bootargs: owned(self.str_prop(idx, "portcullis,bootargs")?),
             initrd,
             kernel,

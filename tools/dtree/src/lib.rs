@@ -1,10 +1,13 @@
 //! The device-tree reads and edits the scripts make, with Portcullis' own parser
-//! ([`platform::devtree::Platform`]) and dtoolkit's in-place writer, so that the scripts read a tree
-//! exactly as Portcullis does (the root's `#address-cells` / `#size-cells` included) and write
+//! ([`platform::devtree::Platform`]) and dtoolkit's model and writer, so that the scripts read a
+//! tree exactly as Portcullis does (the root's `#address-cells` / `#size-cells` included) and write
 //! what it reads back.
 
+/// Offset of `boot_cpuid_phys` in the FDT header, which dtoolkit's writer zeroes.
+const BOOT_CPUID_OFFSET: usize = 28;
+
 use dtoolkit::fdt::Fdt;
-use dtoolkit::fdt_mut::FdtMut;
+use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 use dtoolkit::standard::NodeStandard;
 use dtoolkit::{Node, Property};
 use platform::devtree::{Platform, dtb_slice};
@@ -42,8 +45,9 @@ fn encode(value: u64, cells: u32) -> Option<Vec<u8>> {
     high.iter().all(|b| *b == 0).then(|| low.to_vec())
 }
 
-/// `dtb` with `/chosen` edited (in place: the header, `/memreserve/` and every other node stay as
-/// they were), checked by parsing it back with Portcullis' parser.
+/// `dtb` with `/chosen` edited (created if missing), checked by parsing it back with Portcullis'
+/// parser. Every other node, `/memreserve/` and the boot CPU stay; the blob is written compact
+/// (QEMU's `dumpdtb` pads its tree to 1 MiB, and a tree grown past that does not boot).
 pub fn set_chosen(dtb: &[u8], edit: &ChosenEdit) -> Result<Vec<u8>, String> {
     let dtb = dtb_slice(dtb).map_err(|e| e.to_string())?;
     let root = Fdt::new(dtb).map_err(|e| e.to_string())?.root();
@@ -79,17 +83,22 @@ pub fn set_chosen(dtb: &[u8], edit: &ChosenEdit) -> Result<Vec<u8>, String> {
         }
     }
 
-    let mut fdt = FdtMut::new(dtb.to_vec()).map_err(|e| e.to_string())?;
-    let mut chosen = fdt
-        .find_node_mut("/chosen")
-        .ok_or_else(|| String::from("the tree has no /chosen"))?;
-    for (name, value) in &props {
-        chosen.remove_property(name);
-        chosen
-            .add_property(name, value.as_slice())
-            .map_err(|e| e.to_string())?;
+    let fdt = Fdt::new(dtb).map_err(|e| e.to_string())?;
+    let mut tree = DeviceTree::from_fdt(&fdt);
+    if tree.root.child_mut("chosen").is_none() {
+        tree.root
+            .add_child(DeviceTreeNode::new("chosen").map_err(|e| e.to_string())?);
     }
-    let out = fdt.data_mut().to_vec();
+    let chosen = tree
+        .root
+        .child_mut("chosen")
+        .ok_or_else(|| String::from("/chosen vanished"))?;
+    for (name, value) in props {
+        chosen.add_property(DeviceTreeProperty::new(name, value).map_err(|e| e.to_string())?);
+    }
+    let mut out = tree.to_dtb();
+    out[BOOT_CPUID_OFFSET..BOOT_CPUID_OFFSET + 4]
+        .copy_from_slice(&fdt.boot_cpuid_phys().to_be_bytes());
 
     let back = Platform::parse(&out).map_err(|e| format!("the edited tree does not parse: {e}"))?;
     let got = &back.chosen;
