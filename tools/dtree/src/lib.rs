@@ -123,13 +123,22 @@ pub fn set_chosen(dtb: &[u8], edit: &ChosenEdit) -> Result<Vec<u8>, String> {
 }
 
 /// Property `prop` of node `path`: its strings one per line if it is a list of printable strings,
-/// else its cells in hex (or its bytes, if not whole cells). Node paths follow dtoolkit's rule
-/// (`/memory` finds `/memory@40000000`).
+/// else its cells in hex (or its bytes, if not whole cells). A path component names a node by its
+/// exact name first, else by its name without unit address (`/memory` finds `/memory@40000000`),
+/// as Portcullis and Linux look nodes up.
 pub fn get(dtb: &[u8], path: &str, prop: &str) -> Result<String, String> {
     let fdt = Fdt::new(dtb_slice(dtb).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let node = fdt
-        .find_node(path)
-        .ok_or_else(|| format!("no node {path}"))?;
+    if !path.starts_with('/') {
+        return Err(format!("{path}: not an absolute path"));
+    }
+    let mut node = fdt.root();
+    for component in path.split('/').filter(|c| !c.is_empty()) {
+        node = node
+            .children()
+            .find(|c| c.name() == component)
+            .or_else(|| node.child(component))
+            .ok_or_else(|| format!("no node {path}"))?;
+    }
     let property = node
         .property(prop)
         .ok_or_else(|| format!("{path} has no property {prop}"))?;

@@ -142,5 +142,25 @@ fn get_prints_strings_cells_or_bytes() {
         "0x0 0x40000000 0x0 0x40000000"
     );
     assert!(get(QEMU, "/nonexistent", "reg").is_err());
+    assert!(get(QEMU, "memory", "reg").is_err());
     assert!(get(QEMU, "/memory", "nonexistent").is_err());
+}
+
+/// `/chosen` is the node named exactly so, even after a `chosen@0` (as Portcullis reads it).
+#[test]
+fn get_prefers_the_exact_name() {
+    let mut tree = DeviceTree::from_fdt(&Fdt::new(QEMU).unwrap());
+    let chosen = tree.root.remove_child("chosen").unwrap();
+    let mut first = DeviceTreeNode::new("chosen@0").unwrap();
+    first.add_property(prop("bootargs", "first"));
+    tree.root.add_child(first);
+    tree.root.add_child(chosen);
+    let dtb = tree.to_dtb();
+    let edit = ChosenEdit {
+        bootargs: Some(String::from("exact")),
+        ..ChosenEdit::default()
+    };
+    let out = set_chosen(&dtb, &edit).unwrap();
+    assert_eq!(get(&out, "/chosen", "bootargs").unwrap(), "exact");
+    assert_eq!(get(&out, "/chosen@0", "bootargs").unwrap(), "first");
 }
