@@ -57,9 +57,10 @@ def build_guest(name):
 def dtree(*args):
     """Runs tools/dtree (built for the host on first use), the one device-tree reader and writer of
     the scripts: it reads a tree with Portcullis' own parser. Returns its output."""
+    env = dict(os.environ, CARGO_TARGET_DIR=_target_dir(""))
     subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "portcullis-dtree"], cwd=ROOT,
-                   check=True)
-    tool = os.path.join(ROOT, "target", "release", "dtree")
+                   check=True, env=env)
+    tool = os.path.join(_target_dir(""), "release", "dtree")
     return subprocess.run([tool, *map(str, args)], check=True, capture_output=True,
                           text=True).stdout.strip()
 
