@@ -134,8 +134,14 @@ mod scenario {
         }
         // Still translating after it all: map, DMA, compare.
         TABLES.map(IOVA, PAGE.addr());
-        smmu.issue_polling_cons(&[Command::TlbiNhVa { asid: ASID, va: IOVA }, sync_cmd()])
-            .map_err(|e| smmu_failed(format_args!("the final map"), e))?;
+        smmu.issue_polling_cons(&[
+            Command::TlbiNhVa {
+                asid: ASID,
+                va: IOVA,
+            },
+            sync_cmd(),
+        ])
+        .map_err(|e| smmu_failed(format_args!("the final map"), e))?;
         PAGE.fill(|_| 0);
         edu.from_device(IOVA, BUFFER_SIZE)
             .map_err(|e| dma_failed(format_args!("DMA back through IOVA {IOVA:#x}"), e))?;
@@ -176,8 +182,9 @@ mod scenario {
         for i in 0..WARMUP + iters {
             let t0 = rt::ticks();
             TABLES.map(IOVA, PAGE.addr());
-            invalidate(smmu, v)
-                .map_err(|e| smmu_failed(format_args!("{name}: map {i}: TLBI_NH_VA + CMD_SYNC"), e))?;
+            invalidate(smmu, v).map_err(|e| {
+                smmu_failed(format_args!("{name}: map {i}: TLBI_NH_VA + CMD_SYNC"), e)
+            })?;
             let t1 = rt::ticks();
             TABLES.unmap(IOVA);
             invalidate(smmu, v).map_err(|e| {
@@ -196,7 +203,10 @@ mod scenario {
         let max = both[..iters].iter().copied().max().map_or(0, u64::from);
         println!("BENCH {name}-map-ns {}", ns(median(&mut map[..iters])));
         println!("BENCH {name}-unmap-ns {}", ns(median(&mut unmap[..iters])));
-        println!("BENCH {name}-map-unmap-ns {}", ns(median(&mut both[..iters])));
+        println!(
+            "BENCH {name}-map-unmap-ns {}",
+            ns(median(&mut both[..iters]))
+        );
         println!("BENCH {name}-map-unmap-min-ns {}", ns(min));
         println!("BENCH {name}-map-unmap-max-ns {}", ns(max));
         Ok(())
