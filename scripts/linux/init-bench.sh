@@ -11,8 +11,8 @@ echo "LINUX-BENCH: init"
 #     kernel (kexec -p, from the "media" disk) and crashes (sysrq c), printing `crashing` first;
 #   - capture kernel (kdump.role=capture): prints `capture init` and powers off.
 # Command-line options (first kernel):
-#   bench.n1m=N      1 MiB reads per disk and mode (default 32)
-#   bench.n4k=N      4 KiB reads per disk and mode (default 1024)
+#   bench.n1m=N      1 MiB reads per disk and mode (default 128)
+#   bench.n4k=N      4 KiB reads per disk and mode (default 2048)
 #   bench.nocrash=1  power off after the reads (the counting runs)
 # Lines: `LINUX-BENCH: io MODE DISK BS start`, then `LINUX-BENCH: io MODE DISK BS end ns=NS bytes=B
 # n=N` (NS from the kernel's monotonic clock, /proc/timer_list, around the dd alone).
@@ -41,8 +41,8 @@ now_ns() {
     fi
 }
 
-n1m=32
-n4k=1024
+n1m=128
+n4k=2048
 nocrash=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
