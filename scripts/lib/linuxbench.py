@@ -59,14 +59,11 @@ IO_START = re.compile(r"LINUX-BENCH: io (\S+) (\S+) (\d+) start")
 IO_END = re.compile(r"LINUX-BENCH: io (\S+) (\S+) (\d+) end ns=(\d+) bytes=(\d+) n=(\d+)")
 EXC = re.compile(r"^Taking exception (\d+) \[([^\]]+)\]")
 EXC_FROM = re.compile(r"^\.\.\.from EL(\d) to EL(\d)")
-EXC_ESR = re.compile(r"^\.\.\.with ESR (?:0x)?([0-9a-f]+)/")
 SMMU_MMIO = re.compile(r"smmuv3_(read|write)_mmio")
 # QEMU's log lines in a counting boot: -d int (exception entry and return) and trace events (log
 # backend, with or without a pid@time: prefix).
 LOG_LINE = re.compile(rb"(?:Taking exception |\.\.\.[a-z]|Exception return from |"
                       rb"(?:\d+@[\d.]+:)?smmuv3_\w+ )[^\n]*\n")
-# Exception classes (ESR_ELx.EC) a host can trap to EL2 with.
-EC_NAMES = {0x01: "wfx", 0x16: "hvc", 0x17: "smc", 0x18: "sysreg", 0x24: "dabt", 0x20: "iabt"}
 
 
 def initramfs(kernel_tag):
@@ -136,7 +133,7 @@ class Boot:
         self.rc = None
         self.other_load = None
         self._phase = None
-        self._exc = None      # [name, from, to, ec] of the exception being logged
+        self._cause = "?"     # the name in QEMU's last `Taking exception` line
         self._text = b""      # console text after the last newline
         self.counting = "-d" in cmd
 
@@ -168,7 +165,6 @@ class Boot:
                 self._split(buf[:cut], now, log)
                 buf = buf[cut:]
             self._split(buf + b"\n", time.monotonic() - start, log)
-            self._flush_exc()
             self.rc = proc.wait()
             log.write(f"# exit {self.rc} after {time.monotonic() - start:.1f} s\n")
         wall = time.monotonic() - wall0
@@ -220,41 +216,31 @@ class Boot:
             self.fails.append(text[len(MARK):].strip())
         m = IO_START.search(text)
         if m:
-            self._flush_exc()
             self._phase = (m.group(1), m.group(2), int(m.group(3)))
         m = IO_END.search(text)
         if m:
-            self._flush_exc()
             key = (m.group(1), m.group(2), int(m.group(3)))
             self.io[key] = (int(m.group(4)), int(m.group(5)), int(m.group(6)))
             self._phase = None
 
     def _count_line(self, line):
-        """Counts one of QEMU's exception-log and SMMU-trace lines inside an I/O phase."""
+        """Counts one of QEMU's exception-log and SMMU-trace lines inside an I/O phase. Each log line
+        is written whole, but the two vCPU threads' lines interleave: every `...from EL1 to EL2`
+        line is one trap (exact), its cause the name in the last `Taking exception` line (the
+        other vCPU's, now and then)."""
+        if not self._phase:
+            return
         if SMMU_MMIO.search(line):
-            if self._phase:
-                self.smmu[self._phase] = self.smmu.get(self._phase, 0) + 1
+            self.smmu[self._phase] = self.smmu.get(self._phase, 0) + 1
             return
         m = EXC.match(line)
         if m:
-            self._flush_exc()
-            self._exc = [m.group(2), None, None, None]
-        elif line.startswith("...") and self._exc:
-            m = EXC_FROM.match(line)
-            if m:
-                self._exc[1], self._exc[2] = int(m.group(1)), int(m.group(2))
-            m = EXC_ESR.match(line)
-            if m:
-                self._exc[3] = int(m.group(1), 16)
-
-    def _flush_exc(self):
-        exc, self._exc = self._exc, None
-        if not exc or not self._phase or exc[1] != 1 or exc[2] != 2:
+            self._cause = m.group(2)
             return
-        name, _, _, ec = exc
-        cause = EC_NAMES.get(ec, f"ec{ec:#x}") if ec is not None and name not in ("IRQ", "FIQ") else name
-        per = self.traps.setdefault(self._phase, {})
-        per[cause] = per.get(cause, 0) + 1
+        m = EXC_FROM.match(line)
+        if m and (m.group(1), m.group(2)) == ("1", "2"):
+            per = self.traps.setdefault(self._phase, {})
+            per[self._cause] = per.get(self._cause, 0) + 1
 
     # Figures of a finished boot.
     def boot_s(self):
@@ -382,7 +368,7 @@ def table(kver, pairs, counts, say):
             if not b or not n:
                 parts.append(f"{side} -")
                 continue
-            traps = (hooked or b.traps).get(phase, {})
+            traps = ((hooked if side == "portcullis" else None) or b.traps).get(phase, {})
             total = sum(traps.values())
             causes = ", ".join(f"{c} {v / n:.2f}" for c, v in sorted(traps.items(), key=lambda x: -x[1]))
             parts.append(f"{side}: traps {total / n:.2f}{' (' + causes + ')' if causes else ''}, "
