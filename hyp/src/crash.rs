@@ -21,18 +21,20 @@
 
 use crate::arch::cpu;
 use crate::arch::vectors::{ExceptionType, Vector};
-use crate::{firewall, host};
+use crate::{firewall, host, window};
 use aarch64_cpu::registers::{ESR_EL2, Readable};
 use core::sync::atomic::{AtomicU8, Ordering};
 use platform::addr::Ipa;
+use portcullis::fence::profile::Checkpoint;
 use portcullis::fence::{self, KexecTrap, Mode};
 use portcullis::trap::esr::{self, Exception, FaultStatus};
 
 /// The first thing a trap from the host does: if it is the kexec event (a permission fault on an
 /// instruction fetch from the crash region, in normal mode), raise the fence before anything else
-/// the trap path does (draining the SMMU, logging). Returns whether it was; the host then resumes
-/// at the trapping instruction.
-pub fn kexec_trap(vector: &Vector) -> bool {
+/// the trap path does (draining the SMMU, logging). `vector_ticks` is the counter at the exception
+/// vector: the window starts there. Returns whether it was; the host then resumes at the trapping
+/// instruction.
+pub fn kexec_trap(vector: &Vector, vector_ticks: u64) -> bool {
     if vector.kind != ExceptionType::Sync || vector.aarch32 || host::in_crash_mode() {
         return false;
     }
@@ -50,7 +52,7 @@ pub fn kexec_trap(vector: &Vector) -> bool {
     };
     match fence::classify_instruction_abort(ipa, abort.fault, host::crash_region(), Mode::Normal) {
         KexecTrap::Fence => {
-            raise(ipa);
+            raise(ipa, vector_ticks);
             true
         }
         KexecTrap::NotOurs => false,
@@ -85,8 +87,8 @@ pub fn idle(elr: &mut u64, len: esr::InstructionLength) {
 /// Raises the portcullis. Returns once the host may resume at the trapping instruction. A second
 /// CPU fetching from the crash region while (or after) another raises it waits for the fence and
 /// retries its fetch.
-fn raise(ipa: Ipa) {
-    let start = cpu::counter();
+fn raise(ipa: Ipa, vector_ticks: u64) {
+    let classified = cpu::counter();
     if FENCE
         .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
@@ -96,12 +98,20 @@ fn raise(ipa: Ipa) {
         }
         return;
     }
+    window::arm(vector_ticks);
+    window::mark_at(Checkpoint::Classified, classified);
+    window::mark(Checkpoint::Claimed);
     let dma_stores = firewall::cut_dma();
+    window::mark(Checkpoint::DmaCut);
     let synced = firewall::fence();
+    window::mark(Checkpoint::Synced);
     let cpu_stores = host::cut_cpu();
     let cpu_end = cpu::counter();
+    window::mark_at(Checkpoint::CpuDone, cpu_end);
     FENCE.store(2, Ordering::Release);
     // The fence is complete: from here on, bookkeeping, logs and allocations are allowed.
+    let profile = window::disarm();
+    let start = vector_ticks;
     let hz = cpu::counter_hz();
     let cpu_ns = portcullis::fence::ticks_to_ns(cpu_end.wrapping_sub(start), hz);
     let fenced = synced.map(|end| {
@@ -112,6 +122,10 @@ fn raise(ipa: Ipa) {
         )
     });
     log::warn!("kexec trap: the host fetched {ipa:?} in the crash region; fence raised in place");
+    log::info!(
+        "fence window, ns since the previous checkpoint: {}",
+        profile.render(hz)
+    );
     match fenced {
         Ok(f) => {
             log::warn!(

@@ -10,6 +10,7 @@ use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
 use crate::host::HostRam;
 use crate::limited::limited;
+use crate::window;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
@@ -19,6 +20,7 @@ use platform::devtree::{PciHost, Platform};
 use portcullis::emul::{
     Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
 };
+use portcullis::fence::profile::Checkpoint;
 use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
@@ -36,10 +38,16 @@ use spin::mutex::TicketMutex as Mutex;
 
 impl SmmuMmio for SmmuFrame {
     fn read32(&mut self, offset: usize) -> u32 {
+        if offset == offset::CMDQ_CONS {
+            window::cons_read();
+        }
         SmmuFrame::read32(self, offset)
     }
     fn write32(&mut self, offset: usize, value: u32) {
-        SmmuFrame::write32(self, offset, value)
+        SmmuFrame::write32(self, offset, value);
+        if offset == offset::CMDQ_PROD {
+            window::mark(Checkpoint::ProdWritten);
+        }
     }
     fn read64(&mut self, offset: usize) -> u64 {
         SmmuFrame::read64(self, offset)
@@ -64,6 +72,7 @@ impl DmaMemory for HeapDma {
     }
     fn wmb(&self) {
         smmu_mmio::write_barrier();
+        window::mark(Checkpoint::CommandsWritten);
     }
     fn rmb(&self) {
         smmu_mmio::read_barrier();
