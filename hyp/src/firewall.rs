@@ -10,7 +10,7 @@ use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
 use crate::host::HostRam;
 use crate::limited::limited;
-use crate::window;
+use crate::window::{self, Run};
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
@@ -134,6 +134,8 @@ struct CrashSide {
 struct DmaCut {
     table: &'static Stage2Table,
     top: Vec<usize>,
+    /// A top-level entry that is invalid and stays so: the rehearsal's store (zero over zero).
+    spare: Option<usize>,
 }
 
 static DMA_CUT: Once<DmaCut> = Once::new();
@@ -144,8 +146,16 @@ static DMA_CUT: Once<DmaCut> = Once::new();
 /// allocation, no log. From the `DSB` that follows, every walk of that stage 2 -- by any stream,
 /// for any address -- ends in a stage-2 translation fault, recorded (every such STE has S2R); what
 /// the SMMU's TLBs still hold goes with [`fence`]'s CMD_TLBI_S12_VMALL. Returns the store count.
-pub fn cut_dma() -> usize {
-    DMA_CUT.get().map_or(0, |c| c.table.invalidate_top(&c.top))
+/// A rehearsal (`crash::rehearse_once`) runs the same code over an entry that is invalid already.
+pub fn cut_dma(run: Run) -> usize {
+    DMA_CUT.get().map_or(0, |c| {
+        let top: &[usize] = match (run, &c.spare) {
+            (Run::Fence, _) => &c.top,
+            (Run::Rehearsal, Some(spare)) => core::slice::from_ref(spare),
+            (Run::Rehearsal, None) => &[],
+        };
+        c.table.invalidate_top(top)
+    })
 }
 
 /// What the dead kernel left configured, recorded at the fence.
@@ -473,7 +483,8 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         top.len(),
         table.top_entry_size() >> 30
     );
-    DMA_CUT.call_once(|| DmaCut { table, top });
+    let spare = (0..table.top_entries()).find(|&i| table.top_entry(i) == 0);
+    DMA_CUT.call_once(|| DmaCut { table, top, spare });
     *FIREWALL.lock() = Some(Firewall {
         driver: drv,
         normal_ste: ste,
@@ -859,6 +870,11 @@ pub fn fence() -> Result<u64, FenceError> {
     Ok(end)
 }
 
+/// The SMMU commands of the DMA fence, its CMD_SYNC included.
+pub fn fence_command_count() -> u64 {
+    fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1
+}
+
 /// After the fence (logs, allocations allowed): the bookkeeping, and the dead kernel's nested
 /// streams made stage 2 only through the (now empty) normal DMA stage 2, as every stream was at
 /// boot, so that their late transactions are refused at their input (CLASS = IN) and recorded
@@ -885,7 +901,7 @@ pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStat
     let fenced = StreamSet::full(&sids);
     fw.fence = FenceStats {
         window_ns,
-        commands: fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1,
+        commands: fence_command_count(),
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
         stores,

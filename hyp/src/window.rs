@@ -12,9 +12,20 @@ static TICKS: [AtomicU64; CHECKPOINTS] = [const { AtomicU64::new(0) }; CHECKPOIN
 static CONS_READS: AtomicU32 = AtomicU32::new(0);
 static ARMED: AtomicBool = AtomicBool::new(false);
 
-/// Starts the record of a fence whose trap entered the vector at counter `vector` (only the CPU
-/// that raises the fence calls this, once).
+/// Whether the fence's steps cut for real or only rehearse (`crash::rehearse`, at boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    Fence,
+    Rehearsal,
+}
+
+/// Starts a new record of a fence whose trap entered the vector at counter `vector` (only the
+/// CPU that raises the fence calls this: once at boot for the rehearsal, once at the fence).
 pub fn arm(vector: u64) {
+    for t in &TICKS {
+        t.store(0, Ordering::Relaxed);
+    }
+    CONS_READS.store(0, Ordering::Relaxed);
     TICKS[Checkpoint::Vector as usize].store(vector, Ordering::Relaxed);
     ARMED.store(true, Ordering::Relaxed);
 }
