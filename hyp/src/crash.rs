@@ -33,7 +33,7 @@ use portcullis::trap::esr::{self, Exception, FaultStatus};
 /// The first thing a trap from the host does: if it is the kexec event (a permission fault on an
 /// instruction fetch from the crash region, in normal mode), raise the fence before anything else
 /// the trap path does (draining the SMMU, logging). `vector_ticks` is the counter at the exception
-/// vector: the window starts there. Returns whether it was; the host then resumes at the trapping
+/// vector (noted there for instruction aborts only): the window starts there. Returns whether it was; the host then resumes at the trapping
 /// instruction.
 pub fn kexec_trap(vector: &Vector, vector_ticks: u64) -> bool {
     if vector.kind != ExceptionType::Sync || vector.aarch32 || host::in_crash_mode() {

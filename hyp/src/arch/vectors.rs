@@ -16,7 +16,8 @@ pub struct TrapFrame {
     pub sp_el1: u64,
     pub elr: u64,
     pub spsr: u64,
-    /// `CNTPCT_EL0` at the vector, before anything is saved: where the fence window starts.
+    /// `CNTPCT_EL0` at the vector, before anything is saved, for an instruction abort from the
+    /// host (0 for any other exception): where the fence window starts.
     pub vector_ticks: u64,
     _pad: u64,
 }
@@ -116,13 +117,23 @@ global_asm!(
     isb
 .endm
 
-/* Each vector: reserve a frame, save x0/x1, note the counter, tag the kind in x1 and go to the
-   common path. */
+/* Each vector: reserve a frame, save x0/x1, note the counter for an instruction abort from the
+   host (EC 0x20: the kexec trap is one, and its fence window starts here; every other trap skips
+   the read, which under QEMU TCG takes the emulator's global lock), tag the kind in x1 and go to
+   the common path. */
 .macro vector kind
     .balign 0x80
     sub     sp, sp, #{frame}
     stp     x0, x1, [sp, #0]
+    mov     x0, xzr
+    .if \kind == 8
+    mrs     x1, esr_el2
+    ubfx    x1, x1, #26, #6
+    cmp     x1, #0x20
+    b.ne    1f
     mrs     x0, cntpct_el0
+1:
+    .endif
     str     x0, [sp, #{ticks}]
     mov     x1, #\kind
     b       el2_trap_common
