@@ -11,6 +11,7 @@ use crate::arch::vectors::TrapFrame;
 use crate::host::HostRam;
 use crate::limited::limited;
 use crate::window::{self, Run};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
@@ -384,7 +385,9 @@ impl Phys<'_> {
     }
 }
 
-static FIREWALL: Mutex<Option<Firewall>> = Mutex::new(None);
+/// Boxed: 13 KiB of state (the fault book) would otherwise sit in the image file as initialised
+/// data (`None` is not all zeros).
+static FIREWALL: Mutex<Option<Box<Firewall>>> = Mutex::new(None);
 
 /// Why the firewall could not be raised.
 #[derive(Debug)]
@@ -485,7 +488,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     );
     let spare = (0..table.top_entries()).find(|&i| table.top_entry(i) == 0);
     DMA_CUT.call_once(|| DmaCut { table, top, spare });
-    *FIREWALL.lock() = Some(Firewall {
+    *FIREWALL.lock() = Some(Box::new(Firewall {
         driver: drv,
         normal_ste: ste,
         stage2,
@@ -502,7 +505,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
         report_generation: 0,
-    });
+    }));
     Ok(())
 }
 
@@ -514,7 +517,7 @@ fn describe_stream(pci: &[PciHost], sid: StreamId) -> Option<platform::devtree::
 /// within the console's rate limit.
 pub fn poll() {
     let mut guard = FIREWALL.lock();
-    let Some(fw) = guard.as_mut() else { return };
+    let Some(fw) = guard.as_deref_mut() else { return };
     let fenced = fw.fenced.is_some();
     let before = fw.faults.streams.total();
     let Firewall {
