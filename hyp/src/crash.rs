@@ -18,6 +18,10 @@
 //!
 //! and only then logs, makes the GIC's LPI tables writable again, writes the fault report, and
 //! resumes the capture kernel's entry path where it trapped.
+//!
+//! The window is timed from the exception vector, with checkpoints along the way (`window`,
+//! logged after the fence), and its code has run once before, with nothing to cut, on the host's
+//! first trap ([`rehearse_once`]).
 
 use crate::arch::cpu;
 use crate::arch::vectors::{ExceptionType, Vector};

@@ -517,7 +517,9 @@ fn describe_stream(pci: &[PciHost], sid: StreamId) -> Option<platform::devtree::
 /// within the console's rate limit.
 pub fn poll() {
     let mut guard = FIREWALL.lock();
-    let Some(fw) = guard.as_deref_mut() else { return };
+    let Some(fw) = guard.as_deref_mut() else {
+        return;
+    };
     let fenced = fw.fenced.is_some();
     let before = fw.faults.streams.total();
     let Firewall {
@@ -846,6 +848,14 @@ impl fmt::Display for FenceError {
 ///   stage 2, which refuses it (a stage-2 fault with CLASS = CD, recorded under S2R) whatever the
 ///   dead kernel's CD.R, also on SMMUs that report a stage-2 fault on a stage-1 table walk as a
 ///   stage-1 fault (QEMU 10);
+/// - why CMD_CFGI_ALL at all, when no STE or CD changes: the configuration caches hold STEs and
+///   CDs, not translations, and a CD cached before the fence still walks its stage-1 tables
+///   through the fenced stage 2 -- a stage-2 fault with CLASS = TT, recorded under S2R. On an SMMU
+///   that follows the architecture CMD_TLBI_S12_VMALL and CMD_SYNC would do: nothing is
+///   translated through the normal policy either way. CMD_CFGI_ALL is for the *record* on SMMUs
+///   that, like QEMU 10, report that fault as a stage-1 fault (recorded only if the dead kernel's
+///   CD.R says so): the CD fetch itself then fails at stage 2. It costs one queue slot; the SMMU's
+///   whole share of the window (writing `CMDQ_PROD` to the completed sync) is ~20 us under QEMU;
 /// - section 4.7, CMD_SYNC: its completion means every earlier command has completed, and the
 ///   invalidations have with every transaction that used the entries they removed: from then on no
 ///   transaction of any stream is translated through the normal policy;
