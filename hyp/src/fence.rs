@@ -571,6 +571,8 @@ impl Write for Counter {
     }
 }
 
+pub mod profile;
+
 #[cfg(test)]
 mod inplace_tests;
 #[cfg(test)]

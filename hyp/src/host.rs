@@ -3,6 +3,7 @@
 use crate::arch::head::{self, MAX_CPUS};
 use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
+use crate::window;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
+use portcullis::fence::profile::Checkpoint;
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
@@ -584,9 +586,12 @@ fn is_capture_cpu() -> bool {
 fn swap_live(table: &Stage2Table, swap: &TopSwap) -> usize {
     SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
     let broken = table.break_top(swap);
+    window::mark(Checkpoint::CpuBroken);
     cpu::stage2_break_broadcast();
+    window::mark(Checkpoint::CpuInvalidated);
     let made = table.make_top(swap);
     cpu::stage2_publish();
+    window::mark(Checkpoint::CpuMade);
     SWAP_DONE_AT.store(cpu::counter(), Ordering::Release);
     SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
     broken + made

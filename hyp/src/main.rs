@@ -22,6 +22,8 @@ mod limited;
 mod test_hooks;
 #[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod window;
 
 #[cfg(target_os = "none")]
 mod image {
