@@ -34,6 +34,7 @@ use crate::smmu::{Ipa, StreamId};
 
 pub mod commands;
 pub mod device;
+pub mod drain;
 pub mod events;
 pub mod features;
 pub mod msi;

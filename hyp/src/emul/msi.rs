@@ -236,7 +236,9 @@ impl EmulatedSmmu {
             IrqSource::Evtq => &mut self.regs.evtq_irq,
         };
         match n {
-            0 => cfg.cfg0 = merge_part(cfg.cfg0, part, value) & super::registers::mask::IRQ_CFG0_BITS,
+            0 => {
+                cfg.cfg0 = merge_part(cfg.cfg0, part, value) & super::registers::mask::IRQ_CFG0_BITS
+            }
             1 => cfg.cfg1 = value as u32,
             _ => cfg.cfg2 = value as u32 & super::registers::mask::IRQ_CFG2_BITS,
         }
@@ -304,7 +306,11 @@ mod tests {
         let crash = Stage2Table::build(&dma_policy(&map, Mode::Crash), 40, 4).expect("crash");
         let ok = |t: &Stage2Table, a: u64| device_write_allowed(t, Ipa(a), 4);
         for a in [0x4000_0000, 0x4300_0000, 0x7bfe_fffc, 0x7fff_fffc] {
-            assert_eq!(ok(&normal, a), !(0x7c00_0000..0x8000_0000).contains(&a), "{a:#x}");
+            assert_eq!(
+                ok(&normal, a),
+                !(0x7c00_0000..0x8000_0000).contains(&a),
+                "{a:#x}"
+            );
         }
         for a in [
             0x4020_0000,
@@ -319,7 +325,13 @@ mod tests {
             assert!(!ok(&normal, a), "normal {a:#x}");
         }
         assert!(ok(&crash, 0x7c00_0000) && ok(&crash, 0x7fff_fffc));
-        for a in [0x4000_0000, 0x4020_0000, 0x7bff_0000, 0x7bff_fffc, 0x8000_0000] {
+        for a in [
+            0x4000_0000,
+            0x4020_0000,
+            0x7bff_0000,
+            0x7bff_fffc,
+            0x8000_0000,
+        ] {
             assert!(!ok(&crash, a), "crash {a:#x}");
         }
         // Straddling into a refused page, and wrapping, are refused.

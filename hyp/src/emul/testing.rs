@@ -176,7 +176,10 @@ impl FakePhys {
             largest_request: 0,
             quiet: false,
             stes_written: 0,
-            dma_writable: std::vec![HOST_RAM.start..CRASH_REGION.start, CRASH_REGION.end..HOST_RAM.end],
+            dma_writable: std::vec![
+                HOST_RAM.start..CRASH_REGION.start,
+                CRASH_REGION.end..HOST_RAM.end
+            ],
         }
     }
 

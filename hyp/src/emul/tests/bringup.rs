@@ -280,8 +280,8 @@ fn illegal_commands_stop_the_queue() {
     for bad in [
         cmd::tlbi_s2_ipa(1, 0x4000_0000),
         cmd::TLBI_EL2_ALL,
-        [0x0f, 0],                // a Reserved opcode
-        [0x46 | 0b11 << 12, 0], // CMD_SYNC with a Reserved CS
+        [0x0f, 0],                        // a Reserved opcode
+        [0x46 | 0b11 << 12, 0],           // CMD_SYNC with a Reserved CS
         [0x40 | 0x10 << 32, 0x4000_0000], // CMD_ATC_INV: ATS not offered
         [0x44 | 0x10 << 32, 0],           // CMD_RESUME: stalls not offered
     ] {

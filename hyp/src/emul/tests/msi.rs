@@ -11,7 +11,10 @@ use crate::smmu::regs::offset as o;
 /// CMD_SYNC, CS = SIG_IRQ, MSH inner shareable, MSIAttr Inner+Outer write-back (as Linux builds
 /// it for MSI polling).
 const fn sync_irq(addr: u64, data: u32) -> [u64; 2] {
-    [0x46 | 0b01 << 12 | 0b11 << 22 | 0xf << 24 | (data as u64) << 32, addr]
+    [
+        0x46 | 0b01 << 12 | 0b11 << 22 | 0xf << 24 | (data as u64) << 32,
+        addr,
+    ]
 }
 
 const MSI_CMDQ_ABT_ERR: u32 = 1 << 4;
@@ -36,7 +39,11 @@ fn msi_to_the_host_queue_completes_the_sync() {
     rig.mem.clear_log();
     let sync_slot = next_slot(&rig) + 16;
     rig.issue(&[cmd::tlbi_nh_asid(0, 5), sync_irq(sync_slot, 0)]);
-    assert_eq!(word(&rig, sync_slot), 0, "the MSI cleared the sync's first word");
+    assert_eq!(
+        word(&rig, sync_slot),
+        0,
+        "the MSI cleared the sync's first word"
+    );
     assert_eq!(rig.r32(o::CMDQ_CONS), rig.r32(o::CMDQ_PROD));
     assert_eq!(rig.r32(o::GERROR), rig.r32(o::GERRORN));
     assert!(rig.take_notes().is_empty());
@@ -62,7 +69,10 @@ fn msi_to_the_host_queue_completes_the_sync() {
         }]
     );
     let stats = rig.smmu.sync_stats();
-    assert_eq!((stats.sig_irq, stats.msi_written, stats.msi_aborted), (1, 1, 0));
+    assert_eq!(
+        (stats.sig_irq, stats.msi_written, stats.msi_aborted),
+        (1, 1, 0)
+    );
 
     // Any other address the host's devices may write gets MSIData, little-endian.
     let target = HOST_RAM.start + 0x5_0000;
@@ -81,7 +91,12 @@ fn msi_outside_the_dma_policy_aborts_and_writes_nothing() {
     let mut rig = Rig::new();
     reset_and_enable(&mut rig);
     // The host's CPU may write the crash region in normal mode: only the DMA policy refuses it.
-    assert!(rig.mem.allowed.iter().any(|r| r.contains(&CRASH_REGION.start)));
+    assert!(
+        rig.mem
+            .allowed
+            .iter()
+            .any(|r| r.contains(&CRASH_REGION.start))
+    );
     for target in [
         CRASH_REGION.start,
         CRASH_REGION.end - 4,
@@ -177,7 +192,9 @@ fn many_msi_syncs_in_one_batch() {
     reset_and_enable(&mut rig);
     rig.phys.take();
     let n = MAX_PENDING + 3;
-    let targets: Vec<u64> = (0..n as u64).map(|i| HOST_RAM.start + 0x7_0000 + 4 * i).collect();
+    let targets: Vec<u64> = (0..n as u64)
+        .map(|i| HOST_RAM.start + 0x7_0000 + 4 * i)
+        .collect();
     let cmds: Vec<[u64; 2]> = targets
         .iter()
         .enumerate()

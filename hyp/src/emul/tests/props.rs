@@ -305,7 +305,10 @@ fn check_step(rig: &Rig, op: &Op, before: &Visible) -> Result<(), TestCaseError>
     for w in rig.mem.accesses() {
         if w.write && w.allowed && w.len == 4 {
             prop_assert!(
-                rig.phys.dma_writable.iter().any(|r| r.start <= w.ipa && w.ipa + 4 <= r.end),
+                rig.phys
+                    .dma_writable
+                    .iter()
+                    .any(|r| r.start <= w.ipa && w.ipa + 4 <= r.end),
                 "MSI written at {:#x}, outside the DMA policy",
                 w.ipa
             );
