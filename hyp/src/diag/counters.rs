@@ -136,8 +136,6 @@ fn is_event_side(offset: usize) -> bool {
     matches!(slot(offset), 2..=5)
 }
 
-const ZERO: AtomicU64 = AtomicU64::new(0);
-
 /// Every counter.
 #[derive(Debug)]
 pub struct Counters {
@@ -165,13 +163,13 @@ impl Default for Counters {
 impl Counters {
     pub const fn new() -> Self {
         Self {
-            traps: ZERO,
-            by_cause: [ZERO; Trap::ALL.len()],
-            emul_reads: [ZERO; REGS.len()],
-            emul_writes: [ZERO; REGS.len()],
-            phys_reads: [ZERO; REGS.len()],
-            phys_writes: [ZERO; REGS.len()],
-            drains: ZERO,
+            traps: AtomicU64::new(0),
+            by_cause: [const { AtomicU64::new(0) }; Trap::ALL.len()],
+            emul_reads: [const { AtomicU64::new(0) }; REGS.len()],
+            emul_writes: [const { AtomicU64::new(0) }; REGS.len()],
+            phys_reads: [const { AtomicU64::new(0) }; REGS.len()],
+            phys_writes: [const { AtomicU64::new(0) }; REGS.len()],
+            drains: AtomicU64::new(0),
         }
     }
 
