@@ -17,7 +17,7 @@
 //! | `0xC600_0105` | —         | x0 = 0, x1 = checksum of the fault report region now, x2 = its    |
 //! |               |           | checksum right after Portcullis last wrote it, x3 = how many times |
 //! |               |           | Portcullis wrote it (0 and x1 = x2 = 0 without a report region)    |
-//! | `0xC600_0106` | —         | logs the counters line (`at=hook`, `portcullis::diag::counters`); |
+//! | `0xC600_0107` | —         | logs the counters line (`at=hook`, `portcullis::diag::counters`); |
 //! |               |           | x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses,  |
 //! |               |           | x3 = CMD_SYNC MSIs aborted << 32 \| MSIs written                  |
 //!
@@ -41,7 +41,7 @@ pub const TEST_MODE: u32 = 0xc600_0102;
 pub const TEST_CANARIES: u32 = 0xc600_0103;
 pub const TEST_INTEGRITY: u32 = 0xc600_0104;
 pub const TEST_REPORT: u32 = 0xc600_0105;
-pub const TEST_COUNTERS: u32 = 0xc600_0106;
+pub const TEST_COUNTERS: u32 = 0xc600_0107;
 
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
 const CANARY_SIZE: usize = 4096;
