@@ -111,6 +111,7 @@ mod scenario {
         let s = smmu(env)?;
         // SAFETY: `visible` is host RAM this CPU may read (the crash region in normal mode).
         let before = visible.map(|v| unsafe { read64(v) });
+        let counted = counters()?;
         let (err, active) = sync_msi(&s, addr, 0xdead)?;
         println!("  CMD_SYNC with an MSI to {addr:#x}: error {err:?}, GERROR active {active:#x}");
         check!(
@@ -127,8 +128,19 @@ mod scenario {
             before == after,
             "the MSI landed at {addr:#x}: {before:x?} -> {after:x?}"
         );
+        let now = counters()?;
+        check!(
+            now.msi_aborted == counted.msi_aborted + 1 && now.msi_written == counted.msi_written,
+            "Portcullis counted MSIs {counted:?} -> {now:?}: want exactly one more aborted"
+        );
         s.acknowledge_gerrors();
         Ok(())
+    }
+
+    /// Portcullis' counters (test hook), as a failure if the hook does not answer.
+    fn counters() -> Result<guest::hooks::Counters, Failure> {
+        guest::hooks::counters()
+            .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_COUNTERS: {e}")))
     }
 
     fn sync_msi_portcullis(env: &Env) -> Outcome {
@@ -154,7 +166,13 @@ mod scenario {
         let target = env.scratch(0x60_0000);
         // SAFETY: scratch host RAM of the payload.
         unsafe { write64(target, u64::MAX) };
+        let counted = counters()?;
         let (err, active) = sync_msi(&s, target, 0x1234_5678)?;
+        let now = counters()?;
+        check!(
+            now.msi_written == counted.msi_written + 1,
+            "Portcullis counted MSIs {counted:?} -> {now:?}: want one more written"
+        );
         // SAFETY: as above.
         let now = unsafe { read64(target) };
         check!(err.is_none(), "the CMD_SYNC gave command error {err:?}");
