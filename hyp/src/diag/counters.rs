@@ -24,6 +24,8 @@
 //! `at=system-reset`), and, in test builds, on the test hook `0xC600_0107` (`at=hook`). A
 //! benchmark brackets a run with two CPU_OFFs (taking a CPU offline and online again between
 //! runs costs a few dozen traps, which the line before and after the run shows) and subtracts.
+//! The line is rate-limited (20 a second; a suppressed one is simply missing, and the next says how
+//! many were suppressed), so a bracket should not come faster than that.
 
 use alloc::string::String;
 use core::fmt::Write;
