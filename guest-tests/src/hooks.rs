@@ -12,6 +12,7 @@
 //! | `PORTCULLIS_TEST_CANARIES` | x1 = index | x0 = 0, x1 = address, x2 = size of canary page *index* (0 = image `.data`, 1 = heap, 2 = the reserved region's last page), x3 = how many there are; x0 = -2 past the last |
 //! | `PORTCULLIS_TEST_INTEGRITY` | — | x0 = 0, x1 = checksum of Portcullis' text + rodata, x2 = of all canary pages, x3 = bit *i* set if canary *i* lost its pattern |
 //! | `PORTCULLIS_TEST_REPORT` | — | x0 = 0, x1 = checksum of the fault report region now, x2 = right after Portcullis last wrote it, x3 = how many times it did |
+//! | `PORTCULLIS_TEST_COUNTERS` | — | logs Portcullis' `counters:` line; x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses, x3 = CMD_SYNC MSIs aborted << 32 \| written |
 //!
 //! x0 = -1 (NOT_SUPPORTED) from a Portcullis built without the feature.
 
@@ -24,6 +25,7 @@ pub const PORTCULLIS_TEST_MODE: u32 = 0xC600_0102;
 pub const PORTCULLIS_TEST_CANARIES: u32 = 0xC600_0103;
 pub const PORTCULLIS_TEST_INTEGRITY: u32 = 0xC600_0104;
 pub const PORTCULLIS_TEST_REPORT: u32 = 0xC600_0105;
+pub const PORTCULLIS_TEST_COUNTERS: u32 = 0xC600_0107;
 
 const NOT_SUPPORTED: i64 = -1;
 
@@ -237,6 +239,26 @@ impl ReportSums {
     pub fn untouched(&self) -> bool {
         self.now == self.written
     }
+}
+
+/// What `PORTCULLIS_TEST_COUNTERS` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub traps: u64,
+    pub physical_accesses: u64,
+    pub msi_written: u32,
+    pub msi_aborted: u32,
+}
+
+/// `PORTCULLIS_TEST_COUNTERS` (also logs Portcullis' counters line).
+pub fn counters() -> Result<Counters, HookError> {
+    let r = call(PORTCULLIS_TEST_COUNTERS, 0)?;
+    Ok(Counters {
+        traps: r[1],
+        physical_accesses: r[2],
+        msi_written: r[3] as u32,
+        msi_aborted: (r[3] >> 32) as u32,
+    })
 }
 
 /// `PORTCULLIS_TEST_REPORT`.

@@ -3,8 +3,9 @@
 //!
 //! The portable driver (`portcullis::smmu::driver`) decides everything; this module gives it the
 //! register frame, identity-mapped heap memory and barriers, installs the policy at boot, and drains
-//! the event queue whenever Portcullis runs (every trap), so faults are recorded without the host's
-//! cooperation.
+//! the event queue when something can have arrived (`portcullis::emul::drain`: the host reading its
+//! event registers, every trap in crash mode, a backstop every few milliseconds otherwise), so
+//! faults are recorded without the host's cooperation.
 
 use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
@@ -18,6 +19,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
+use portcullis::diag::counters::COUNTERS;
 use portcullis::emul::{
     Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
 };
@@ -39,21 +41,25 @@ use spin::mutex::TicketMutex as Mutex;
 
 impl SmmuMmio for SmmuFrame {
     fn read32(&mut self, offset: usize) -> u32 {
+        COUNTERS.physical(offset, false);
         if offset == offset::CMDQ_CONS {
             window::cons_read();
         }
         SmmuFrame::read32(self, offset)
     }
     fn write32(&mut self, offset: usize, value: u32) {
+        COUNTERS.physical(offset, true);
         SmmuFrame::write32(self, offset, value);
         if offset == offset::CMDQ_PROD {
             window::mark(Checkpoint::ProdWritten);
         }
     }
     fn read64(&mut self, offset: usize) -> u64 {
+        COUNTERS.physical(offset, false);
         SmmuFrame::read64(self, offset)
     }
     fn write64(&mut self, offset: usize, value: u64) {
+        COUNTERS.physical(offset, true);
         SmmuFrame::write64(self, offset, value)
     }
 }
@@ -122,7 +128,7 @@ struct Firewall {
 /// The crash-mode DMA side, built once at boot and never edited.
 struct CrashSide {
     /// The crash-mode DMA policy (VMID 4): the crash region only, for the capture kernel's devices.
-    _dma: Stage2Table,
+    dma: Stage2Table,
     dma_stage2: Stage2Config,
     /// The crash region: after the fence, the only memory the capture kernel (and nothing else)
     /// can write.
@@ -227,6 +233,9 @@ struct Phys<'a> {
     /// After the fence: where the host's Stream table is, to tell whether an STE comes from a
     /// table the capture kernel set up after the fence (`fence::from_capture_table`).
     lift: Option<LiftCheck>,
+    /// The live DMA policy (the normal one; the crash-mode one after the fence): what a CMD_SYNC
+    /// completion MSI may write.
+    dma: Option<&'a Stage2Table>,
 }
 
 /// What `Phys::admit` needs to check where a lifting STE comes from.
@@ -342,6 +351,11 @@ impl PhysicalSmmu for Phys<'_> {
     fn sync(&mut self) -> Result<(), SmmuError> {
         let cmds = core::mem::take(&mut self.pending);
         self.driver.submit(&cmds)
+    }
+
+    fn device_may_write(&self, ipa: portcullis::smmu::Ipa, len: usize) -> bool {
+        self.dma
+            .is_some_and(|t| portcullis::emul::msi::device_write_allowed(t, ipa, len))
     }
 }
 
@@ -513,6 +527,42 @@ fn describe_stream(pci: &[PciHost], sid: StreamId) -> Option<platform::devtree::
     pci.iter().find_map(|h| h.bdf_for_stream(sid))
 }
 
+/// The counter at the last drain of the physical Event queue.
+static LAST_DRAIN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The drain a trap owes first, if any (`portcullis::emul::drain::on_trap`: every trap in crash
+/// mode, otherwise at most every few milliseconds). No MMIO and no lock when none is due.
+pub fn poll_if_due() {
+    let now = crate::arch::cpu::counter();
+    let last = LAST_DRAIN.load(core::sync::atomic::Ordering::Relaxed);
+    let hz = crate::arch::cpu::counter_hz();
+    if portcullis::emul::drain::on_trap(crate::host::in_crash_mode(), now, last, hz) {
+        poll();
+    }
+}
+
+/// Logs the counters line (`portcullis::diag::counters`: the interface benchmarks read), with the
+/// host's CMD_SYNCs from the emulated SMMU. Host-triggered, so rate-limited, but to 20 lines a
+/// second rather than `limited!`'s 5: a benchmark brackets its I/O phases with CPU_OFFs in quick
+/// succession, and a line lost to the limit is a phase without figures.
+pub fn log_counters(at: &str) {
+    static LIMIT: portcullis::diag::RateLimit = portcullis::diag::RateLimit::new(20);
+    crate::limited::log(
+        &LIMIT,
+        log::Level::Info,
+        format_args!("{}", COUNTERS.render(at, &sync_stats())),
+    );
+}
+
+/// The host's CMD_SYNCs by completion signal, and their MSIs.
+pub fn sync_stats() -> portcullis::emul::msi::SyncStats {
+    FIREWALL
+        .lock()
+        .as_ref()
+        .map(|fw| fw.emul.sync_stats())
+        .unwrap_or_default()
+}
+
 /// Drains the physical event queue: every record is kept (or counted as overflowed), and logged
 /// within the console's rate limit.
 pub fn poll() {
@@ -520,6 +570,11 @@ pub fn poll() {
     let Some(fw) = guard.as_deref_mut() else {
         return;
     };
+    LAST_DRAIN.store(
+        crate::arch::cpu::counter(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    COUNTERS.drain();
     let fenced = fw.fenced.is_some();
     let before = fw.faults.streams.total();
     let Firewall {
@@ -694,6 +749,7 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
         return;
     };
     let offset = (access.ipa.raw() - frame_base) as usize;
+    COUNTERS.emulated(offset, access.write);
     if access.write {
         let value = access.store_value(&frame.x);
         if fw.fenced.is_some() && (offset::STRTAB_BASE..offset::STRTAB_BASE + 8).contains(&offset) {
@@ -708,10 +764,16 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
             }),
             _ => None,
         };
+        let dma = match (&fw.fenced, &fw.crash) {
+            (Some(_), Some(crash)) => Some(&crash.dma),
+            (Some(_), None) => None,
+            (None, _) => DMA_CUT.get().map(|c| c.table),
+        };
         let fenced = fw.fenced.as_mut();
         let mut phys = Phys {
             fenced,
             lift,
+            dma,
             driver: &mut fw.driver,
             stage2: fw.stage2,
             pending: Vec::new(),
@@ -728,7 +790,7 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
         log_notes(&notes);
         mirror_irq_ctrl(fw);
     } else {
-        if offset == offset::EVTQ_PROD {
+        if portcullis::emul::drain::on_host_access(offset, false) {
             // The host looks for events: bring the physical queue's news first.
             drop(guard);
             poll();
@@ -802,7 +864,7 @@ fn prepare_crash_side(
         log::info!("DMA policy (crash): {} {:?}", r.range, r.access);
     }
     Ok(CrashSide {
-        _dma: dma,
+        dma,
         dma_stage2,
         region,
     })

@@ -17,6 +17,9 @@
 //! | `0xC600_0105` | —         | x0 = 0, x1 = checksum of the fault report region now, x2 = its    |
 //! |               |           | checksum right after Portcullis last wrote it, x3 = how many times |
 //! |               |           | Portcullis wrote it (0 and x1 = x2 = 0 without a report region)    |
+//! | `0xC600_0107` | —         | logs the counters line (`at=hook`, `portcullis::diag::counters`); |
+//! |               |           | x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses,  |
+//! |               |           | x3 = CMD_SYNC MSIs aborted << 32 \| MSIs written                  |
 //!
 //! The canary pages (`0xC600_0103`), each filled with a known pattern nothing in Portcullis writes
 //! after boot: 0 = a page of the image's `.data` (the `0xC600_0100` canary), 1 = a page allocated
@@ -38,6 +41,7 @@ pub const TEST_MODE: u32 = 0xc600_0102;
 pub const TEST_CANARIES: u32 = 0xc600_0103;
 pub const TEST_INTEGRITY: u32 = 0xc600_0104;
 pub const TEST_REPORT: u32 = 0xc600_0105;
+pub const TEST_COUNTERS: u32 = 0xc600_0107;
 
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
 const CANARY_SIZE: usize = 4096;
@@ -202,6 +206,16 @@ fn integrity() -> (u64, u64, u64) {
 /// Answers a test hook, or returns false if `frame.x[0]` is not one.
 pub fn handle(frame: &mut TrapFrame) -> bool {
     match frame.x[0] as u32 {
+        TEST_COUNTERS => {
+            use portcullis::diag::counters::COUNTERS;
+            crate::firewall::log_counters("hook");
+            let sync = crate::firewall::sync_stats();
+            frame.x[0] = 0;
+            frame.x[1] = COUNTERS.traps();
+            frame.x[2] = COUNTERS.physical_total();
+            frame.x[3] = (sync.msi_aborted << 32) | (sync.msi_written & 0xffff_ffff);
+            true
+        }
         TEST_CANARY => {
             frame.x[0] = 0;
             frame.x[1] = CANARY.0.get() as u64;

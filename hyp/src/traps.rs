@@ -12,6 +12,7 @@ use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
 use crate::limited::limited;
 use aarch64_cpu::registers::*;
+use portcullis::diag::counters::{COUNTERS, Trap};
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
 use portcullis::trap::mmio::MmioAccess;
@@ -29,23 +30,29 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
             ELR_EL2.get()
         );
     }
+    COUNTERS.trap();
     // The kexec trap raises the fence before anything else (no drain, no log, no other lock).
     if crate::crash::kexec_trap(&vector, frame.vector_ticks) {
+        COUNTERS.cause(Trap::Kexec);
         return;
     }
-    // Portcullis owns the physical event queue and drains it whenever it runs.
-    crate::firewall::poll();
+    // Portcullis owns the physical event queue: drained here in crash mode and as a backstop,
+    // otherwise when the host reads its event registers (`portcullis::emul::drain`).
+    crate::firewall::poll_if_due();
     match (vector.kind, vector.aarch32) {
         (ExceptionType::Sync, false) => lower_sync(frame),
         // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
         // traps to EL2 (an SMC): refuse it like any unknown instruction.
         (ExceptionType::Sync, true) => inject_undefined(frame),
         // Interrupts and SErrors are not routed to EL2 (HCR_EL2.IMO/FMO/AMO clear).
-        _ => limited!(
-            Warn,
-            "unexpected {vector:?} from the host, ESR {:#x}; ignored",
-            ESR_EL2.get()
-        ),
+        _ => {
+            COUNTERS.cause(Trap::Other);
+            limited!(
+                Warn,
+                "unexpected {vector:?} from the host, ESR {:#x}; ignored",
+                ESR_EL2.get()
+            )
+        }
     }
     // Once, on the host's first trap: the fence's path run with nothing to cut (see there).
     crate::crash::rehearse_once();
@@ -64,7 +71,10 @@ fn lower_sync(frame: &mut TrapFrame) {
         Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
         // WFI traps only in crash mode (the capture kernel's idle: see `crash::idle`).
-        Exception::Wfx(_) => crate::crash::idle(&mut frame.elr, syndrome.instruction_length),
+        Exception::Wfx(_) => {
+            COUNTERS.cause(Trap::Wfi);
+            crate::crash::idle(&mut frame.elr, syndrome.instruction_length)
+        }
         other => {
             limited!(
                 Warn,
@@ -79,9 +89,14 @@ fn lower_sync(frame: &mut TrapFrame) {
 fn smccc_call(frame: &mut TrapFrame) {
     #[cfg(feature = "test-hooks")]
     if crate::test_hooks::handle(frame) {
+        COUNTERS.cause(Trap::TestHook);
         return;
     }
+    COUNTERS.cause(Trap::Smccc);
     let call = psci::classify(&[frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+    if let Some(at) = counters_point(&call) {
+        crate::firewall::log_counters(at);
+    }
     if host::is_dead_cpu() && !psci::allowed_after_death(&call) {
         frame.x[0] = psci::x0(psci::code::DENIED);
         return;
@@ -113,6 +128,21 @@ fn smccc_call(frame: &mut TrapFrame) {
     }
 }
 
+/// The PSCI calls at which the counters line is logged (`portcullis::diag::counters`): a CPU
+/// going offline (Linux: `echo 0 > /sys/devices/system/cpu/cpuN/online`), the system going down.
+fn counters_point(call: &psci::Call) -> Option<&'static str> {
+    use psci::PsciFunction as F;
+    match call {
+        psci::Call::Psci { function, .. } => match function {
+            F::CpuOff => Some("cpu-off"),
+            F::SystemOff | F::SystemOff2 => Some("system-off"),
+            F::SystemReset | F::SystemReset2 => Some("system-reset"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
     let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
         FaultIpa::Known(ipa) => ipa,
@@ -134,6 +164,7 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
         && host::retry_stage2_fault(ipa, abort.write && !abort.s1ptw, false)
     {
         // Faulted while the fence swapped the stage 2 (break-before-make): allowed now, retry.
+        COUNTERS.cause(Trap::Retry);
         return;
     }
     if host::is_dead_cpu() {
@@ -154,6 +185,7 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
     if crate::gic_mediation::is_trapped(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
+                COUNTERS.cause(Trap::Gic);
                 crate::gic_mediation::access(frame, &access);
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
@@ -174,6 +206,11 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
     if host::is_emulated_smmu(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
+                COUNTERS.cause(if access.write {
+                    Trap::SmmuWrite
+                } else {
+                    Trap::SmmuRead
+                });
                 crate::firewall::emulated_access(frame, &access, host::smmu_base());
                 frame.elr = inject::skip_instruction(frame.elr, len);
             }
@@ -230,6 +267,7 @@ fn instruction_abort(frame: &mut TrapFrame, abort: &InstructionAbort) {
     if matches!(abort.fault, FaultStatus::Translation { .. })
         && host::retry_stage2_fault(ipa, false, !abort.s1ptw)
     {
+        COUNTERS.cause(Trap::Retry);
         return;
     }
     limited!(
@@ -251,6 +289,7 @@ fn guest_state(frame: &TrapFrame) -> GuestState {
 }
 
 fn inject_abort(frame: &mut TrapFrame, abort: Abort) {
+    COUNTERS.cause(Trap::AbortInjected);
     match inject::inject_external_abort(&guest_state(frame), &abort) {
         Ok(inj) => {
             ESR_EL1.set(inj.esr_el1);
@@ -268,6 +307,7 @@ fn inject_abort(frame: &mut TrapFrame, abort: Abort) {
 /// Makes the host take an "unknown reason" exception (EC 0) at the trapping instruction, as an
 /// undefined instruction would.
 fn inject_undefined(frame: &mut TrapFrame) {
+    COUNTERS.cause(Trap::Undefined);
     let state = guest_state(frame);
     match inject::inject_external_abort(&state, &Abort::Instruction { far: frame.elr }) {
         Ok(inj) => {

@@ -9,6 +9,11 @@
 #   smoke.wait=SECONDS         how long to wait for the expected devices (default 120)
 #   smoke.mb=N                 MiB written per device (default 4)
 #   smoke.shell=1              drop to a shell at the end instead of powering off
+#   smoke.count=1              after the test, O_DIRECT reads of 1024 x 4 KiB and 4 x 1 MiB per device,
+#                              each bracketed by `COUNT-MARK: <dev>-<size>-start|end` lines and a CPU1
+#                              offline/online (Portcullis logs its `counters:` line at each CPU_OFF:
+#                              hyp/src/diag/counters.rs); `null-start|end` brackets no I/O (the cost of
+#                              the bracket itself). Needs 2 CPUs.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export LD_LIBRARY_PATH=
 
@@ -33,6 +38,7 @@ for arg in $(cat /proc/cmdline); do
         smoke.wait=*) wait_s=${arg#smoke.wait=} ;;
         smoke.mb=*) mb=${arg#smoke.mb=} ;;
         smoke.shell=1) shell=1 ;;
+        smoke.count=1) count=1 ;;
     esac
 done
 
@@ -140,6 +146,27 @@ for d in /dev/vda /dev/nvme0n1; do
     fi
 done
 echo "LINUX-SMOKE: $tested block device(s) tested"
+
+# Portcullis' counters around known I/O (smoke.count=1).
+mark() {
+    echo "COUNT-MARK: $1"
+    echo 0 > /sys/devices/system/cpu/cpu1/online
+    echo 1 > /sys/devices/system/cpu/cpu1/online
+}
+if [ "$count" = 1 ]; then
+    mark null-start
+    mark null-end
+    for d in /dev/vda /dev/nvme0n1; do
+        [ -b "$d" ] || continue
+        n=$(basename "$d")
+        mark "$n-4k-start"
+        dd if="$d" of=/dev/null bs=4k count=1024 iflag=direct 2>/dev/null
+        mark "$n-4k-end"
+        mark "$n-1m-start"
+        dd if="$d" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+        mark "$n-1m-end"
+    done
+fi
 
 if [ -z "$fails" ]; then
     echo "LINUX-SMOKE: PASS"

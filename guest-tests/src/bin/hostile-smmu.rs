@@ -15,7 +15,9 @@
 mod scenario {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use guest::hostile::{self, Attack, Env, attempt, ldp, str_post};
-    use guest::rt::{self, Context, mmio_read16, mmio_read32, mmio_write8, mmio_write32, write64};
+    use guest::rt::{
+        self, Context, mmio_read16, mmio_read32, mmio_write8, mmio_write32, read64, write64,
+    };
     use guest::smmu::{
         Command, Smmu, SmmuError, SmmuMemory, SyncSignal, cmd, cmdq_cons, cr0, queue_base, reg,
         strtab,
@@ -88,17 +90,97 @@ mod scenario {
         expect_ill(env, Command::TlbiEl2All)
     }
 
-    fn sync_msi_portcullis(env: &Env) -> Outcome {
+    /// GERROR.MSI_CMDQ_ABT_ERR: a CMD_SYNC's completion MSI aborted (section 7.5).
+    const MSI_CMDQ_ABT_ERR: u32 = 1 << 4;
+
+    /// CMD_SYNC, CS = SIG_IRQ, MSIData `data`, MSIADDR `addr`; the command error, if any, and the
+    /// active global errors after it.
+    fn sync_msi(s: &Smmu, addr: u64, data: u32) -> Result<(Option<u64>, u32), Failure> {
+        s.acknowledge_gerrors();
+        let w0 = cmd::OPCODE.val(cmd::SYNC) | cmd::SYNC_CS.val(0b01) | u64::from(data) << 32;
+        let w1 = addr & 0x000f_ffff_ffff_fffc;
+        let err = issue_error(s, &[Command::Raw([w0, w1])])?;
+        let (active, _, _) = s.active_gerrors();
+        Ok((err, active))
+    }
+
+    /// An MSI aimed where no device of the host may write: the sync completes, the MSI aborts
+    /// (GERROR.MSI_CMDQ_ABT_ERR) and nothing lands (the common checks cover Portcullis' memory
+    /// and the report; `visible` is an address this CPU can read to see for itself).
+    fn sync_msi_refused(env: &Env, addr: u64, visible: Option<u64>) -> Outcome {
         let s = smmu(env)?;
-        // CMD_SYNC, CS = SIG_IRQ, MSIData 0xdead, MSIAddress = a canary.
-        let w0 = cmd::OPCODE.val(cmd::SYNC) | cmd::SYNC_CS.val(0b01) | 0xdead_u64 << 32;
-        let w1 = env.canary(0) & 0x000f_ffff_ffff_fffc;
-        let err = issue_error(&s, &[Command::Raw([w0, w1])])?;
-        println!(
-            "  CMD_SYNC with an MSI to {:#x}: error {err:?}",
-            env.canary(0)
+        // SAFETY: `visible` is host RAM this CPU may read (the crash region in normal mode).
+        let before = visible.map(|v| unsafe { read64(v) });
+        let counted = counters()?;
+        let (err, active) = sync_msi(&s, addr, 0xdead)?;
+        println!("  CMD_SYNC with an MSI to {addr:#x}: error {err:?}, GERROR active {active:#x}");
+        check!(
+            err.is_none(),
+            "the CMD_SYNC stopped the queue ({err:?}); it should complete with its MSI aborted"
         );
-        hostile::sleep_ms(5);
+        check!(
+            active & MSI_CMDQ_ABT_ERR != 0,
+            "GERROR active {active:#x}: no MSI_CMDQ_ABT_ERR for the refused MSI"
+        );
+        // SAFETY: as above.
+        let after = visible.map(|v| unsafe { read64(v) });
+        check!(
+            before == after,
+            "the MSI landed at {addr:#x}: {before:x?} -> {after:x?}"
+        );
+        let now = counters()?;
+        check!(
+            now.msi_aborted == counted.msi_aborted + 1 && now.msi_written == counted.msi_written,
+            "Portcullis counted MSIs {counted:?} -> {now:?}: want exactly one more aborted"
+        );
+        s.acknowledge_gerrors();
+        Ok(())
+    }
+
+    /// Portcullis' counters (test hook), as a failure if the hook does not answer.
+    fn counters() -> Result<guest::hooks::Counters, Failure> {
+        guest::hooks::counters()
+            .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_COUNTERS: {e}")))
+    }
+
+    fn sync_msi_portcullis(env: &Env) -> Outcome {
+        sync_msi_refused(env, env.canary(0), None)?;
+        sync_msi_refused(env, env.canary(1), None)
+    }
+
+    fn sync_msi_crash_region(env: &Env) -> Outcome {
+        let crash = env.crash()?;
+        sync_msi_refused(env, crash.base, Some(crash.base))?;
+        let last = crash.base + crash.size - 8;
+        sync_msi_refused(env, last, Some(last))
+    }
+
+    fn sync_msi_report(env: &Env) -> Outcome {
+        sync_msi_refused(env, env.report()?.base, None)
+    }
+
+    /// The control: an MSI to the payload's own memory lands (as Linux's MSI polling needs), with
+    /// no global error.
+    fn sync_msi_own_memory(env: &Env) -> Outcome {
+        let s = smmu(env)?;
+        let target = env.scratch(0x60_0000);
+        // SAFETY: scratch host RAM of the payload.
+        unsafe { write64(target, u64::MAX) };
+        let counted = counters()?;
+        let (err, active) = sync_msi(&s, target, 0x1234_5678)?;
+        let now = counters()?;
+        check!(
+            now.msi_written == counted.msi_written + 1,
+            "Portcullis counted MSIs {counted:?} -> {now:?}: want one more written"
+        );
+        // SAFETY: as above.
+        let now = unsafe { read64(target) };
+        check!(err.is_none(), "the CMD_SYNC gave command error {err:?}");
+        check!(active == 0, "GERROR active {active:#x} after a good MSI");
+        check!(
+            now == 0xffff_ffff_1234_5678,
+            "MSI to {target:#x}: the word reads {now:#x}, want MSIData 0x12345678 in its low half"
+        );
         Ok(())
     }
 
@@ -413,6 +495,18 @@ mod scenario {
         Attack {
             name: "smmu-sync-msi-into-portcullis",
             run: sync_msi_portcullis,
+        },
+        Attack {
+            name: "smmu-sync-msi-into-crash-region",
+            run: sync_msi_crash_region,
+        },
+        Attack {
+            name: "smmu-sync-msi-into-report",
+            run: sync_msi_report,
+        },
+        Attack {
+            name: "smmu-sync-msi-own-memory",
+            run: sync_msi_own_memory,
         },
         Attack {
             name: "smmu-strtab-portcullis",

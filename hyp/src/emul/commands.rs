@@ -14,7 +14,7 @@
 //! | TLBI_NSNH_ALL                                  | TLBI_NH_ALL with Portcullis' VMID           |
 //! | PREFETCH_CONFIG, PREFETCH_ADDR                 | accepted, dropped (a hint)                  |
 //! | CMD_SYNC, CS = SIG_NONE or SIG_SEV             | completes after a physical CMD_SYNC         |
-//! | CMD_SYNC, CS = SIG_IRQ                         | CERROR_ILL (no MSI, no wired interrupt Portcullis could raise) |
+//! | CMD_SYNC, CS = SIG_IRQ                         | the same, then its MSI written if the DMA policy allows ([`super::msi`]) |
 //! | stage 2, EL2, EL3 invalidations, CFGI_VMS_PIDM | CERROR_ILL (no stage 2, no EL2 offered)     |
 //! | ATC_INV, PRI_RESP, RESUME, STALL_TERM          | CERROR_ILL (ATS, PRI, stalls not offered)   |
 //! | anything malformed or Reserved                 | CERROR_ILL                                  |
@@ -42,7 +42,7 @@ use super::device::{EmulatedSmmu, Note, push_note, queue_base_addr};
 use super::streams::{Trigger, read_words};
 use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::StreamId;
-use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError, SyncSignal};
+use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError};
 use crate::smmu::queue::{CmdqCons, CommandQueueError, QueueIndex, QueuePair};
 use crate::smmu::ste::Ste;
 
@@ -75,6 +75,8 @@ pub(super) struct PhysBatch {
     /// (host command batches: most of 65 536 streams of a CFGI_ALL have no STE at all, and used to
     /// be rewritten, unchanged, on every one). Register writes and policy switches rewrite all.
     pub(super) skip_unchanged_aborts: bool,
+    /// Completion MSIs of the batch's host CMD_SYNCs, made once the physical sync returns.
+    pub(super) msis: super::msi::PendingMsis,
 }
 
 impl PhysBatch {
@@ -368,6 +370,11 @@ impl EmulatedSmmu {
             push_note(notes, Note::physical("CMD_SYNC", &e));
             failed = true;
         }
+        if failed {
+            batch.msis.clear();
+        } else {
+            self.complete_msis(&mut batch, mem, phys, notes);
+        }
         if let (true, Some(sync)) = (failed, first_sync) {
             // Hold the host at its first CMD_SYNC; a later error in the batch is found again
             // when the host retries.
@@ -431,12 +438,8 @@ impl EmulatedSmmu {
             }),
             Command::TlbiNhVaa { va, scope, .. } => Some(Command::TlbiNhVaa { vmid, va, scope }),
             Command::Sync(sync) => {
-                return match sync.signal {
-                    SyncSignal::None | SyncSignal::Sev => Ok(Executed::Sync),
-                    SyncSignal::Irq => Err(Stop::Illegal(CommandError::NotSupported {
-                        feature: "CMD_SYNC completion interrupt",
-                    })),
-                };
+                self.note_sync(&sync, mem, phys, batch, notes);
+                return Ok(Executed::Sync);
             }
             // `check_host` refused every other command; should one get here, refuse it the same.
             other => return Err(Stop::Illegal(CommandError::NotForHost(other.class()))),

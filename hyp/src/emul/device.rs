@@ -30,6 +30,7 @@ use tock_registers::LocalRegisterCopy;
 
 use super::commands::PhysBatch;
 use super::features::{host_view, oas_for_ipa_bits};
+use super::msi::{IrqCfg, SyncStats};
 use super::registers::{self, DecodeError, Reg, mask};
 use super::streams::{StreamState, Trigger};
 use super::{HostMemory, PhysicalSmmu};
@@ -137,6 +138,12 @@ pub enum Note {
     },
     /// Portcullis' heap could not hold the work of a command: CERROR_ABT.
     CommandOutOfMemory { index: u32 },
+    /// The completion MSI of a host CMD_SYNC was refused (the address is not one a device of the
+    /// host may write): `GERROR.MSI_CMDQ_ABT_ERR`, nothing written.
+    SyncMsiAborted { ipa: Ipa },
+    /// The host enabled an interrupt with an MSI address: the emulation does not send it as an
+    /// MSI (the host still gets the physical SMMU's wired interrupt).
+    IrqMsiNotSent { source: registers::IrqSource },
     /// More notes of the same access than are kept.
     MoreNotes { count: u64 },
 }
@@ -214,6 +221,15 @@ impl fmt::Display for Note {
             Self::CommandOutOfMemory { index } => {
                 write!(f, "CERROR_ABT at command {index}: no memory for its work")
             }
+            Self::SyncMsiAborted { ipa } => write!(
+                f,
+                "CMD_SYNC MSI to {ipa} refused (not writable by the host's devices): \
+                 GERROR.MSI_CMDQ_ABT_ERR"
+            ),
+            Self::IrqMsiNotSent { source } => write!(
+                f,
+                "{source:?} interrupt enabled with an MSI address: not sent as an MSI (wired only)"
+            ),
             Self::MoreNotes { count } => write!(f, "... and {count} more notes"),
         }
     }
@@ -245,6 +261,8 @@ pub(super) struct RegisterFile {
     pub evtq_base: u64,
     pub evtq_prod: u32,
     pub evtq_cons: u32,
+    pub gerror_irq: IrqCfg,
+    pub evtq_irq: IrqCfg,
 }
 
 /// The emulated SMMUv3.
@@ -261,6 +279,7 @@ pub struct EmulatedSmmu {
     pub(super) regs: RegisterFile,
     /// Every physical stream and what the emulation last made of it.
     pub(super) streams: BTreeMap<StreamId, StreamState>,
+    pub(super) sync_stats: SyncStats,
 }
 
 impl EmulatedSmmu {
@@ -305,6 +324,7 @@ impl EmulatedSmmu {
                 ..RegisterFile::default()
             },
             streams: streams.into_iter().map(|sid| (sid, initial)).collect(),
+            sync_stats: SyncStats::default(),
         })
     }
 
@@ -383,6 +403,12 @@ impl EmulatedSmmu {
             Reg::EvtqBase => r.evtq_base,
             Reg::EvtqProd => u64::from(r.evtq_prod),
             Reg::EvtqCons => u64::from(r.evtq_cons),
+            Reg::IrqCfg(source, n) => {
+                return MmioRead {
+                    value: self.read_irq_cfg(source, n, part),
+                    note: None,
+                };
+            }
             Reg::Absent { .. } => 0,
         };
         MmioRead {
@@ -443,7 +469,11 @@ impl EmulatedSmmu {
                 }
             }
             Reg::Gbpa => self.write_gbpa(v32, mem, phys, &mut notes),
-            Reg::IrqCtrl => self.regs.irq_ctrl = v32 & mask::IRQ_CTRL_BITS,
+            Reg::IrqCtrl => {
+                self.regs.irq_ctrl = v32 & mask::IRQ_CTRL_BITS;
+                self.check_irq_msis(&mut notes);
+            }
+            Reg::IrqCfg(source, n) => self.write_irq_cfg(source, n, part, value, &mut notes),
             Reg::Gerrorn => self.write_gerrorn(v32, mem, phys, &mut notes),
             Reg::StrtabBase | Reg::StrtabBaseCfg if self.smmu_enabled() => {
                 ignored(&mut notes, "SMMUEN set");
@@ -598,7 +628,11 @@ impl EmulatedSmmu {
 
     /// Raises `GERROR.EVENTQ_ABT_ERR`, unless already active.
     pub(super) fn raise_evtq_abort(&mut self) {
-        let bit = GERROR::EVTQ_ABT_ERR::SET.value;
+        self.raise_global_error(GERROR::EVTQ_ABT_ERR::SET.value);
+    }
+
+    /// Raises the global error `bit` (one of [`mask::GERROR_BITS`]), unless already active.
+    pub(super) fn raise_global_error(&mut self, bit: u32) {
         if (self.regs.gerror ^ self.regs.gerrorn) & bit == 0 {
             self.regs.gerror ^= bit;
         }

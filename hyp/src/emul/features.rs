@@ -10,7 +10,6 @@
 //! - stage 2, VMIDs, VMID wildcards, FWB, XNX, S2PI/S2PO, DPT: stage 2 is Portcullis';
 //! - HYP (EL2 StreamWorld, E2H): the host runs at EL1;
 //! - ATS, PRI, PPS, ATSRECERR, PASIDTT: no ATC_INV / PRI_RESP emulation, no PRI queue;
-//! - MSI: Portcullis polls; the host gets the wired interrupts the physical SMMU already has;
 //! - stalls (STALL_MODEL reads "terminate only", STALL_MAX 0): no RESUME/STALL_TERM emulation;
 //! - SEV: a CMD_SYNC completes before the host's CMDQ_PROD write returns, so there is nothing to
 //!   wait for;
@@ -18,6 +17,13 @@
 //!   invalidations from its CPU would not reach its devices' entries;
 //! - ATOS, VATOS, DORMHINT, MPAM, RME, ECMDQ, PBHA, THE, MTEPERM, AIE, DS, D128, presets: not
 //!   emulated (their registers read as zero).
+//!
+//! Offered although the physical SMMU's is not used: MSI (`IDR0.MSI`), for CMD_SYNC completion
+//! only (see `emul::msi`: Portcullis writes the completion itself, checked against the DMA
+//! policy, so Linux polls its own memory instead of trapping on `CMDQ_CONS`). Event and GERROR
+//! interrupts stay the physical SMMU's wired ones. COHACC is the physical SMMU's: the host's
+//! nested stage-1 tables are walked by the physical SMMU, and Linux uses MSI polling only on a
+//! coherent SMMU.
 //!
 //! `TTENDIAN` reads little-endian where the physical SMMU can walk little-endian tables (the host
 //! is little-endian, and Portcullis reads the host's tables as such).
@@ -48,7 +54,7 @@ pub fn host_view(p: &SmmuFeatures, oas_bits: u8, cmdq_log2: u8, evtq_log2: u8) -
         ats: false,
         ns1ats: false,
         asid16: p.asid16,
-        msi: false,
+        msi: true,
         sev: false,
         atos: false,
         pri: false,
@@ -131,7 +137,7 @@ mod tests {
         let r0 = LocalRegisterCopy::<u32, IDR0::Register>::new(i0);
         assert!(!r0.is_set(IDR0::S2P) && r0.is_set(IDR0::S1P));
         assert!(!r0.is_set(IDR0::HYP) && !r0.is_set(IDR0::ATS) && !r0.is_set(IDR0::PRI));
-        assert!(!r0.is_set(IDR0::MSI) && !r0.is_set(IDR0::SEV) && !r0.is_set(IDR0::BTM));
+        assert!(r0.is_set(IDR0::MSI) && !r0.is_set(IDR0::SEV) && !r0.is_set(IDR0::BTM));
         assert!(!r0.is_set(IDR0::VMID16) && !r0.is_set(IDR0::VMW));
         assert!(r0.is_set(IDR0::ASID16) && r0.is_set(IDR0::CD2L) && r0.is_set(IDR0::COHACC));
         assert_eq!(r0.read(IDR0::TTENDIAN), 0b10);

@@ -8,9 +8,10 @@
 //! policy first), the physical SMMU through [`PhysicalSmmu`]. Both have fakes in [`testing`] (tests and fuzz targets).
 //!
 //! What the host gets (section references are to Arm IHI 0070):
-//! - **ID registers** ([`features`]): the physical SMMU's, minus stage 2, EL2, ATS, PRI, MSI,
+//! - **ID registers** ([`features`]): the physical SMMU's, minus stage 2, EL2, ATS, PRI,
 //!   stalls, SEV, broadcast TLB maintenance and everything Portcullis does not emulate; OAS is the
-//!   host's IPA size; small Command and Event queues.
+//!   host's IPA size; small Command and Event queues. MSI is offered for CMD_SYNC completion
+//!   ([`msi`]), each write checked against the live DMA policy.
 //! - **Register file** ([`registers`]): CR0/CR0ACK, CR1, CR2, GBPA, IRQ_CTRL/ACK, GERROR/GERRORN,
 //!   STRTAB_BASE/CFG, CMDQ_BASE/PROD/CONS, EVENTQ_BASE/PROD/CONS (page 1, aliased on page 0).
 //!   Every enable is acknowledged at once: the emulated effect is complete when the write returns.
@@ -33,8 +34,10 @@ use crate::smmu::{Ipa, StreamId};
 
 pub mod commands;
 pub mod device;
+pub mod drain;
 pub mod events;
 pub mod features;
+pub mod msi;
 pub mod registers;
 pub mod streams;
 
@@ -120,4 +123,14 @@ pub trait PhysicalSmmu {
 
     fn submit(&mut self, cmds: &[Command]) -> Result<(), Self::Error>;
     fn sync(&mut self) -> Result<(), Self::Error>;
+
+    /// Whether a device of the host may write every byte of `[ipa, ipa + len)` under the **live
+    /// DMA policy** (normal memory, writable, identity-mapped): the check a CMD_SYNC completion MSI
+    /// must pass before Portcullis makes it on the SMMU's behalf ([`msi`]). The default allows
+    /// nothing, so an implementation that does not know the policy refuses every MSI.
+    /// [`msi::device_write_allowed`] decides it from a stage 2 table.
+    fn device_may_write(&self, ipa: Ipa, len: usize) -> bool {
+        let _ = (ipa, len);
+        false
+    }
 }

@@ -10,8 +10,8 @@
 //! at their optional page 0 aliases (section 6.2.1), as some drivers only map page 0.
 
 use crate::smmu::regs::{
-    CMDQ_CONS, CMDQ_PROD, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, OUTQ_CONS, OUTQ_PROD, QUEUE_BASE,
-    STRTAB_BASE, STRTAB_BASE_CFG, offset,
+    CMDQ_CONS, CMDQ_PROD, CR0, CR1, CR2, GBPA, GERROR, IRQ_CFG0, IRQ_CFG2, IRQ_CTRL, OUTQ_CONS,
+    OUTQ_PROD, QUEUE_BASE, STRTAB_BASE, STRTAB_BASE_CFG, offset,
 };
 use tock_registers::RegisterLongName;
 use tock_registers::fields::Field;
@@ -43,8 +43,11 @@ pub enum Reg {
     EvtqBase,
     EvtqProd,
     EvtqCons,
-    /// An architected register for a feature the emulated SMMU does not offer (MSI configuration,
-    /// the PRI queue, STATUSR, AGBPA): reads as zero, ignores writes, without a note.
+    /// `SMMU_<source>_IRQ_CFG<n>` (n = 0, 1, 2): the MSI configuration of an interrupt source
+    /// (`IDR0.MSI` reads 1; see [`super::msi`]).
+    IrqCfg(IrqSource, u8),
+    /// An architected register for a feature the emulated SMMU does not offer (the PRI queue,
+    /// STATUSR, AGBPA): reads as zero, ignores writes, without a note.
     Absent {
         name: &'static str,
         wide: bool,
@@ -80,6 +83,12 @@ impl Reg {
             Self::EvtqBase => "SMMU_EVENTQ_BASE",
             Self::EvtqProd => "SMMU_EVENTQ_PROD",
             Self::EvtqCons => "SMMU_EVENTQ_CONS",
+            Self::IrqCfg(IrqSource::Gerror, 0) => "SMMU_GERROR_IRQ_CFG0",
+            Self::IrqCfg(IrqSource::Gerror, 1) => "SMMU_GERROR_IRQ_CFG1",
+            Self::IrqCfg(IrqSource::Gerror, _) => "SMMU_GERROR_IRQ_CFG2",
+            Self::IrqCfg(IrqSource::Evtq, 0) => "SMMU_EVENTQ_IRQ_CFG0",
+            Self::IrqCfg(IrqSource::Evtq, 1) => "SMMU_EVENTQ_IRQ_CFG1",
+            Self::IrqCfg(IrqSource::Evtq, _) => "SMMU_EVENTQ_IRQ_CFG2",
             Self::Absent { name, .. } => name,
         }
     }
@@ -88,9 +97,20 @@ impl Reg {
     pub fn is_64bit(self) -> bool {
         matches!(
             self,
-            Self::StrtabBase | Self::CmdqBase | Self::EvtqBase | Self::Absent { wide: true, .. }
+            Self::StrtabBase
+                | Self::CmdqBase
+                | Self::EvtqBase
+                | Self::IrqCfg(_, 0)
+                | Self::Absent { wide: true, .. }
         )
     }
+}
+
+/// An interrupt source whose MSI the host may configure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IrqSource {
+    Gerror,
+    Evtq,
 }
 
 /// Which part of a register an access covers.
@@ -130,8 +150,8 @@ fn register_at(off: usize) -> Option<(Reg, usize)> {
         o::STRTAB_BASE => Some(Reg::StrtabBase),
         o::CMDQ_BASE => Some(Reg::CmdqBase),
         o::EVTQ_BASE => Some(Reg::EvtqBase),
-        o::GERROR_IRQ_CFG0 => Some(absent64("SMMU_GERROR_IRQ_CFG0")),
-        o::EVTQ_IRQ_CFG0 => Some(absent64("SMMU_EVENTQ_IRQ_CFG0")),
+        o::GERROR_IRQ_CFG0 => Some(Reg::IrqCfg(IrqSource::Gerror, 0)),
+        o::EVTQ_IRQ_CFG0 => Some(Reg::IrqCfg(IrqSource::Evtq, 0)),
         o::PRIQ_BASE => Some(absent64("SMMU_PRIQ_BASE")),
         o::PRIQ_IRQ_CFG0 => Some(absent64("SMMU_PRIQ_IRQ_CFG0")),
         _ => None,
@@ -160,15 +180,15 @@ fn register_at(off: usize) -> Option<(Reg, usize)> {
         o::IRQ_CTRLACK => Reg::IrqCtrlAck,
         o::GERROR => Reg::Gerror,
         o::GERRORN => Reg::Gerrorn,
-        o::GERROR_IRQ_CFG1 => absent("SMMU_GERROR_IRQ_CFG1"),
-        o::GERROR_IRQ_CFG2 => absent("SMMU_GERROR_IRQ_CFG2"),
+        o::GERROR_IRQ_CFG1 => Reg::IrqCfg(IrqSource::Gerror, 1),
+        o::GERROR_IRQ_CFG2 => Reg::IrqCfg(IrqSource::Gerror, 2),
         o::STRTAB_BASE_CFG => Reg::StrtabBaseCfg,
         o::CMDQ_PROD => Reg::CmdqProd,
         o::CMDQ_CONS => Reg::CmdqCons,
         o::EVTQ_PROD | o::page0_alias::EVTQ_PROD => Reg::EvtqProd,
         o::EVTQ_CONS | o::page0_alias::EVTQ_CONS => Reg::EvtqCons,
-        o::EVTQ_IRQ_CFG1 => absent("SMMU_EVENTQ_IRQ_CFG1"),
-        o::EVTQ_IRQ_CFG2 => absent("SMMU_EVENTQ_IRQ_CFG2"),
+        o::EVTQ_IRQ_CFG1 => Reg::IrqCfg(IrqSource::Evtq, 1),
+        o::EVTQ_IRQ_CFG2 => Reg::IrqCfg(IrqSource::Evtq, 2),
         o::PRIQ_PROD | o::page0_alias::PRIQ_PROD => absent("SMMU_PRIQ_PROD"),
         o::PRIQ_CONS | o::page0_alias::PRIQ_CONS => absent("SMMU_PRIQ_CONS"),
         o::PRIQ_IRQ_CFG1 => absent("SMMU_PRIQ_IRQ_CFG1"),
@@ -255,8 +275,16 @@ pub mod mask {
     ]);
     /// GERROR_IRQEN and EVENTQ_IRQEN (no PRI queue).
     pub const IRQ_CTRL_BITS: u32 = bits32(&[IRQ_CTRL::GERROR_IRQEN, IRQ_CTRL::EVTQ_IRQEN]);
-    /// The global errors the emulated SMMU can raise.
-    pub const GERROR_BITS: u32 = bits32(&[GERROR::CMDQ_ERR, GERROR::EVTQ_ABT_ERR]);
+    /// The global errors the emulated SMMU can raise (an aborted CMD_SYNC MSI among them).
+    pub const GERROR_BITS: u32 = bits32(&[
+        GERROR::CMDQ_ERR,
+        GERROR::EVTQ_ABT_ERR,
+        GERROR::MSI_CMDQ_ABT_ERR,
+    ]);
+    /// `IRQ_CFG0.ADDR`: bits [51:2] (an address above the OAS of 52 bits at most).
+    pub const IRQ_CFG0_BITS: u64 = bits64(&[IRQ_CFG0::ADDR]) & 0x000f_ffff_ffff_ffff;
+    /// `IRQ_CFG2` of the Event queue and GERROR: SH and MEMATTR (LO is the PRI queue's).
+    pub const IRQ_CFG2_BITS: u32 = bits32(&[IRQ_CFG2::MEMATTR, IRQ_CFG2::SH]);
     pub const STRTAB_BASE_BITS: u64 = bits64(&[STRTAB_BASE::ADDR, STRTAB_BASE::RA]);
     pub const STRTAB_BASE_CFG_BITS: u32 = bits32(&[
         STRTAB_BASE_CFG::LOG2SIZE,
@@ -292,7 +320,20 @@ mod tests {
         assert_eq!(decode(0x1_0000, 4), Err(DecodeError::Unknown));
         assert_eq!(
             decode(0x68, 8),
-            Ok((absent64("SMMU_GERROR_IRQ_CFG0"), Part::Whole))
+            Ok((Reg::IrqCfg(IrqSource::Gerror, 0), Part::Whole))
+        );
+        assert_eq!(
+            decode(0xb4, 4),
+            Ok((Reg::IrqCfg(IrqSource::Evtq, 0), Part::High))
+        );
+        assert_eq!(
+            decode(0xbc, 4),
+            Ok((Reg::IrqCfg(IrqSource::Evtq, 2), Part::Whole))
+        );
+        assert_eq!(decode(0x70, 8), Err(DecodeError::BadAccess));
+        assert_eq!(
+            decode(0xd0, 8),
+            Ok((absent64("SMMU_PRIQ_IRQ_CFG0"), Part::Whole))
         );
         assert_eq!(
             decode(0x100c8, 4),
@@ -304,7 +345,9 @@ mod tests {
     fn masks() {
         assert_eq!(mask::CR0_BITS, 0b1101);
         assert_eq!(mask::GBPA_BITS, 0x001f_3f1f);
-        assert_eq!(mask::GERROR_BITS, 0b101);
+        assert_eq!(mask::GERROR_BITS, 0b1_0101);
+        assert_eq!(mask::IRQ_CFG0_BITS, 0x000f_ffff_ffff_fffc);
+        assert_eq!(mask::IRQ_CFG2_BITS, 0x3f);
         assert_eq!(mask::STRTAB_BASE_BITS, 0x40ff_ffff_ffff_ffc0);
         assert_eq!(mask::QUEUE_BASE_BITS, 0x40ff_ffff_ffff_ffff);
         assert_eq!(mask::STRTAB_BASE_CFG_BITS, 0x3_07ff);

@@ -160,6 +160,9 @@ pub struct FakePhys {
     /// takes).
     pub quiet: bool,
     pub stes_written: u64,
+    /// What the live DMA policy lets the host's devices write ([`PhysicalSmmu::device_may_write`]):
+    /// host RAM minus [`CRASH_REGION`] by default.
+    pub dma_writable: Vec<Range<u64>>,
 }
 
 impl FakePhys {
@@ -173,6 +176,10 @@ impl FakePhys {
             largest_request: 0,
             quiet: false,
             stes_written: 0,
+            dma_writable: std::vec![
+                HOST_RAM.start..CRASH_REGION.start,
+                CRASH_REGION.end..HOST_RAM.end
+            ],
         }
     }
 
@@ -257,6 +264,14 @@ impl PhysicalSmmu for FakePhys {
         self.log.push(PhysOp::Sync);
         Ok(())
     }
+    fn device_may_write(&self, ipa: Ipa, len: usize) -> bool {
+        let Some(end) = ipa.0.checked_add(len as u64) else {
+            return false;
+        };
+        self.dma_writable
+            .iter()
+            .any(|r| r.start <= ipa.0 && end <= r.end)
+    }
 }
 
 /// A physical SMMU like QEMU's `smmuv3`: stage 1 and 2, 16-bit SIDs and SSIDs, two-level tables,
@@ -315,6 +330,8 @@ pub fn crash_policy() -> Stage2Config {
 pub const HOST_RAM: Range<u64> = 0x4000_0000..0x4800_0000;
 /// Portcullis' own memory: never accessible to the host.
 pub const HYP_MEM: u64 = 0x4800_0000;
+/// The crash region: host RAM the host's CPU may write in normal mode, but none of its devices.
+pub const CRASH_REGION: Range<u64> = 0x4700_0000..0x4780_0000;
 
 /// Where the test host puts its structures (all in host RAM).
 pub const STRTAB: u64 = 0x4010_0000;

@@ -87,7 +87,7 @@ pub fn reset_and_enable(rig: &mut Rig) -> Vec<PhysOp> {
     // Probe.
     let idr0 = LocalRegisterCopy::<u32, IDR0::Register>::new(rig.r32(o::IDR0));
     assert!(idr0.is_set(IDR0::S1P) && !idr0.is_set(IDR0::S2P));
-    assert!(!idr0.is_set(IDR0::HYP) && !idr0.is_set(IDR0::MSI) && !idr0.is_set(IDR0::ATS));
+    assert!(!idr0.is_set(IDR0::HYP) && idr0.is_set(IDR0::MSI) && !idr0.is_set(IDR0::ATS));
     assert!(!idr0.is_set(IDR0::PRI) && !idr0.is_set(IDR0::SEV) && !idr0.is_set(IDR0::BTM));
     assert_eq!(idr0.read(IDR0::ST_LEVEL), 0b01);
     assert_eq!(idr0.read(IDR0::STALL_MODEL), 0b01);
@@ -280,8 +280,8 @@ fn illegal_commands_stop_the_queue() {
     for bad in [
         cmd::tlbi_s2_ipa(1, 0x4000_0000),
         cmd::TLBI_EL2_ALL,
-        [0x0f, 0], // a Reserved opcode
-        cmd::SYNC_IRQ,
+        [0x0f, 0],                        // a Reserved opcode
+        [0x46 | 0b11 << 12, 0],           // CMD_SYNC with a Reserved CS
         [0x40 | 0x10 << 32, 0x4000_0000], // CMD_ATC_INV: ATS not offered
         [0x44 | 0x10 << 32, 0],           // CMD_RESUME: stalls not offered
     ] {

@@ -72,10 +72,26 @@ fn command() -> impl Strategy<Value = [u64; 2]> {
         Just(cmd::SYNC_SEV),
         Just(cmd::SYNC_NONE),
         Just(cmd::SYNC_IRQ),
+        (any::<u32>(), msi_target()).prop_map(|(data, addr)| [
+            0x46 | 0b01 << 12 | u64::from(data) << 32,
+            addr & 0x00ff_ffff_ffff_fffc
+        ]),
         Just(cmd::TLBI_EL2_ALL),
         (any::<u16>(), any::<u64>()).prop_map(|(v, ipa)| cmd::tlbi_s2_ipa(v, ipa & !0xfff)),
         (any::<u8>(), any::<u64>()).prop_map(|(op, w1)| [u64::from(op), w1 & 0x1f]),
         any::<[u64; 2]>(),
+    ]
+}
+
+/// Where a CMD_SYNC's MSI may point: the host's own queue, its RAM, the crash region, Portcullis.
+fn msi_target() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        (0u64..256).prop_map(|i| CMDQ + 16 * i),
+        HOST_RAM.prop_map(|a| a & !3),
+        CRASH_REGION.prop_map(|a| a & !3),
+        Just(HYP_MEM),
+        Just(HOST_RAM.end - 4),
+        any::<u64>(),
     ]
 }
 
@@ -285,6 +301,19 @@ fn check_step(rig: &Rig, op: &Op, before: &Visible) -> Result<(), TestCaseError>
     let wrote = written_register(op);
     // (a)
     prop_assert!(rig.phys.violations.is_empty(), "{:?}", rig.phys.violations);
+    // (a) a 4-byte write is a CMD_SYNC's MSI: only where the host's devices may write.
+    for w in rig.mem.accesses() {
+        if w.write && w.allowed && w.len == 4 {
+            prop_assert!(
+                rig.phys
+                    .dma_writable
+                    .iter()
+                    .any(|r| r.start <= w.ipa && w.ipa + 4 <= r.end),
+                "MSI written at {:#x}, outside the DMA policy",
+                w.ipa
+            );
+        }
+    }
 
     // (c) acknowledgements.
     prop_assert_eq!(rig.r32(o::CR0ACK), after.cr0);
@@ -376,6 +405,10 @@ fn check_step(rig: &Rig, op: &Op, before: &Visible) -> Result<(), TestCaseError>
     }
     for a in &accesses {
         prop_assert!(a.len <= 64);
+        if a.write && a.len == 4 {
+            // A CMD_SYNC's MSI: checked against the DMA policy in `check_step`.
+            continue;
+        }
         if a.write {
             prop_assert!(
                 inside(a, &evtq),
