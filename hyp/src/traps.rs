@@ -12,6 +12,7 @@ use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
 use crate::limited::limited;
 use aarch64_cpu::registers::*;
+use portcullis::prof::Stage;
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
 use portcullis::trap::mmio::MmioAccess;
@@ -19,6 +20,7 @@ use portcullis::trap::psci::{self, Action};
 
 #[unsafe(no_mangle)]
 extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
+    portcullis::prof::begin();
     let vector = Vector::from_raw(index);
     if !vector.from_lower_el {
         // Before anything that takes a lock: this is a Portcullis bug, possibly inside one.
@@ -33,8 +35,10 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
     if crate::crash::kexec_trap(&vector) {
         return;
     }
+    portcullis::prof::lap(Stage::Kexec);
     // Portcullis owns the physical event queue and drains it whenever it runs.
     crate::firewall::poll();
+    portcullis::prof::lap(Stage::Poll);
     match (vector.kind, vector.aarch32) {
         (ExceptionType::Sync, false) => lower_sync(frame),
         // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
@@ -172,8 +176,10 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
     if host::is_emulated_smmu(ipa) {
         match MmioAccess::from_abort(abort, ipa) {
             Ok(access) => {
+                portcullis::prof::lap(Stage::Decode);
                 crate::firewall::emulated_access(frame, &access, host::smmu_base());
                 frame.elr = inject::skip_instruction(frame.elr, len);
+                portcullis::prof::lap(Stage::Return);
             }
             Err(e) => {
                 limited!(

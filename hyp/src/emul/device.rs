@@ -33,7 +33,7 @@ use super::features::{host_view, oas_for_ipa_bits};
 use super::registers::{self, DecodeError, Reg, mask};
 use super::streams::{StreamState, Trigger};
 use super::{HostMemory, PhysicalSmmu};
-use crate::smmu::cmd::CommandError;
+use crate::smmu::cmd::{Command, CommandError};
 use crate::smmu::queue::{QueueIndex, clamp_log2_size};
 use crate::smmu::regs::{
     CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, QUEUE_BASE, SmmuFeatures,
@@ -261,6 +261,9 @@ pub struct EmulatedSmmu {
     pub(super) regs: RegisterFile,
     /// Every physical stream and what the emulation last made of it.
     pub(super) streams: BTreeMap<StreamId, StreamState>,
+    /// The forwarded-command chunk of a host batch, kept from one batch to the next (empty in
+    /// between): a strict unmap's TLBI + CMD_SYNC then costs no heap allocation.
+    pub(super) command_scratch: Vec<Command>,
 }
 
 impl EmulatedSmmu {
@@ -305,6 +308,7 @@ impl EmulatedSmmu {
                 ..RegisterFile::default()
             },
             streams: streams.into_iter().map(|sid| (sid, initial)).collect(),
+            command_scratch: Vec::new(),
         })
     }
 
