@@ -506,7 +506,7 @@ impl HostRam {
 impl HostMemory for HostRam {
     fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
         let pa = Self::check(ipa, buf.len(), false)?;
-        if pa % 8 == 0 && buf.len() % 8 == 0 {
+        if pa.is_multiple_of(8) && buf.len().is_multiple_of(8) {
             // Queue entries and table words: whole 64-bit loads (one per word, not eight).
             for (i, w) in buf.chunks_exact_mut(8).enumerate() {
                 // SAFETY: as below; `pa + 8 * i` is 8-byte aligned and inside the checked range.

@@ -56,10 +56,15 @@ mod scenario {
 
         /// The median, in ns.
         fn median_ns(&self) -> u64 {
+            self.percentile_ns(50)
+        }
+
+        /// The `p`th percentile (0..=100), in ns.
+        fn percentile_ns(&self, p: usize) -> u64 {
             let s = self.get();
             s.sort_unstable();
             let hz = rt::tick_hz().max(1);
-            u64::from(s[N / 2]) * 1_000_000_000 / hz
+            u64::from(s[(N * p / 100).min(N - 1)]) * 1_000_000_000 / hz
         }
     }
 
@@ -137,6 +142,7 @@ mod scenario {
             let _ = hooks::profile(N as u64);
         }
         let (write, poll, batch) = (WRITE.median_ns(), POLL.median_ns(), BATCH.median_ns());
+        let spread = [10, 90, 99, 100].map(|p| WRITE.percentile_ns(p));
 
         // The bare trap once more, after the batches (the machine is shared: a drift shows here).
         sample(&IDR0, || {
@@ -154,6 +160,10 @@ mod scenario {
         println!("BENCH idr0-read-after-ns {idr0_after}");
         println!("BENCH cons-read-ns {cons}");
         println!("BENCH prod-write-ns {write}");
+        println!(
+            "BENCH prod-write-p10-p90-p99-max-ns {} {} {} {}",
+            spread[0], spread[1], spread[2], spread[3]
+        );
         println!("BENCH cons-poll-ns {poll}");
         println!("BENCH unmap-batch-ns {batch}");
         println!("BENCH unmap-batch-mean-ns {mean}");
