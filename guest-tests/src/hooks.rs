@@ -12,6 +12,7 @@
 //! | `PORTCULLIS_TEST_CANARIES` | x1 = index | x0 = 0, x1 = address, x2 = size of canary page *index* (0 = image `.data`, 1 = heap, 2 = the reserved region's last page), x3 = how many there are; x0 = -2 past the last |
 //! | `PORTCULLIS_TEST_INTEGRITY` | — | x0 = 0, x1 = checksum of Portcullis' text + rodata, x2 = of all canary pages, x3 = bit *i* set if canary *i* lost its pattern |
 //! | `PORTCULLIS_TEST_REPORT` | — | x0 = 0, x1 = checksum of the fault report region now, x2 = right after Portcullis last wrote it, x3 = how many times it did |
+//! | `PORTCULLIS_TEST_PROFILE` | x1 = 0 or *n* | 0: zeroes Portcullis' trap-path profile; *n*: Portcullis logs it, per stage, in ns per *n* operations (empty unless built with the `profile` feature) |
 //! | `PORTCULLIS_TEST_COUNTERS` | — | logs Portcullis' `counters:` line; x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses, x3 = CMD_SYNC MSIs aborted << 32 \| written |
 //!
 //! x0 = -1 (NOT_SUPPORTED) from a Portcullis built without the feature.
@@ -25,6 +26,7 @@ pub const PORTCULLIS_TEST_MODE: u32 = 0xC600_0102;
 pub const PORTCULLIS_TEST_CANARIES: u32 = 0xC600_0103;
 pub const PORTCULLIS_TEST_INTEGRITY: u32 = 0xC600_0104;
 pub const PORTCULLIS_TEST_REPORT: u32 = 0xC600_0105;
+pub const PORTCULLIS_TEST_PROFILE: u32 = 0xC600_0106;
 pub const PORTCULLIS_TEST_COUNTERS: u32 = 0xC600_0107;
 
 const NOT_SUPPORTED: i64 = -1;
@@ -269,4 +271,10 @@ pub fn report_sums() -> Result<ReportSums, HookError> {
         written: r[2],
         writes: r[3],
     })
+}
+
+/// `PORTCULLIS_TEST_PROFILE`: zeroes Portcullis' trap-path profile (`ops` = 0) or has Portcullis log
+/// it, in ns per `ops` operations.
+pub fn profile(ops: u64) -> Result<(), HookError> {
+    call(PORTCULLIS_TEST_PROFILE, ops).map(|_| ())
 }

@@ -123,6 +123,8 @@ struct Firewall {
     report_written: usize,
     /// How many times the report was written (its `generation:`).
     report_generation: u64,
+    /// `Phys`'s held commands, kept between traps (empty in between).
+    pending: Vec<Command>,
 }
 
 /// The crash-mode DMA side, built once at boot and never edited.
@@ -226,7 +228,8 @@ impl StreamSet {
 struct Phys<'a> {
     driver: &'a mut Driver,
     stage2: Stage2Config,
-    pending: Vec<Command>,
+    /// Held commands (the firewall's scratch vector, kept between traps: no allocation per batch).
+    pending: &'a mut Vec<Command>,
     /// After the fence: the dead kernel's streams, kept on the terminating stage 2 until the
     /// capture kernel configures them with a stage 1 of its own.
     fenced: Option<&'a mut StreamSet>,
@@ -305,8 +308,16 @@ impl Phys<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let cmds = core::mem::take(&mut self.pending);
-        self.driver.submit(&cmds)
+        self.submit_pending()
+    }
+
+    /// Submits the held commands (with the driver's CMD_SYNC) and empties the scratch vector,
+    /// keeping the capacity a usual batch needs.
+    fn submit_pending(&mut self) -> Result<(), SmmuError> {
+        let r = self.driver.submit(self.pending);
+        self.pending.clear();
+        self.pending.shrink_to(PENDING_KEPT);
+        r
     }
 }
 
@@ -349,8 +360,7 @@ impl PhysicalSmmu for Phys<'_> {
     }
 
     fn sync(&mut self) -> Result<(), SmmuError> {
-        let cmds = core::mem::take(&mut self.pending);
-        self.driver.submit(&cmds)
+        self.submit_pending()
     }
 
     fn device_may_write(&self, ipa: portcullis::smmu::Ipa, len: usize) -> bool {
@@ -358,6 +368,9 @@ impl PhysicalSmmu for Phys<'_> {
             .is_some_and(|t| portcullis::emul::msi::device_write_allowed(t, ipa, len))
     }
 }
+
+/// Commands the held-command scratch vector keeps room for between traps.
+const PENDING_KEPT: usize = 64;
 
 /// Counter ticks spent writing physical STEs (for the trap-cost report of a `CMDQ_PROD` write).
 static STE_WRITE_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -519,6 +532,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
         report_generation: 0,
+        pending: Vec::new(),
     }));
     Ok(())
 }
@@ -776,19 +790,23 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
             dma,
             driver: &mut fw.driver,
             stage2: fw.stage2,
-            pending: Vec::new(),
+            pending: &mut fw.pending,
         };
+        portcullis::prof::lap(portcullis::prof::Stage::Lock);
         let start = crate::arch::cpu::counter();
         let ste_ticks = STE_WRITE_TICKS.load(core::sync::atomic::Ordering::Relaxed);
         let notes = fw
             .emul
             .write(offset, access.size_bytes, value, &mut HostRam, &mut phys);
+        portcullis::prof::lap(portcullis::prof::Stage::Finish);
         report_slow_write(offset, start, ste_ticks);
         if let Err(e) = phys.flush() {
             log::error!("emulated SMMU: physical commands failed: {e}");
         }
         log_notes(&notes);
         mirror_irq_ctrl(fw);
+        drop(guard);
+        portcullis::prof::lap(portcullis::prof::Stage::After);
     } else {
         if portcullis::emul::drain::on_host_access(offset, false) {
             // The host looks for events: bring the physical queue's news first.
@@ -802,6 +820,8 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
             log_notes(&[n]);
         }
         access.complete_load(&mut frame.x, read.value);
+        drop(guard);
+        portcullis::prof::lap(portcullis::prof::Stage::Read);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod emul;
 pub mod fence;
 pub mod gic;
 pub mod pmu;
+pub mod prof;
 pub mod smmu;
 pub mod stage2;
 pub mod trap;

@@ -17,6 +17,8 @@
 //! | `0xC600_0105` | —         | x0 = 0, x1 = checksum of the fault report region now, x2 = its    |
 //! |               |           | checksum right after Portcullis last wrote it, x3 = how many times |
 //! |               |           | Portcullis wrote it (0 and x1 = x2 = 0 without a report region)    |
+//! | `0xC600_0106` | 0 or *n*  | 0: zeroes the trap-path profile; *n*: logs it per stage, in ns per |
+//! |               |           | *n* operations (x0 = 0; zeros without the `profile` feature)        |
 //! | `0xC600_0107` | —         | logs the counters line (`at=hook`, `portcullis::diag::counters`); |
 //! |               |           | x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses,  |
 //! |               |           | x3 = CMD_SYNC MSIs aborted << 32 \| MSIs written                  |
@@ -41,6 +43,7 @@ pub const TEST_MODE: u32 = 0xc600_0102;
 pub const TEST_CANARIES: u32 = 0xc600_0103;
 pub const TEST_INTEGRITY: u32 = 0xc600_0104;
 pub const TEST_REPORT: u32 = 0xc600_0105;
+pub const TEST_PROFILE: u32 = 0xc600_0106;
 pub const TEST_COUNTERS: u32 = 0xc600_0107;
 
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
@@ -272,6 +275,37 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = REPORT_WRITES.load(Ordering::SeqCst);
             true
         }
+        TEST_PROFILE => {
+            match frame.x[1] {
+                0 => portcullis::prof::reset(),
+                n => log_profile(n),
+            }
+            frame.x[0] = 0;
+            true
+        }
         _ => false,
     }
+}
+
+/// Logs the trap-path profile since the last reset, per stage, as ns per `ops` operations.
+fn log_profile(ops: u64) {
+    use portcullis::prof::{Stage, totals};
+    let hz = u128::from(crate::arch::cpu::counter_hz().max(1));
+    let ns = |ticks: u64| (u128::from(ticks) * 1_000_000_000 / hz / u128::from(ops)) as u64;
+    let all = totals();
+    let mut sum = 0;
+    for (stage, t) in Stage::ALL.iter().zip(all.iter()) {
+        // The mean of the laps kept, for every lap: a dropped one (QEMU preempted) counts as a
+        // typical one.
+        let ticks = t.ticks + t.ticks * t.dropped / t.hits.max(1);
+        sum += ticks;
+        log::info!(
+            "PROFILE {:20} {:6} ns/op  ({} laps, {} dropped)",
+            stage.name(),
+            ns(ticks),
+            t.hits + t.dropped,
+            t.dropped
+        );
+    }
+    log::info!("PROFILE {:20} {:6} ns/op", "total", ns(sum));
 }

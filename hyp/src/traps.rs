@@ -13,6 +13,7 @@ use crate::host;
 use crate::limited::limited;
 use aarch64_cpu::registers::*;
 use portcullis::diag::counters::{COUNTERS, Trap};
+use portcullis::prof::Stage;
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
 use portcullis::trap::mmio::MmioAccess;
@@ -20,6 +21,7 @@ use portcullis::trap::psci::{self, Action};
 
 #[unsafe(no_mangle)]
 extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
+    portcullis::prof::begin();
     let vector = Vector::from_raw(index);
     if !vector.from_lower_el {
         // Before anything that takes a lock: this is a Portcullis bug, possibly inside one.
@@ -36,9 +38,11 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
         COUNTERS.cause(Trap::Kexec);
         return;
     }
+    portcullis::prof::lap(Stage::Kexec);
     // Portcullis owns the physical event queue: drained here in crash mode and as a backstop,
     // otherwise when the host reads its event registers (`portcullis::emul::drain`).
     crate::firewall::poll_if_due();
+    portcullis::prof::lap(Stage::Poll);
     match (vector.kind, vector.aarch32) {
         (ExceptionType::Sync, false) => lower_sync(frame),
         // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
@@ -211,8 +215,10 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                 } else {
                     Trap::SmmuRead
                 });
+                portcullis::prof::lap(Stage::Decode);
                 crate::firewall::emulated_access(frame, &access, host::smmu_base());
                 frame.elr = inject::skip_instruction(frame.elr, len);
+                portcullis::prof::lap(Stage::Return);
             }
             Err(e) => {
                 limited!(

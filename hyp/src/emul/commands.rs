@@ -40,11 +40,12 @@ use core::ops::RangeInclusive;
 
 use super::device::{EmulatedSmmu, Note, push_note, queue_base_addr};
 use super::streams::{Trigger, read_words};
-use super::{HostMemory, PhysicalSmmu};
-use crate::smmu::StreamId;
+use super::{AccessDenied, HostMemory, PhysicalSmmu};
+use crate::prof::{self, Stage};
 use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError};
 use crate::smmu::queue::{CmdqCons, CommandQueueError, QueueIndex, QueuePair};
 use crate::smmu::ste::Ste;
+use crate::smmu::{Ipa, StreamId};
 
 /// At most this many STEs are composed before they go to the physical SMMU: the memory one host
 /// batch takes is bounded whatever it asks (a batch of CFGI_ALLs over 2^16 streams used to hold
@@ -261,6 +262,58 @@ impl EmulatedSmmu {
     }
 }
 
+/// Host commands read ahead of their execution, up to four (64 bytes) at a time, never past
+/// `CMDQ_PROD` nor the queue's end: a strict unmap's TLBI + CMD_SYNC costs one host-memory access
+/// (one policy check), not one per command. Reading ahead is
+/// what an SMMU may do too: the commands between `CMDQ_CONS` and `CMDQ_PROD` are the host's to have
+/// written before it moved `CMDQ_PROD`.
+#[derive(Default)]
+struct Fetched {
+    /// The queue entry number of `words[0]`.
+    first: u32,
+    len: u32,
+    words: [[u64; 2]; FETCH_BLOCK],
+}
+
+/// Commands per host-memory access: 64 bytes, the most [`HostMemory`] is asked for at once.
+const FETCH_BLOCK: usize = 4;
+
+impl Fetched {
+    /// The command at `cons`, read from the block it starts (`prod` bounds the read-ahead).
+    fn command<M: HostMemory>(
+        &mut self,
+        mem: &M,
+        base: Ipa,
+        cons: QueueIndex,
+        prod: QueueIndex,
+    ) -> Result<[u64; 2], AccessDenied> {
+        let at = cons.index();
+        if at >= self.first && at - self.first < self.len {
+            return Ok(self.words[(at - self.first) as usize]);
+        }
+        let produced = QueuePair::new(prod, cons).map_or(1, |q| q.len());
+        let to_queue_end = cons.capacity() - at;
+        let n = (FETCH_BLOCK as u32).min(produced).min(to_queue_end).max(1);
+        let offset = cons.byte_offset(COMMAND_SIZE) as u64;
+        let addr = base.checked_add(offset).unwrap_or(base);
+        let mut bytes = [0u8; FETCH_BLOCK * COMMAND_SIZE];
+        let len = n as usize * COMMAND_SIZE;
+        self.len = 0;
+        if mem.read(addr, &mut bytes[..len]).is_err() {
+            // Some command of the run may not be read: the first one decides for itself.
+            return read_words::<2, M>(mem, addr);
+        }
+        for (i, w) in bytes[..len].chunks_exact(8).enumerate() {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(w);
+            self.words[i / 2][i % 2] = u64::from_le_bytes(le);
+        }
+        self.first = at;
+        self.len = n;
+        Ok(self.words[0])
+    }
+}
+
 /// Why a command stopped the queue.
 enum Stop {
     Illegal(CommandError),
@@ -314,15 +367,16 @@ impl EmulatedSmmu {
         let base = queue_base_addr(self.regs.cmdq_base);
         let mut batch = PhysBatch {
             skip_unchanged_aborts: true,
+            cmds: core::mem::take(&mut self.command_scratch),
             ..PhysBatch::default()
         };
+        let mut fetched = Fetched::default();
         let mut cons = cons_reg.rd;
         let mut first_sync = None;
         let mut error = None;
+        prof::lap(Stage::Register);
         while cons != prod {
-            let offset = cons.byte_offset(COMMAND_SIZE) as u64;
-            let addr = base.checked_add(offset).unwrap_or(base);
-            let raw = match read_words::<2, M>(mem, addr) {
+            let raw = match fetched.command(mem, base, cons, prod) {
                 Ok(raw) => raw,
                 Err(denied) => {
                     push_note(notes, Note::CommandFetchAborted { ipa: denied.ipa });
@@ -330,7 +384,10 @@ impl EmulatedSmmu {
                     break;
                 }
             };
-            match self.execute(raw, mem, phys, &mut batch, notes) {
+            prof::lap(Stage::HostRead);
+            let executed = self.execute(raw, mem, phys, &mut batch, notes);
+            prof::lap(Stage::Execute);
+            match executed {
                 Ok(Executed::Done) => {}
                 Ok(Executed::Sync) => {
                     first_sync.get_or_insert(cons);
@@ -362,6 +419,8 @@ impl EmulatedSmmu {
         }
 
         self.flush(&mut batch, phys, notes);
+        self.command_scratch = core::mem::take(&mut batch.cmds);
+        prof::lap(Stage::Flush);
         let mut failed = batch.failed;
         if first_sync.is_some()
             && !failed

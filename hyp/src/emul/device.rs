@@ -34,7 +34,7 @@ use super::msi::{IrqCfg, SyncStats};
 use super::registers::{self, DecodeError, Reg, mask};
 use super::streams::{StreamState, Trigger};
 use super::{HostMemory, PhysicalSmmu};
-use crate::smmu::cmd::CommandError;
+use crate::smmu::cmd::{Command, CommandError};
 use crate::smmu::queue::{QueueIndex, clamp_log2_size};
 use crate::smmu::regs::{
     CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, QUEUE_BASE, SmmuFeatures,
@@ -280,6 +280,9 @@ pub struct EmulatedSmmu {
     /// Every physical stream and what the emulation last made of it.
     pub(super) streams: BTreeMap<StreamId, StreamState>,
     pub(super) sync_stats: SyncStats,
+    /// The forwarded-command chunk of a host batch, kept from one batch to the next (empty in
+    /// between): a strict unmap's TLBI + CMD_SYNC then costs no heap allocation.
+    pub(super) command_scratch: Vec<Command>,
 }
 
 impl EmulatedSmmu {
@@ -325,6 +328,7 @@ impl EmulatedSmmu {
             },
             streams: streams.into_iter().map(|sid| (sid, initial)).collect(),
             sync_stats: SyncStats::default(),
+            command_scratch: Vec::new(),
         })
     }
 

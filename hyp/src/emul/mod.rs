@@ -77,9 +77,10 @@ impl fmt::Display for AccessDenied {
 ///   through Portcullis' own mapping of host RAM);
 /// - be all-or-nothing: on `Err` neither `buf` nor host memory carries a partial result.
 ///
-/// Accesses are at most 64 bytes, naturally aligned for their size by construction (a command is
-/// 16 bytes, an event record 32, an STE 64, a level 1 descriptor 8) as long as the host's base
-/// registers are aligned; an implementation must not rely on alignment for safety.
+/// Accesses are at most 64 bytes, aligned to 8 bytes or more by construction (one to four
+/// consecutive 16-byte commands, a 32-byte event record, a 64-byte STE, an 8-byte level 1
+/// descriptor) as long as the host's base registers are aligned; an implementation must not rely
+/// on alignment for safety.
 pub trait HostMemory {
     fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied>;
     fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied>;

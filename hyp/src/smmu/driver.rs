@@ -45,6 +45,7 @@ use super::ste::{
     StreamConfig, StreamTableFormat, StreamTableLayout, WalkAttrs,
 };
 use super::{Pa, StreamId};
+use crate::prof::{self, Stage};
 use crate::stage2::Stage2Table;
 
 /// Register reads a poll makes before giving up. An SMMU register read takes well under a
@@ -634,6 +635,9 @@ struct CommandQueue {
     mem: DmaBlock,
     /// Where the next command goes (what `CMDQ_PROD` says once published).
     prod: QueueIndex,
+    /// The last `CMDQ_CONS.RD` the SMMU showed. The SMMU's index only moves forward, so the room
+    /// counted from it is room the queue has: a batch that fits needs no register read first.
+    cons: QueueIndex,
 }
 
 struct EventQueue {
@@ -821,6 +825,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             cmdq: CommandQueue {
                 mem: cmdq_mem,
                 prod: QueueIndex::zero(cmdq_log2),
+                cons: QueueIndex::zero(cmdq_log2),
             },
             evtq: EventQueue {
                 mem: evtq_mem,
@@ -968,6 +973,9 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
                 queue: "CMDQ_CONS",
                 value: cons.rd.field(),
             })?;
+            if let Some(live) = self.live.as_mut() {
+                live.cmdq.cons = cons.rd;
+            }
             if done(&pair) {
                 return Ok(pair.free());
             }
@@ -1288,10 +1296,17 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
         let sync = [Command::Sync(SyncCommand::POLL)];
         let mut rest = cmds.iter().chain(sync.iter()).peekable();
         while rest.peek().is_some() {
-            let free = self.wait_cmdq("command queue space", failure, |q| {
-                tick();
-                q.free() > 0
-            })?;
+            let cmdq = &self.live.as_ref().ok_or(SmmuError::NotInitialized)?.cmdq;
+            let known_free = QueuePair::new(cmdq.prod, cmdq.cons).map_or(0, |q| q.free());
+            let free = if known_free > 0 {
+                known_free
+            } else {
+                self.wait_cmdq("command queue space", failure, |q| {
+                    tick();
+                    q.free() > 0
+                })?
+            };
+            prof::lap(Stage::SubmitSpace);
             let cmdq = &mut self.live.as_mut().ok_or(SmmuError::NotInitialized)?.cmdq;
             for cmd in rest.by_ref().take(free as usize) {
                 let [w0, w1] = cmd.encode();
@@ -1304,6 +1319,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             // The commands are observable before the SMMU is told they are there.
             self.dma.wmb();
             self.mmio.write32(offset::CMDQ_PROD, cmdq_prod_value(prod));
+            prof::lap(Stage::SubmitWrite);
         }
         self.stats.commands += cmds.len() as u64;
         self.stats.syncs += 1;
@@ -1311,6 +1327,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             tick();
             q.is_empty()
         })?;
+        prof::lap(Stage::SyncWait);
         Ok(())
     }
 }

@@ -502,6 +502,62 @@ fn command_queue_outside_host_memory_is_cerror_abt() {
     ));
 }
 
+/// A strict unmap's TLBI + CMD_SYNC is read from host memory in one access (commands are read up
+/// to four at a time).
+#[test]
+fn a_tlbi_and_sync_batch_is_one_host_read() {
+    let mut rig = Rig::new();
+    reset_and_enable(&mut rig);
+    rig.phys.take();
+    rig.mem.clear_log();
+    rig.issue(&[cmd::tlbi_nh_va(1, 0x1000, true), cmd::SYNC_NONE]);
+    let reads: Vec<(u64, usize)> = rig
+        .mem
+        .accesses()
+        .iter()
+        .filter(|a| !a.write)
+        .map(|a| (a.ipa, a.len))
+        .collect();
+    assert_eq!(reads.len(), 1, "{reads:x?}");
+    assert_eq!(reads[0].1, 32);
+    assert!(matches!(
+        rig.phys.take().as_slice(),
+        [PhysOp::Submit(_), PhysOp::Sync]
+    ));
+}
+
+/// Commands read ahead in one access: when some command of the run may not be read, the ones
+/// before it still execute and the queue stops with CERROR_ABT exactly at it.
+#[test]
+fn a_run_reaching_outside_host_memory_stops_at_its_first_unreadable_command() {
+    let mut rig = Rig::new();
+    reset_and_enable(&mut rig);
+    // Eight entries from 32 bytes below the end of host RAM: entries 0 and 1 are host RAM,
+    // 2.. are Portcullis' memory.
+    let base = HYP_MEM - 32;
+    rig.w32(o::CR0, 0b0101);
+    rig.w64(o::CMDQ_BASE, base | 3);
+    rig.w32(o::CMDQ_CONS, 0);
+    rig.w32(o::CMDQ_PROD, 0);
+    rig.w32(o::CR0, 0b1101);
+    rig.mem.poke_words(base, &cmd::tlbi_nh_va(1, 0x1000, true));
+    rig.mem.poke_words(base + 16, &cmd::SYNC_NONE);
+    rig.phys.take();
+    rig.take_notes();
+    rig.w32(o::CMDQ_PROD, 3);
+    // CERROR_ABT (0x02) with CONS at entry 2; the TLBI and its sync before it completed.
+    assert_eq!(rig.r32(o::CMDQ_CONS), 0x02 << 24 | 2);
+    assert_eq!(rig.r32(o::GERROR) ^ rig.r32(o::GERRORN), 1);
+    assert!(matches!(
+        rig.phys.take().as_slice(),
+        [PhysOp::Submit(_), PhysOp::Sync]
+    ));
+    assert!(matches!(
+        rig.take_notes().as_slice(),
+        [Note::CommandFetchAborted { ipa }] if ipa.0 == HYP_MEM
+    ));
+}
+
 #[test]
 fn event_queue_outside_host_memory_and_overflow() {
     let mut rig = Rig::new();

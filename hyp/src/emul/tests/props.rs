@@ -418,14 +418,17 @@ fn check_step(rig: &Rig, op: &Op, before: &Visible) -> Result<(), TestCaseError>
             );
             continue;
         }
-        let ok = match a.len {
-            16 => inside(a, &cmdq),
-            8 => split.is_some() && inside(a, &strtab),
-            64 => {
-                (split.is_none() && inside(a, &strtab)) || l2_windows.iter().any(|w| inside(a, w))
-            }
-            _ => false,
-        };
+        // Commands are read up to four at a time (one 64-byte block of the queue).
+        let command_block = a.len % 16 == 0 && inside(a, &cmdq);
+        let ok = command_block
+            || match a.len {
+                8 => split.is_some() && inside(a, &strtab),
+                64 => {
+                    (split.is_none() && inside(a, &strtab))
+                        || l2_windows.iter().any(|w| inside(a, w))
+                }
+                _ => false,
+            };
         prop_assert!(ok, "read {:?} outside the host's structures", a);
         if a.allowed {
             prop_assert!(inside(a, &HOST_RAM));

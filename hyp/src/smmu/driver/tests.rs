@@ -1,6 +1,7 @@
 //! The driver against the SMMU model of `model.rs`.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -650,6 +651,60 @@ fn command_queue_wraps_around() {
             }
         }
     }
+}
+
+/// The model's registers, counting `CMDQ_CONS` reads.
+struct CountingMmio(ModelMmio, Rc<Cell<u32>>);
+
+impl SmmuMmio for CountingMmio {
+    fn read32(&mut self, offset: usize) -> u32 {
+        if offset == offset::CMDQ_CONS {
+            self.1.set(self.1.get() + 1);
+        }
+        self.0.read32(offset)
+    }
+    fn write32(&mut self, offset: usize, value: u32) {
+        self.0.write32(offset, value);
+    }
+    fn read64(&mut self, offset: usize) -> u64 {
+        self.0.read64(offset)
+    }
+    fn write64(&mut self, offset: usize, value: u64) {
+        self.0.write64(offset, value);
+    }
+}
+
+/// A batch that fits in the room the last `CMDQ_CONS` read showed is written without reading
+/// `CMDQ_CONS` first: a strict unmap's TLBI + CMD_SYNC costs one `CMDQ_PROD` write and one
+/// `CMDQ_CONS` read (the sync's). A batch larger than the room known still waits for space.
+#[test]
+fn a_batch_that_fits_reads_cmdq_cons_once() {
+    let mut f = model::qemu_features();
+    f.cmdq_log2 = 3;
+    let model = Model::new(f);
+    let reads = Rc::new(Cell::new(0));
+    let mut d =
+        SmmuDriver::probe(CountingMmio(model.mmio(), reads.clone()), model.dma()).expect("probe");
+    d.set_poll_limit(10_000);
+    d.init(0xff).expect("init");
+    let tlbi = Command::TlbiNhVa {
+        vmid: 2,
+        asid: 1,
+        va: 0x4000_0000,
+        scope: TlbiScope::single(true),
+    };
+    for _ in 0..20 {
+        reads.set(0);
+        d.submit(&[tlbi]).expect("submit");
+        assert_eq!(reads.get(), 1, "CMDQ_CONS reads for TLBI + CMD_SYNC");
+    }
+    // Nine commands and a sync in a queue of eight: room is waited for (and read) on the way.
+    let mark = model.executed().len();
+    reads.set(0);
+    d.submit(&[tlbi; 9]).expect("submit");
+    assert!(reads.get() >= 2);
+    assert_eq!(executed_since(&model, mark).len(), 10);
+    assert_no_violations(&model);
 }
 
 #[test]
