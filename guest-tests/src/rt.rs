@@ -1,6 +1,8 @@
 //! Entry, exception vectors and the scenario driver.
 
 use crate::{Outcome, console, dt, psci, semihosting};
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -120,33 +122,28 @@ pub fn secondary_entry_address() -> u64 {
 
 /// This CPU's index: 0 for the boot CPU, the CPU_ON context id for the others.
 pub fn cpu_index() -> u64 {
-    let v: u64;
-    // SAFETY: reading TPIDR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, tpidr_el1", out(reg) v, options(nomem, nostack)) };
-    v
+    TPIDR_EL1.get()
 }
 
+/// This CPU's affinity fields (Aff3..Aff0) of MPIDR_EL1, as PSCI and the device tree name CPUs.
 pub fn mpidr() -> u64 {
-    let v: u64;
-    // SAFETY: reading MPIDR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack)) };
-    v & 0xff_00ff_ffff
+    let m = MPIDR_EL1.extract();
+    (m.read(MPIDR_EL1::Aff3) << 32)
+        | (m.read(MPIDR_EL1::Aff2) << 16)
+        | (m.read(MPIDR_EL1::Aff1) << 8)
+        | m.read(MPIDR_EL1::Aff0)
 }
 
 /// The virtual count (CNTVCT_EL0): the host keeps the generic timer, so it ticks under Portcullis too.
 pub fn ticks() -> u64 {
-    let v: u64;
-    // SAFETY: reading the virtual counter has no side effects; the ISB orders it after what precedes.
-    unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
-    v
+    // The ISB orders the read after what precedes.
+    barrier::isb(barrier::SY);
+    CNTVCT_EL0.get()
 }
 
 /// The counter's frequency in Hz (CNTFRQ_EL0), as firmware (QEMU) set it.
 pub fn tick_hz() -> u64 {
-    let v: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effects.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
-    v
+    CNTFRQ_EL0.get()
 }
 
 /// Milliseconds between two counter readings (0 if the frequency is unknown).
@@ -203,13 +200,7 @@ pub fn image_layout() -> ImageLayout {
 
 /// The exception level and stack pointer selection the payload runs at: (EL, SPSel).
 pub fn current_el() -> (u64, u64) {
-    let (el, spsel): (u64, u64);
-    // SAFETY: reading CurrentEL and SPSel has no side effects.
-    unsafe {
-        asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack));
-        asm!("mrs {}, SPSel", out(reg) spsel, options(nomem, nostack));
-    }
-    ((el >> 2) & 3, spsel & 1)
+    (CurrentEL.read(CurrentEL::EL), SPSel.read(SPSel::SP))
 }
 
 /// A 32-bit MMIO load as a single `ldr` with a plain base register (always a valid syndrome).
@@ -336,21 +327,15 @@ pub fn expect_exception(f: impl FnOnce()) -> Option<Caught> {
 
 #[unsafe(no_mangle)]
 extern "C" fn guest_exception(kind: u64) {
-    let (esr, far, elr): (u64, u64, u64);
-    // SAFETY: reading the EL1 exception syndrome registers has no side effects.
-    unsafe {
-        asm!("mrs {}, esr_el1", out(reg) esr, options(nomem, nostack));
-        asm!("mrs {}, far_el1", out(reg) far, options(nomem, nostack));
-        asm!("mrs {}, elr_el1", out(reg) elr, options(nomem, nostack));
-    }
+    let (esr, far, elr) = (ESR_EL1.get(), FAR_EL1.get(), ELR_EL1.get());
     let sync = kind.is_multiple_of(4);
     if sync && EXPECTING.load(Ordering::SeqCst) && !CAUGHT.load(Ordering::SeqCst) {
         CAUGHT_ESR.store(esr, Ordering::SeqCst);
         CAUGHT_FAR.store(far, Ordering::SeqCst);
         CAUGHT_ELR.store(elr, Ordering::SeqCst);
         CAUGHT.store(true, Ordering::SeqCst);
-        // SAFETY: skipping the faulting instruction (always 4 bytes in A64) resumes after it.
-        unsafe { asm!("msr elr_el1, {}", in(reg) elr + 4, options(nomem, nostack)) };
+        // Skipping the faulting instruction (always 4 bytes in A64) resumes after it.
+        ELR_EL1.set(elr + 4);
         return;
     }
     crate::println!(

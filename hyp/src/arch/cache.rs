@@ -1,5 +1,6 @@
 //! Data-cache maintenance by address.
 
+use aarch64_cpu::asm::barrier;
 use core::arch::asm;
 
 /// The smallest data-cache line of this CPU, from CTR_EL0.DminLine.
@@ -20,6 +21,5 @@ pub fn clean_to_poc(start: usize, len: usize) {
         unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
         addr += line;
     }
-    // SAFETY: a barrier has no memory-safety implications.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::SY);
 }

@@ -1,5 +1,6 @@
 //! Per-CPU EL2 state: which CPU this is, and the EL2 controls under which the host runs.
 
+use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 use core::arch::asm;
 use portcullis::trap::esr::{self, FaultStatus};
@@ -161,8 +162,8 @@ pub fn stage2_break_broadcast() {
 /// to every walker (`DSB ISH`; invalid descriptors are never cached, so no TLB maintenance is
 /// owed), and to this PE's own later instructions (`ISB`).
 pub fn stage2_publish() {
-    // SAFETY: barriers only.
-    unsafe { asm!("dsb ish", "isb", options(nostack)) };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
 }
 
 /// Switches this CPU to a stage 2 whose VMID no PE has ever run under (so no TLB anywhere holds
@@ -186,8 +187,7 @@ pub fn trap_wfi() {
     HCR_EL2.set(HCR_EL2.get() | TWI);
     let cnthctl = CNTHCTL_EL2.get() & !(0xf << 4);
     CNTHCTL_EL2.set(cnthctl | EVNTEN | EVNTI_BIT12);
-    // SAFETY: a barrier only.
-    unsafe { asm!("isb", options(nostack)) };
+    barrier::isb(barrier::SY);
 }
 
 /// A trapped WFI's wait, bounded: until an interrupt is pending for the host (`ISR_EL1`, which at
@@ -201,8 +201,8 @@ pub fn idle_wait(deadline: u64) {
         isr != 0
     };
     while !pending() && counter() < deadline {
-        // SAFETY: WFE only waits for an event; the event stream bounds it.
-        unsafe { asm!("wfe", options(nomem, nostack)) };
+        // WFE only waits for an event; the event stream bounds it.
+        aarch64_cpu::asm::wfe();
     }
 }
 
