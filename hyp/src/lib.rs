@@ -22,6 +22,7 @@ pub mod gic;
 pub mod pmu;
 pub mod smmu;
 pub mod stage2;
+pub mod sysregs;
 pub mod trap;
 
 #[cfg(test)]

@@ -2,13 +2,11 @@
 
 use aarch64_cpu::asm::barrier;
 use core::arch::asm;
+use tock_registers::interfaces::Readable;
 
 /// The smallest data-cache line of this CPU, from CTR_EL0.DminLine.
 fn dcache_line() -> usize {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
-    4 << ((ctr >> 16) & 0xf)
+    portcullis::sysregs::dcache_line(super::sysreg::CTR_EL0.get())
 }
 
 /// Cleans `[start, start + len)` to the point of coherency, so that an observer with its caches
