@@ -25,7 +25,7 @@ pub const PORTCULLIS_TEST_CANARIES: u32 = 0xC600_0103;
 pub const PORTCULLIS_TEST_INTEGRITY: u32 = 0xC600_0104;
 pub const PORTCULLIS_TEST_REPORT: u32 = 0xC600_0105;
 
-const NOT_SUPPORTED: i64 = -1;
+use crate::psci::NOT_SUPPORTED;
 
 /// SMMUv3 event type codes (IHI 0070, event record `EVENT_TYPE`) the tests look for.
 pub const F_TRANSLATION: u8 = 0x10;
