@@ -2,6 +2,7 @@
 //! the host can trigger at will, and the bounded waits of a console the host also owns.
 
 pub mod console_tx;
+pub mod ns16550;
 pub mod ratelimit;
 
 pub use console_tx::{BoundedTx, TxPort, acquire_within};
