@@ -11,6 +11,8 @@ pub const MAX_CPUS: usize = 8;
 
 global_asm!(
     include_str!("../../platform/asm/arm64_image.S"),
+    include_str!("../../platform/asm/cpu_entry.S"),
+    include_str!("../../platform/asm/vectors.S"),
     r#"
 .section .text.head, "ax"
 .global _start
@@ -20,16 +22,12 @@ _start:
 .text
 guest_entry:
     mov     x19, x0
-    adrp    x20, __image_start
-    add     x20, x20, :lo12:__image_start
+    adr_l   x20, __image_start
     apply_relocations x20
     zero_symbols __bss_start, __bss_end
-    adrp    x9, __stacks_start
-    add     x9, x9, :lo12:__stacks_start
-    add     sp, x9, #{stack_size}
+    set_cpu_stack xzr, {stack_size}
     msr     tpidr_el1, xzr
-    adrp    x9, guest_vectors
-    add     x9, x9, :lo12:guest_vectors
+    adr_l   x9, guest_vectors
     msr     vbar_el1, x9
     isb
     mov     x0, x19
@@ -40,76 +38,38 @@ guest_entry:
 .global guest_secondary_entry
 guest_secondary_entry:
     mov     x19, x0
-    adrp    x9, __stacks_start
-    add     x9, x9, :lo12:__stacks_start
-    mov     x10, #{stack_size}
-    madd    x9, x19, x10, x9
-    add     sp, x9, x10
+    set_cpu_stack x19, {stack_size}
     msr     tpidr_el1, x19
-    adrp    x9, guest_vectors
-    add     x9, x9, :lo12:guest_vectors
+    adr_l   x9, guest_vectors
     msr     vbar_el1, x9
     isb
     mov     x0, x19
     bl      guest_secondary_main
 2:  b       2b
 
-.macro gvector kind
-    .balign 0x80
-    sub     sp, sp, #192
-    stp     x0, x1, [sp, #0]
-    mov     x1, #\kind
-    b       guest_exception_common
-.endm
-
 .balign 0x800
 guest_vectors:
-    gvector 0
-    gvector 1
-    gvector 2
-    gvector 3
-    gvector 4
-    gvector 5
-    gvector 6
-    gvector 7
-    gvector 8
-    gvector 9
-    gvector 10
-    gvector 11
-    gvector 12
-    gvector 13
-    gvector 14
-    gvector 15
+    exception_vectors {frame}, guest_exception_common
 
+/* Saves what a Rust call may clobber (x0..x18, x29, x30), calls guest_exception(kind). */
 guest_exception_common:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    save_x2_x17
     stp     x18, x29, [sp, #144]
     str     x30, [sp, #160]
     mov     x0, x1
     bl      guest_exception
-    ldp     x0, x1, [sp, #0]
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
+    restore_x0_x17
     ldp     x18, x29, [sp, #144]
     ldr     x30, [sp, #160]
-    add     sp, sp, #192
+    add     sp, sp, #{frame}
     eret
 "#,
     stack_size = const STACK_SIZE,
+    frame = const EXCEPTION_FRAME,
 );
+
+/// Bytes the guest's vectors reserve on the stack: x0..x18, x29, x30, rounded up to 16.
+const EXCEPTION_FRAME: usize = 192;
 
 unsafe extern "C" {
     fn guest_secondary_entry();
