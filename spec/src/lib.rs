@@ -4,4 +4,5 @@
 
 #![no_std]
 
+pub mod gic;
 pub mod smmu_event;
