@@ -34,8 +34,11 @@ pub const NOT_SUPPORTED: u64 = x0(code::NOT_SUPPORTED);
 pub const SMCCC_VERSION_ID: u32 = smccc::arch::SMCCC_VERSION;
 /// SMCCC_ARCH_FEATURES.
 pub const SMCCC_ARCH_FEATURES_ID: u32 = smccc::arch::SMCCC_ARCH_FEATURES;
-/// The SMCCC version Portcullis answers: v1.1 (major in bits [30:16], minor in bits [15:0]).
+/// The SMCCC version Portcullis answers: v1.1.
 pub const SMCCC_VERSION: smccc::arch::Version = smccc::arch::Version { major: 1, minor: 1 };
+/// [`SMCCC_VERSION`] as x0 holds it: major in bits [30:16], minor in bits [15:0].
+pub const SMCCC_VERSION_1_1: u64 =
+    ((SMCCC_VERSION.major as u64) << 16) | SMCCC_VERSION.minor as u64;
 
 register_bitfields! [u32,
     /// An SMCCC Function Identifier (DEN 0028, "Function Identifiers").
@@ -284,7 +287,7 @@ pub fn allowed_after_death(call: &Call) -> bool {
 /// What Portcullis does with `call` (see the module documentation).
 pub fn decide(call: &Call) -> Action {
     match *call {
-        Call::SmcccVersion => Action::Return(u64::from(u32::from(SMCCC_VERSION))),
+        Call::SmcccVersion => Action::Return(SMCCC_VERSION_1_1),
         // No architectural workarounds or SoC ID are offered to the host.
         Call::SmcccArchFeatures { .. } => Action::Return(NOT_SUPPORTED),
         Call::Psci {
@@ -432,8 +435,9 @@ mod tests {
                 "{function:?} {convention:?}"
             );
         }
-        // The SMCCC version answered is v1.1.
-        assert_eq!(u32::from(SMCCC_VERSION), 0x1_0001);
+        // The SMCCC version answered is v1.1, encoded as the smccc crate does.
+        assert_eq!(SMCCC_VERSION_1_1, u64::from(u32::from(SMCCC_VERSION)));
+        assert_eq!(SMCCC_VERSION_1_1, 0x1_0001);
     }
 
     /// Every ID `classify` knows, written out from the specifications.
