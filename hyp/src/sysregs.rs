@@ -208,6 +208,11 @@ pub fn dcache_line(ctr: u64) -> usize {
     4 << LocalRegisterCopy::<u64, CTR_EL0::Register>::new(ctr).read(CTR_EL0::DminLine)
 }
 
+/// CPTR_EL2 (HCR_EL2.E2H = 0) trapping nothing: FP/SIMD, SVE and SME are the host's and never
+/// used by Portcullis. TCPAC (31), TAM (30), TTA (20), TSM (12), TFP (10) and TZ (8) are 0; only
+/// the RES1 bits 13, 9 and 7:0 are set. Written by the entry code (`arch::head`) before any Rust.
+pub const CPTR_EL2_NOTHING_TRAPPED: u64 = (1 << 13) | (1 << 9) | 0xff;
+
 /// The SCTLR_EL2 bits that are RES1 with HCR_EL2.E2H = 0 (bits 29:28, 23:22, 18, 16, 11, 5:4).
 const SCTLR_EL2_RES1: u64 = 0x30c5_0830;
 
@@ -260,6 +265,14 @@ mod tests {
             assert_eq!(tcr_el2(ps), old, "PARange {ps}");
         }
         assert_eq!(hcr_el2_trap_wfi(0x8000_0001), 0x8000_0001 | (1 << 13));
+        assert_eq!(CPTR_EL2_NOTHING_TRAPPED, 0x22ff);
+        for trap_bit in [31, 30, 20, 12, 10, 8] {
+            assert_eq!(
+                CPTR_EL2_NOTHING_TRAPPED & (1 << trap_bit),
+                0,
+                "bit {trap_bit}"
+            );
+        }
         assert_eq!(
             cnthctl_el2_event_stream(0x3 | (0xf << 4)),
             0x3 | (1 << 2) | (12 << 4)

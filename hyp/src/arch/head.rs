@@ -47,8 +47,8 @@ primary_entry:
     adr_l   x20, __image_start
     apply_relocations x20
     zero_symbols __bss_start, __bss_end
-    /* FP/SIMD/SVE/SME are the host's: never trapped, never used by Portcullis. RES1 bits 13, 9, 7:0. */
-    mov     x9, #0x22ff
+    /* FP/SIMD/SVE/SME are the host's: never trapped, never used by Portcullis. */
+    mov     x9, #{cptr}
     msr     cptr_el2, x9
     set_cpu_stack xzr, {stack_size}     /* CPU index 0 */
     msr     tpidr_el2, xzr
@@ -67,7 +67,7 @@ primary_entry:
 secondary_entry:
     /* x0 = CPU index (the PSCI context id Portcullis chose). */
     mov     x19, x0
-    mov     x9, #0x22ff
+    mov     x9, #{cptr}
     msr     cptr_el2, x9
     set_cpu_stack x19, {stack_size}
     msr     tpidr_el2, x19
@@ -111,6 +111,7 @@ switch_el2_tables:
     ret
 "#,
     stack_size = const STACK_SIZE,
+    cptr = const portcullis::sysregs::CPTR_EL2_NOTHING_TRAPPED,
 );
 
 unsafe extern "C" {
