@@ -7,7 +7,7 @@
 //! layer (`src/arch/sysreg.rs`) gives them accessors; everything here is plain data, tested on the
 //! host.
 
-use aarch64_cpu::registers::{ESR_EL1, HCR_EL2, SCTLR_EL2, TCR_EL2};
+use aarch64_cpu::registers::{ESR_EL1, HCR_EL2, MAIR_EL2, SCTLR_EL2, TCR_EL2};
 use tock_registers::fields::FieldValue;
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
@@ -226,6 +226,16 @@ pub fn sctlr_el2_mmu_on() -> u64 {
             .value
 }
 
+/// MAIR_EL2 for Portcullis' own tables: attribute index 0 Device-nGnRE (device frames), index 1
+/// Normal write-back read/write-allocate, inner and outer (everything else). The EL2 tables use
+/// these indices (`arch::mmu`).
+pub fn mair_el2() -> u64 {
+    (MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
+        + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+        + MAIR_EL2::Attr1_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc)
+        .value
+}
+
 /// The TCR_EL2 bits that are RES1 with HCR_EL2.E2H = 0 (bits 31 and 23).
 const TCR_EL2_RES1: u64 = (1 << 31) | (1 << 23);
 
@@ -266,6 +276,7 @@ mod tests {
         }
         assert_eq!(hcr_el2_trap_wfi(0x8000_0001), 0x8000_0001 | (1 << 13));
         assert_eq!(CPTR_EL2_NOTHING_TRAPPED, 0x22ff);
+        assert_eq!(mair_el2(), 0x04 | (0xff << 8));
         for trap_bit in [31, 30, 20, 12, 10, 8] {
             assert_eq!(
                 CPTR_EL2_NOTHING_TRAPPED & (1 << trap_bit),

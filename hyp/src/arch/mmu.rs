@@ -16,14 +16,28 @@ use aarch64_paging::paging::{El2, MemoryRegion};
 use core::cell::UnsafeCell;
 use platform::addr::PhysRange;
 
-const MAIR_DEVICE_NGNRE: u64 = 0x04;
-const MAIR_NORMAL_WB: u64 = 0xff;
-/// Attribute index 0: Device-nGnRE; index 1: Normal write-back.
-pub const MAIR: u64 = MAIR_DEVICE_NGNRE | (MAIR_NORMAL_WB << 8);
+/// MAIR_EL2: attribute index 0 Device-nGnRE, index 1 Normal write-back (`portcullis::sysregs`).
+fn mair() -> u64 {
+    portcullis::sysregs::mair_el2()
+}
 
 const GIB: u64 = 1 << 30;
-const BLOCK_NORMAL: u64 = 0b01 | (1 << 2) | (3 << 8) | (1 << 10) | (1 << 6);
-const BLOCK_DEVICE: u64 = 0b01 | (1 << 10) | (1 << 6) | (1 << 54);
+/// A boot-table block of Normal write-back memory (MAIR index 1), inner shareable, accessed.
+const BLOCK_NORMAL: u64 = El23Attributes::VALID
+    .union(El23Attributes::ATTRIBUTE_INDEX_1)
+    .union(El23Attributes::INNER_SHAREABLE)
+    .union(El23Attributes::ACCESSED)
+    .union(El23Attributes::USER_RES1)
+    .bits() as u64;
+/// A boot-table block of Device-nGnRE memory (MAIR index 0), accessed, never executable.
+const BLOCK_DEVICE: u64 = El23Attributes::VALID
+    .union(El23Attributes::ATTRIBUTE_INDEX_0)
+    .union(El23Attributes::ACCESSED)
+    .union(El23Attributes::USER_RES1)
+    .union(El23Attributes::XN)
+    .bits() as u64;
+const _: () = assert!(BLOCK_NORMAL == 0b01 | (1 << 2) | (3 << 8) | (1 << 10) | (1 << 6));
+const _: () = assert!(BLOCK_DEVICE == 0b01 | (1 << 10) | (1 << 6) | (1 << 54));
 
 #[repr(C, align(4096))]
 struct BootTables {
@@ -85,7 +99,7 @@ pub unsafe fn enable_boot_tables(normal: &[PhysRange]) {
             "isb",
             "msr sctlr_el2, {sctlr}",
             "isb",
-            mair = in(reg) MAIR,
+            mair = in(reg) mair(),
             tcr = in(reg) tcr(),
             ttbr = in(reg) t.l0.as_ptr() as u64,
             sctlr = in(reg) sctlr_on(),
@@ -163,7 +177,7 @@ pub fn install_final_tables(layout: &El2Layout) -> IdMap<El2> {
     // SAFETY: called on the primary before any CPU_ON.
     unsafe {
         head::SECONDARY_MMU.publish(MmuConfig {
-            mair: MAIR,
+            mair: mair(),
             tcr: tcr(),
             ttbr0: ttbr,
             sctlr: sctlr_on(),
