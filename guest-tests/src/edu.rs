@@ -25,6 +25,7 @@
 
 use crate::pci::Function;
 use crate::rt::{mmio_read32, mmio_write32, read64, tick_hz, ticks, ticks_to_ms, write64};
+use aarch64_cpu::asm::barrier;
 use core::cell::Cell;
 use core::fmt;
 
@@ -222,8 +223,7 @@ impl Edu {
         self.write64(REG_DMA_DST, dst);
         self.write64(REG_DMA_COUNT, len as u64);
         // The CPU's stores to the source buffer complete before the device may read it.
-        // SAFETY: a barrier has no memory-safety effect.
-        unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+        barrier::dsb(barrier::SY);
         self.write64(REG_DMA_CMD, cmd);
         self.pending.set(Some((direction, ram_addr, len)));
         Ok(())
@@ -242,8 +242,7 @@ impl Edu {
             let cmd = self.read64(REG_DMA_CMD);
             if cmd & CMD_START == 0 {
                 // What the device wrote is visible to the CPU's loads that follow.
-                // SAFETY: a barrier has no memory-safety effect.
-                unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+                barrier::dsb(barrier::SY);
                 return Ok(());
             }
             let waited = ticks().wrapping_sub(start);

@@ -9,24 +9,27 @@
 
 use crate::dt::Tree;
 use crate::rt::{mmio_read32, mmio_write32, read64, tick_hz, ticks, write64};
+use spec::gic::{gicr, gits};
 
 /// QEMU virt's GIC, as fallbacks when the tree does not say.
 const VIRT_GICR: u64 = 0x080a_0000;
 const VIRT_ITS: u64 = 0x0808_0000;
 
-pub const GICR_STRIDE: u64 = 0x2_0000;
-pub const GICR_CTLR: u64 = 0x0000;
-pub const GICR_TYPER: u64 = 0x0008;
-pub const GICR_PROPBASER: u64 = 0x0070;
-pub const GICR_PENDBASER: u64 = 0x0078;
+/// A GICv3 redistributor's frames (`RD_base`, `SGI_base`) without GICv4's two more.
+pub const GICR_STRIDE: u64 = 2 * gicr::FRAME;
+// The register offsets, from the one table the hypervisor uses too (`spec::gic`).
+pub const GICR_CTLR: u64 = gicr::CTLR as u64;
+pub const GICR_TYPER: u64 = gicr::TYPER as u64;
+pub const GICR_PROPBASER: u64 = gicr::PROPBASER as u64;
+pub const GICR_PENDBASER: u64 = gicr::PENDBASER as u64;
 pub const CTLR_ENABLE_LPIS: u32 = 1;
 
-pub const GITS_CTLR: u64 = 0x0000;
-pub const GITS_TYPER: u64 = 0x0008;
-pub const GITS_CBASER: u64 = 0x0080;
-pub const GITS_CWRITER: u64 = 0x0088;
-pub const GITS_CREADR: u64 = 0x0090;
-pub const GITS_BASER0: u64 = 0x0100;
+pub const GITS_CTLR: u64 = gits::CTLR as u64;
+pub const GITS_TYPER: u64 = gits::TYPER as u64;
+pub const GITS_CBASER: u64 = gits::CBASER as u64;
+pub const GITS_CWRITER: u64 = gits::CWRITER as u64;
+pub const GITS_CREADR: u64 = gits::CREADR as u64;
+pub const GITS_BASER0: u64 = gits::BASER as u64;
 const GITS_CTLR_ENABLED: u32 = 1;
 const GITS_CTLR_QUIESCENT: u32 = 1 << 31;
 

@@ -29,38 +29,14 @@ pub const PORTCULLIS_TEST_REPORT: u32 = 0xC600_0105;
 pub const PORTCULLIS_TEST_PROFILE: u32 = 0xC600_0106;
 pub const PORTCULLIS_TEST_COUNTERS: u32 = 0xC600_0107;
 
-const NOT_SUPPORTED: i64 = -1;
+use crate::psci::NOT_SUPPORTED;
 
 /// SMMUv3 event type codes (IHI 0070, event record `EVENT_TYPE`) the tests look for.
-pub const F_TRANSLATION: u8 = 0x10;
-pub const F_ADDR_SIZE: u8 = 0x11;
-pub const F_ACCESS: u8 = 0x12;
-pub const F_PERMISSION: u8 = 0x13;
+pub use spec::smmu_event::{F_ACCESS, F_ADDR_SIZE, F_PERMISSION, F_TRANSLATION};
 
-/// A readable name for an SMMUv3 event type.
+/// A readable name for an SMMUv3 event type (the hypervisor's table, `spec::smmu_event`).
 pub fn event_name(code: u8) -> &'static str {
-    match code {
-        0x01 => "F_UUT",
-        0x02 => "C_BAD_STREAMID",
-        0x03 => "F_STE_FETCH",
-        0x04 => "C_BAD_STE",
-        0x05 => "F_BAD_ATS_TREQ",
-        0x06 => "F_STREAM_DISABLED",
-        0x07 => "F_TRANSL_FORBIDDEN",
-        0x08 => "C_BAD_SUBSTREAMID",
-        0x09 => "F_CD_FETCH",
-        0x0a => "C_BAD_CD",
-        0x0b => "F_WALK_EABT",
-        F_TRANSLATION => "F_TRANSLATION",
-        F_ADDR_SIZE => "F_ADDR_SIZE",
-        F_ACCESS => "F_ACCESS",
-        F_PERMISSION => "F_PERMISSION",
-        0x20 => "F_TLB_CONFLICT",
-        0x21 => "F_CFG_CONFLICT",
-        0x24 => "E_PAGE_REQUEST",
-        0x25 => "F_VMS_FETCH",
-        _ => "unknown",
-    }
+    spec::smmu_event::name(code).unwrap_or("unknown")
 }
 
 /// The canary area and the checksum of its contents at the time of the call.

@@ -22,14 +22,24 @@ pub fn call(function: u32, a: u64, b: u64, c: u64) -> [u64; 4] {
     [r[0], r[1], r[2], r[3]]
 }
 
-pub const VERSION: u32 = 0x8400_0000;
-pub const CPU_OFF: u32 = 0x8400_0002;
-pub const CPU_ON: u32 = 0xc400_0003;
-pub const AFFINITY_INFO: u32 = 0xc400_0004;
-pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-pub const SYSTEM_OFF: u32 = 0x8400_0008;
-pub const FEATURES: u32 = 0x8400_000a;
-pub const NOT_SUPPORTED: i64 = -1;
+/// The function IDs the payloads use (the SMC64 forms where there are two), from the smccc crate.
+pub use smccc::psci::{
+    PSCI_AFFINITY_INFO_64 as AFFINITY_INFO, PSCI_CPU_OFF as CPU_OFF, PSCI_CPU_ON_64 as CPU_ON,
+    PSCI_CPU_SUSPEND_64 as CPU_SUSPEND, PSCI_FEATURES as FEATURES,
+    PSCI_MIGRATE_INFO_TYPE as MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF as SYSTEM_OFF,
+    PSCI_SYSTEM_SUSPEND_64 as SYSTEM_SUSPEND, PSCI_VERSION as VERSION,
+};
+
+/// PSCI return codes as a caller reads them in x0 (sign-extended), from the smccc crate's.
+pub mod code {
+    use smccc::psci::error;
+    pub const NOT_SUPPORTED: i64 = error::NOT_SUPPORTED as i64;
+    pub const INVALID_PARAMETERS: i64 = error::INVALID_PARAMETERS as i64;
+    pub const ALREADY_ON: i64 = error::ALREADY_ON as i64;
+    pub const ON_PENDING: i64 = error::ON_PENDING as i64;
+    pub const INVALID_ADDRESS: i64 = error::INVALID_ADDRESS as i64;
+}
+pub use code::NOT_SUPPORTED;
 
 pub fn version() -> u64 {
     call(VERSION, 0, 0, 0)[0]

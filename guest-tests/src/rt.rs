@@ -1,6 +1,8 @@
 //! Entry, exception vectors and the scenario driver.
 
 use crate::{Outcome, console, dt, psci, semihosting};
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -9,6 +11,8 @@ pub const MAX_CPUS: usize = 8;
 
 global_asm!(
     include_str!("../../platform/asm/arm64_image.S"),
+    include_str!("../../platform/asm/cpu_entry.S"),
+    include_str!("../../platform/asm/vectors.S"),
     r#"
 .section .text.head, "ax"
 .global _start
@@ -18,16 +22,12 @@ _start:
 .text
 guest_entry:
     mov     x19, x0
-    adrp    x20, __image_start
-    add     x20, x20, :lo12:__image_start
+    adr_l   x20, __image_start
     apply_relocations x20
     zero_symbols __bss_start, __bss_end
-    adrp    x9, __stacks_start
-    add     x9, x9, :lo12:__stacks_start
-    add     sp, x9, #{stack_size}
+    set_cpu_stack xzr, {stack_size}
     msr     tpidr_el1, xzr
-    adrp    x9, guest_vectors
-    add     x9, x9, :lo12:guest_vectors
+    adr_l   x9, guest_vectors
     msr     vbar_el1, x9
     isb
     mov     x0, x19
@@ -38,76 +38,38 @@ guest_entry:
 .global guest_secondary_entry
 guest_secondary_entry:
     mov     x19, x0
-    adrp    x9, __stacks_start
-    add     x9, x9, :lo12:__stacks_start
-    mov     x10, #{stack_size}
-    madd    x9, x19, x10, x9
-    add     sp, x9, x10
+    set_cpu_stack x19, {stack_size}
     msr     tpidr_el1, x19
-    adrp    x9, guest_vectors
-    add     x9, x9, :lo12:guest_vectors
+    adr_l   x9, guest_vectors
     msr     vbar_el1, x9
     isb
     mov     x0, x19
     bl      guest_secondary_main
 2:  b       2b
 
-.macro gvector kind
-    .balign 0x80
-    sub     sp, sp, #192
-    stp     x0, x1, [sp, #0]
-    mov     x1, #\kind
-    b       guest_exception_common
-.endm
-
 .balign 0x800
 guest_vectors:
-    gvector 0
-    gvector 1
-    gvector 2
-    gvector 3
-    gvector 4
-    gvector 5
-    gvector 6
-    gvector 7
-    gvector 8
-    gvector 9
-    gvector 10
-    gvector 11
-    gvector 12
-    gvector 13
-    gvector 14
-    gvector 15
+    exception_vectors {frame}, guest_exception_common
 
+/* Saves what a Rust call may clobber (x0..x18, x29, x30), calls guest_exception(kind). */
 guest_exception_common:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    save_x2_x17
     stp     x18, x29, [sp, #144]
     str     x30, [sp, #160]
     mov     x0, x1
     bl      guest_exception
-    ldp     x0, x1, [sp, #0]
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
+    restore_x0_x17
     ldp     x18, x29, [sp, #144]
     ldr     x30, [sp, #160]
-    add     sp, sp, #192
+    add     sp, sp, #{frame}
     eret
 "#,
     stack_size = const STACK_SIZE,
+    frame = const EXCEPTION_FRAME,
 );
+
+/// Bytes the guest's vectors reserve on the stack: x0..x18, x29, x30, rounded up to 16.
+const EXCEPTION_FRAME: usize = 192;
 
 unsafe extern "C" {
     fn guest_secondary_entry();
@@ -120,33 +82,28 @@ pub fn secondary_entry_address() -> u64 {
 
 /// This CPU's index: 0 for the boot CPU, the CPU_ON context id for the others.
 pub fn cpu_index() -> u64 {
-    let v: u64;
-    // SAFETY: reading TPIDR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, tpidr_el1", out(reg) v, options(nomem, nostack)) };
-    v
+    TPIDR_EL1.get()
 }
 
+/// This CPU's affinity fields (Aff3..Aff0) of MPIDR_EL1, as PSCI and the device tree name CPUs.
 pub fn mpidr() -> u64 {
-    let v: u64;
-    // SAFETY: reading MPIDR_EL1 has no side effects.
-    unsafe { asm!("mrs {}, mpidr_el1", out(reg) v, options(nomem, nostack)) };
-    v & 0xff_00ff_ffff
+    let m = MPIDR_EL1.extract();
+    (m.read(MPIDR_EL1::Aff3) << 32)
+        | (m.read(MPIDR_EL1::Aff2) << 16)
+        | (m.read(MPIDR_EL1::Aff1) << 8)
+        | m.read(MPIDR_EL1::Aff0)
 }
 
 /// The virtual count (CNTVCT_EL0): the host keeps the generic timer, so it ticks under Portcullis too.
 pub fn ticks() -> u64 {
-    let v: u64;
-    // SAFETY: reading the virtual counter has no side effects; the ISB orders it after what precedes.
-    unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
-    v
+    // The ISB orders the read after what precedes.
+    barrier::isb(barrier::SY);
+    CNTVCT_EL0.get()
 }
 
 /// The counter's frequency in Hz (CNTFRQ_EL0), as firmware (QEMU) set it.
 pub fn tick_hz() -> u64 {
-    let v: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effects.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
-    v
+    CNTFRQ_EL0.get()
 }
 
 /// Milliseconds between two counter readings (0 if the frequency is unknown).
@@ -203,13 +160,7 @@ pub fn image_layout() -> ImageLayout {
 
 /// The exception level and stack pointer selection the payload runs at: (EL, SPSel).
 pub fn current_el() -> (u64, u64) {
-    let (el, spsel): (u64, u64);
-    // SAFETY: reading CurrentEL and SPSel has no side effects.
-    unsafe {
-        asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack));
-        asm!("mrs {}, SPSel", out(reg) spsel, options(nomem, nostack));
-    }
-    ((el >> 2) & 3, spsel & 1)
+    (CurrentEL.read(CurrentEL::EL), SPSel.read(SPSel::SP))
 }
 
 /// A 32-bit MMIO load as a single `ldr` with a plain base register (always a valid syndrome).
@@ -336,21 +287,15 @@ pub fn expect_exception(f: impl FnOnce()) -> Option<Caught> {
 
 #[unsafe(no_mangle)]
 extern "C" fn guest_exception(kind: u64) {
-    let (esr, far, elr): (u64, u64, u64);
-    // SAFETY: reading the EL1 exception syndrome registers has no side effects.
-    unsafe {
-        asm!("mrs {}, esr_el1", out(reg) esr, options(nomem, nostack));
-        asm!("mrs {}, far_el1", out(reg) far, options(nomem, nostack));
-        asm!("mrs {}, elr_el1", out(reg) elr, options(nomem, nostack));
-    }
+    let (esr, far, elr) = (ESR_EL1.get(), FAR_EL1.get(), ELR_EL1.get());
     let sync = kind.is_multiple_of(4);
     if sync && EXPECTING.load(Ordering::SeqCst) && !CAUGHT.load(Ordering::SeqCst) {
         CAUGHT_ESR.store(esr, Ordering::SeqCst);
         CAUGHT_FAR.store(far, Ordering::SeqCst);
         CAUGHT_ELR.store(elr, Ordering::SeqCst);
         CAUGHT.store(true, Ordering::SeqCst);
-        // SAFETY: skipping the faulting instruction (always 4 bytes in A64) resumes after it.
-        unsafe { asm!("msr elr_el1, {}", in(reg) elr + 4, options(nomem, nostack)) };
+        // Skipping the faulting instruction (always 4 bytes in A64) resumes after it.
+        ELR_EL1.set(elr + 4);
         return;
     }
     crate::println!(

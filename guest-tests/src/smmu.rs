@@ -363,14 +363,10 @@ pub mod evt {
     /// The fetch address of F_STE_FETCH / F_CD_FETCH / F_WALK_EABT, bits [55:3] in place.
     pub const FETCH_ADDR: Field = Field::new(3, 53);
 
-    pub const F_UUT: u8 = 0x01;
-    pub const C_BAD_STREAMID: u8 = 0x02;
-    pub const F_STE_FETCH: u8 = 0x03;
-    pub const C_BAD_STE: u8 = 0x04;
-    pub const F_CD_FETCH: u8 = 0x09;
-    pub const C_BAD_CD: u8 = 0x0a;
-    pub const F_WALK_EABT: u8 = 0x0b;
-    pub const F_TRANSLATION: u8 = 0x10;
+    pub use spec::smmu_event::{
+        C_BAD_CD, C_BAD_STE, C_BAD_STREAMID, F_CD_FETCH, F_STE_FETCH, F_TRANSLATION, F_UUT,
+        F_WALK_EABT,
+    };
 }
 
 /// Largest queues the driver sets up (2^8 entries, what Portcullis offers).

@@ -13,7 +13,7 @@ use platform::addr::{Ipa, PhysRange};
 use platform::devtree::{GicVersion, Platform};
 use portcullis::gic::its::{self, EmulatedIts, ItsConfig, PhysIts, TableKind};
 use portcullis::gic::redist::{self, PhysRedist, Redistributors};
-use portcullis::gic::regs::{GITS_CBASER, gicd, gicr, gits};
+use portcullis::gic::regs::{GITS_CBASER, GITS_CTLR, GITS_TYPER, gicd, gicr, gits};
 use portcullis::gic::{DmaWindow, lpi};
 use portcullis::stage2::{AddressMap, Mode};
 use portcullis::trap::mmio::MmioAccess;
@@ -195,7 +195,9 @@ fn take_its(base: u64, frames: &[redist::RdFrame]) -> Option<Its> {
     // Quiescent and disabled before its tables change.
     hw.write32(gits::CTLR, 0);
     for _ in 0..MAX_POLLS {
-        if hw.read32(gits::CTLR) & (1 << 31) != 0 {
+        if LocalRegisterCopy::<u32, GITS_CTLR::Register>::new(hw.read32(gits::CTLR))
+            .is_set(GITS_CTLR::Quiescent)
+        {
             break;
         }
         core::hint::spin_loop();
@@ -234,7 +236,7 @@ fn take_its(base: u64, frames: &[redist::RdFrame]) -> Option<Its> {
     let kept = LocalRegisterCopy::<u64, GITS_CBASER::Register>::new(hw.read64(gits::CBASER));
     hw.clean = kept.read(GITS_CBASER::Shareability) == 0;
     hw.write64(gits::CWRITER, 0);
-    let pta = typer & (1 << 19) != 0;
+    let pta = LocalRegisterCopy::<u64, GITS_TYPER::Register>::new(typer).is_set(GITS_TYPER::PTA);
     log::info!(
         "ITS at {base:#x}: GITS_TYPER {typer:#x}; Portcullis' device table {devices} entries, \
          collection table {collections}, command queue {QUEUE_BYTES} bytes at {:#x}",

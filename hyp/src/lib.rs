@@ -23,6 +23,7 @@ pub mod pmu;
 pub mod prof;
 pub mod smmu;
 pub mod stage2;
+pub mod sysregs;
 pub mod trap;
 
 #[cfg(test)]

@@ -103,10 +103,11 @@ mod image {
             // No console without a tree: nothing to report to. Park the CPU.
             Err(_) => halt(),
         };
-        if let Some(uart) = &machine.uart {
-            // SAFETY: the boot tables map every non-RAM block as Device memory; the PL011 is
+        // An unknown UART (or none) gets no console: Portcullis logs to nothing.
+        if let Ok(device) = platform::console::from_tree(blob, machine.uart.as_ref()) {
+            // SAFETY: the boot tables map every non-RAM block as Device memory; the UART is
             // Portcullis' console from now on (the host shares it: both only ever write whole bytes).
-            unsafe { console::init(uart.base.start.raw()) };
+            unsafe { console::init(device) };
         }
         let options = host::options(&machine);
         console::init_logger(options.log_level);

@@ -318,7 +318,7 @@ fn inject_undefined(frame: &mut TrapFrame) {
     match inject::inject_external_abort(&state, &Abort::Instruction { far: frame.elr }) {
         Ok(inj) => {
             // Same entry as an abort, but with the syndrome of an undefined instruction (EC 0, IL 1).
-            ESR_EL1.set(1 << 25);
+            ESR_EL1.set(portcullis::sysregs::esr_el1_undefined());
             ELR_EL1.set(inj.elr_el1);
             SPSR_EL1.set(inj.spsr_el1);
             frame.elr = inj.elr_el2;

@@ -197,8 +197,8 @@ mod scenario {
         let start = rt::ticks();
         let mut wfis = 0u32;
         loop {
-            // SAFETY: WFI only waits; every interrupt is masked, none is armed.
-            unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+            // WFI only waits; every interrupt is masked, none is armed.
+            aarch64_cpu::asm::wfi();
             wfis += 1;
             let now = faults_total(ctx)?;
             if now > before {

@@ -62,18 +62,12 @@ mod scenario {
     static PEND: Table<0x1_0000> = Table::new();
 
     // ITS control frame.
-    const GITS_CTLR: u64 = 0x0;
-    const GITS_TYPER: u64 = 0x8;
-    const GITS_CBASER: u64 = 0x80;
-    const GITS_CWRITER: u64 = 0x88;
-    const GITS_CREADR: u64 = 0x90;
-    const GITS_BASER0: u64 = 0x100;
-    const GITS_BASER1: u64 = 0x108;
+    use guest::gic::{
+        GICR_CTLR, GICR_PENDBASER, GICR_PROPBASER, GICR_TYPER, GITS_BASER0, GITS_CBASER,
+        GITS_CREADR, GITS_CTLR, GITS_CWRITER, GITS_TYPER,
+    };
+    const GITS_BASER1: u64 = GITS_BASER0 + 8;
     // Redistributor RD_base frame.
-    const GICR_CTLR: u64 = 0x0;
-    const GICR_TYPER: u64 = 0x8;
-    const GICR_PROPBASER: u64 = 0x70;
-    const GICR_PENDBASER: u64 = 0x78;
 
     const VALID: u64 = 1 << 63;
     const BASER_RO: u64 = (0x1f << 48) | (0x7 << 56);

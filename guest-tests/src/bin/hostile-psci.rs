@@ -10,18 +10,14 @@
 mod scenario {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use guest::hostile::{self, Attack, Env};
+    use guest::psci::code::{ALREADY_ON, INVALID_ADDRESS, INVALID_PARAMETERS, ON_PENDING};
+    use guest::psci::{CPU_SUSPEND, SYSTEM_SUSPEND};
     use guest::rt::{self, Context};
     use guest::{Failure, Outcome, check, println, psci};
 
     guest::scenario!("hostile-psci", run);
 
-    const INVALID_PARAMETERS: i64 = -2;
-    const ALREADY_ON: i64 = -4;
-    const ON_PENDING: i64 = -5;
-    const INVALID_ADDRESS: i64 = -9;
     const AFF_OFF: i64 = 1;
-    const CPU_SUSPEND: u32 = 0xc400_0001;
-    const SYSTEM_SUSPEND: u32 = 0xc400_000e;
 
     static ARRIVALS: AtomicU64 = AtomicU64::new(0);
     /// Holds an arrived CPU on until the boot CPU has made both of its CPU_ON calls (otherwise a
@@ -161,9 +157,9 @@ mod scenario {
             0xf000_0000,
             0x0000_0000,
             0xffff_ffff,
-            0x8400_0011, // MEM_PROTECT
-            0x8400_0012, // MEM_PROTECT_CHECK_RANGE
-            0xc400_0012, // SYSTEM_RESET2 64-bit: not offered
+            smccc::psci::PSCI_STAT_COUNT_32,
+            smccc::psci::PSCI_SYSTEM_RESET2_32,
+            smccc::psci::PSCI_SYSTEM_RESET2_64, // not offered
         ] {
             let r = psci::call(id, 0x4000_0000, 0x4000_0000, 0)[0] as i64;
             check!(

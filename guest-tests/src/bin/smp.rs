@@ -75,7 +75,7 @@ mod scenario {
             ] {
                 let r = psci::cpu_on(victim, entry, 0);
                 check!(
-                    r == -9,
+                    r == psci::code::INVALID_ADDRESS,
                     "CPU_ON({victim:#x}) at {entry:#x} returned {r}, want INVALID_ADDRESS (-9)"
                 );
             }
@@ -99,7 +99,7 @@ mod scenario {
             // one would make the CPU report under another index.)
             let racing = psci::cpu_on(mpidr, rt::secondary_entry_address(), (i + 1) as u64);
             check!(
-                racing == -5 || racing == -4,
+                racing == psci::code::ON_PENDING || racing == psci::code::ALREADY_ON,
                 "a second CPU_ON({mpidr:#x}) returned {racing}, want ON_PENDING (-5) or ALREADY_ON (-4)"
             );
             check!(
@@ -120,7 +120,7 @@ mod scenario {
             );
             let again = psci::cpu_on(mpidr, rt::secondary_entry_address(), i as u64);
             check!(
-                again == -4,
+                again == psci::code::ALREADY_ON,
                 "CPU_ON of a running CPU returned {again}, want ALREADY_ON (-4)"
             );
         }
@@ -153,7 +153,7 @@ mod scenario {
 
         let bad = psci::cpu_on(0xff_0000_ffff, rt::secondary_entry_address(), 0);
         check!(
-            bad == -2,
+            bad == psci::code::INVALID_PARAMETERS,
             "CPU_ON of a CPU not in the tree returned {bad}, want INVALID_PARAMETERS (-2)"
         );
         let unknown = psci::call(0xc200_1234, 0, 0, 0)[0] as i64;

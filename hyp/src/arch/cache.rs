@@ -1,13 +1,12 @@
 //! Data-cache maintenance by address.
 
+use aarch64_cpu::asm::barrier;
 use core::arch::asm;
+use tock_registers::interfaces::Readable;
 
 /// The smallest data-cache line of this CPU, from CTR_EL0.DminLine.
 fn dcache_line() -> usize {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
-    4 << ((ctr >> 16) & 0xf)
+    portcullis::sysregs::dcache_line(super::sysreg::CTR_EL0.get())
 }
 
 /// Cleans `[start, start + len)` to the point of coherency, so that an observer with its caches
@@ -20,6 +19,5 @@ pub fn clean_to_poc(start: usize, len: usize) {
         unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
         addr += line;
     }
-    // SAFETY: a barrier has no memory-safety implications.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::SY);
 }

@@ -1,4 +1,7 @@
-//! The console: the PL011 named by `/chosen/stdout-path`, behind the `log` facade.
+//! The console: the UART named by `/chosen/stdout-path`, behind the `log` facade. A PL011 (through
+//! the arm-pl011-uart crate) or an 8250/16550 (`portcullis::diag::ns16550`), as
+//! `platform::console` decides from the tree; any other UART is not written to, and Portcullis
+//! logs to nothing.
 //!
 //! Portcullis never takes an exception at EL2 except through a bug, so the only re-entry into the
 //! console is a panic while a line is being printed; the lock therefore remembers which CPU holds it,
@@ -16,12 +19,46 @@ use core::fmt::Write;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{LevelFilter, Log, Metadata, Record};
+use platform::console::ConsoleDevice;
 use portcullis::diag::console_tx::Budget;
+use portcullis::diag::ns16550::{Ns16550, UartMmio};
 use portcullis::diag::{BoundedTx, TxPort, acquire_within};
 use spin::mutex::TicketMutex;
 
+/// An 8250's register frame, accessed with single volatile loads and stores.
+struct Mmio8250 {
+    base: usize,
+}
+
+impl UartMmio for Mmio8250 {
+    fn read8(&self, offset: u64) -> u8 {
+        // SAFETY: `init`'s caller vouched for the frame; `platform::console::select` checked that
+        // the registers used (up to LSR) lie inside it.
+        unsafe { ((self.base + offset as usize) as *const u8).read_volatile() }
+    }
+    fn write8(&mut self, offset: u64, value: u8) {
+        // SAFETY: as for `read8`.
+        unsafe { ((self.base + offset as usize) as *mut u8).write_volatile(value) }
+    }
+    fn read32(&self, offset: u64) -> u32 {
+        // SAFETY: as for `read8`; 32-bit registers are 4-byte aligned (`reg-shift` >= 2 in every
+        // binding that has `reg-io-width = <4>`).
+        unsafe { ((self.base + offset as usize) as *const u32).read_volatile() }
+    }
+    fn write32(&mut self, offset: u64, value: u32) {
+        // SAFETY: as for `read32`.
+        unsafe { ((self.base + offset as usize) as *mut u32).write_volatile(value) }
+    }
+}
+
+/// The console's UART driver.
+enum Driver {
+    Pl011(Uart<'static>),
+    Ns16550(Ns16550<Mmio8250>),
+}
+
 struct Console {
-    uart: Uart<'static>,
+    uart: Driver,
     tx: BoundedTx,
 }
 
@@ -44,31 +81,53 @@ fn budget(ms: u64, polls: u32) -> Budget {
     }
 }
 
-/// Takes the PL011 at `base` as the console. The boot firmware (or QEMU) has configured it already.
+/// Takes `device` as the console. The boot firmware (or QEMU) has configured it already.
 ///
 /// # Safety
-/// `base` must be the PL011's register frame, mapped as Device memory, used by nobody else in
+/// `device` must describe a UART register frame, mapped as Device memory, used by nobody else in
 /// Portcullis.
-pub unsafe fn init(base: u64) {
-    let Some(ptr) = NonNull::new(base as *mut PL011Registers) else {
-        return;
+pub unsafe fn init(device: ConsoleDevice) {
+    let uart = match device {
+        ConsoleDevice::Pl011 { base } => {
+            let Some(ptr) = NonNull::new(base.raw() as *mut PL011Registers) else {
+                return;
+            };
+            // SAFETY: the caller guarantees the frame is a mapped PL011 owned by this console.
+            let regs = unsafe { UniqueMmioPointer::new(ptr) };
+            Driver::Pl011(Uart::new(regs))
+        }
+        ConsoleDevice::Ns16550 {
+            base,
+            reg_shift,
+            width,
+        } => Driver::Ns16550(Ns16550::new(
+            Mmio8250 {
+                base: base.raw() as usize,
+            },
+            reg_shift,
+            width,
+        )),
     };
-    // SAFETY: the caller guarantees the frame is a mapped PL011 owned by this console.
-    let regs = unsafe { UniqueMmioPointer::new(ptr) };
     *UART.lock() = Some(Console {
-        uart: Uart::new(regs),
+        uart,
         tx: BoundedTx::new(),
     });
 }
 
-struct Port<'a>(&'a mut Uart<'static>);
+struct Port<'a>(&'a mut Driver);
 
 impl TxPort for Port<'_> {
     fn tx_full(&self) -> bool {
-        self.0.is_tx_fifo_full()
+        match &*self.0 {
+            Driver::Pl011(uart) => uart.is_tx_fifo_full(),
+            Driver::Ns16550(uart) => uart.tx_full(),
+        }
     }
     fn put(&mut self, byte: u8) {
-        self.0.write_word(byte);
+        match &mut *self.0 {
+            Driver::Pl011(uart) => uart.write_word(byte),
+            Driver::Ns16550(uart) => uart.put(byte),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! Per-CPU EL2 state: which CPU this is, and the EL2 controls under which the host runs.
 
+use super::sysreg;
+use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 use core::arch::asm;
+use portcullis::sysregs::{self, CpuFeatures};
 use portcullis::trap::esr::{self, FaultStatus};
 
 /// This CPU's index (0 = the boot CPU), kept in TPIDR_EL2 by the entry code.
@@ -41,29 +44,18 @@ pub struct GuestStage2 {
     pub vttbr: u64,
 }
 
-/// HCR_EL2 for the host: stage 2 on, EL1 is AArch64, SMC trapped (PSCI goes through Portcullis),
-/// pointer-authentication keys and instructions not trapped. Interrupts are not routed to EL2: the
-/// host owns the GIC.
-const HCR_HOST: u64 = (1 << 0)   // VM
-    | (1 << 19)                  // TSC
-    | (1 << 31)                  // RW
-    | (1 << 40)                  // APK
-    | (1 << 41); // API
-
-/// HCRX_EL2.MSCEn: FEAT_MOPS memory copy/set instructions enabled at EL1 and EL0.
-const HCRX_MSCEN: u64 = 1 << 11;
-/// HCRX_EL2.TCR2En: TCR2_EL1 accessible.
-const HCRX_TCR2EN: u64 = 1 << 14;
-/// HCRX_EL2.SCTLR2En: SCTLR2_EL1 accessible.
-const HCRX_SCTLR2EN: u64 = 1 << 15;
-
 /// Configures this CPU's EL2 controls for running the host under `stage2`. Called on every CPU
 /// before it first enters the host.
 pub fn configure_for_host(stage2: GuestStage2) {
+    let features = CpuFeatures::from_id_registers(
+        ID_AA64PFR0_EL1.get(),
+        ID_AA64PFR1_EL1.get(),
+        ID_AA64MMFR0_EL1.get(),
+        ID_AA64MMFR1_EL1.get(),
+        sysreg::ID_AA64MMFR3_EL1.get(),
+    );
     // Identify as the real CPU.
-    let midr = MIDR_EL1.get();
-    // SAFETY: VPIDR_EL2 only changes what EL1 reads from MIDR_EL1.
-    unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack)) };
+    sysreg::VPIDR_EL2.set(MIDR_EL1.get());
     VMPIDR_EL2.set(MPIDR_EL1.get());
 
     // Timers and counters: EL1 may use the physical timer and counter; no virtual offset.
@@ -71,72 +63,48 @@ pub fn configure_for_host(stage2: GuestStage2) {
     CNTVOFF_EL2.set(0);
 
     // GICv3 system registers usable from EL1 (SRE), and EL1 may enable them (Enable).
-    if (ID_AA64PFR0_EL1.get() >> 24) & 0xf != 0 {
-        // GIC system-register interface present.
+    if features.gic_sysregs {
         ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
         ICH_HCR_EL2.set(0);
     }
 
     // Debug and performance monitors: give EL1 all event counters, trap nothing, count nothing
     // at EL2 where the PMU version allows it.
-    let pmcr: u64;
-    // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
-    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
     MDCR_EL2.set(portcullis::pmu::mdcr_el2_for_host(
-        pmcr,
+        sysreg::PMCR_EL0.get(),
         ID_AA64DFR0_EL1.get(),
     ));
 
     // FP/SIMD, SVE and SME are the host's; give it the largest vector lengths.
     if ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0 {
-        // SAFETY: ZCR_EL2.LEN only caps EL1's SVE vector length; the register exists (SVE present).
-        unsafe { asm!("msr S3_4_C1_C2_0, {}", in(reg) 0x1ffu64, options(nostack)) };
+        sysreg::ZCR_EL2.write(sysregs::ZCR_EL2::LEN.val(sysregs::VECTOR_LENGTH_MAX));
     }
-    if (ID_AA64PFR1_EL1.get() >> 24) & 0xf != 0 {
-        // FEAT_SME.
-        // SAFETY: SMCR_EL2.LEN only caps EL1's streaming vector length; the register exists.
-        unsafe { asm!("msr S3_4_C1_C2_6, {}", in(reg) 0x1ffu64, options(nostack)) };
+    if features.sme {
+        sysreg::SMCR_EL2.write(sysregs::SMCR_EL2::LEN.val(sysregs::VECTOR_LENGTH_MAX));
     }
-    // FEAT_HCX: without these enables, instructions the host's CPU features promise it are
-    // UNDEFINED at EL1/EL0 (Linux 6.12 with FEAT_MOPS: glibc's memcpy uses CPYF*/SET*).
-    if (ID_AA64MMFR1_EL1.get() >> 40) & 0xf != 0 {
-        let mmfr3: u64;
-        // SAFETY: reading ID_AA64MMFR3_EL1 has no side effects (RAZ where not implemented).
-        unsafe { asm!("mrs {}, S3_0_C0_C7_3", out(reg) mmfr3, options(nomem, nostack)) };
-        let mut hcrx = HCRX_MSCEN;
-        if mmfr3 & 0xf != 0 {
-            hcrx |= HCRX_TCR2EN; // FEAT_TCR2
-        }
-        if (mmfr3 >> 4) & 0xf != 0 {
-            hcrx |= HCRX_SCTLR2EN; // FEAT_SCTLR2
-        }
-        // SAFETY: HCRX_EL2 exists (FEAT_HCX); these bits only enable EL1/EL0 features the CPU has.
-        unsafe { asm!("msr S3_4_C1_C2_2, {}", in(reg) hcrx, options(nostack)) };
+    // FEAT_HCX: enable what the host's CPU features promise it (see `hcrx_el2_for_host`).
+    if features.hcx {
+        sysreg::HCRX_EL2.set(features.hcrx_el2_for_host());
     }
     // FEAT_FGT: no fine-grained traps.
-    if (ID_AA64MMFR0_EL1.get() >> 56) & 0xf != 0 {
+    if features.fgt {
         HFGRTR_EL2.set(0);
         HFGWTR_EL2.set(0);
         HFGITR_EL2.set(0);
         HDFGRTR_EL2.set(0);
         HDFGWTR_EL2.set(0);
     }
-    HSTR_EL2_clear();
+    // No AArch32 system register access trapped.
+    sysreg::HSTR_EL2.set(0);
 
     // EL1 starts with its MMU off, as the boot protocol says.
-    SCTLR_EL1.set(0x30d0_0800);
+    SCTLR_EL1.set(sysregs::sctlr_el1_at_boot());
 
     VTCR_EL2.set(stage2.vtcr);
     VTTBR_EL2.set(stage2.vttbr);
-    HCR_EL2.set(HCR_HOST);
+    HCR_EL2.set(sysregs::hcr_el2_for_host());
     // SAFETY: barriers and TLB invalidation of stage-1+2 EL1 entries have no memory-safety effects.
     unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
-}
-
-#[allow(non_snake_case)]
-fn HSTR_EL2_clear() {
-    // SAFETY: HSTR_EL2 = 0 traps no AArch32 system register accesses.
-    unsafe { asm!("msr hstr_el2, xzr", options(nostack)) };
 }
 
 /// The host's stage-2 base on this CPU.
@@ -161,8 +129,8 @@ pub fn stage2_break_broadcast() {
 /// to every walker (`DSB ISH`; invalid descriptors are never cached, so no TLB maintenance is
 /// owed), and to this PE's own later instructions (`ISB`).
 pub fn stage2_publish() {
-    // SAFETY: barriers only.
-    unsafe { asm!("dsb ish", "isb", options(nostack)) };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
 }
 
 /// Switches this CPU to a stage 2 whose VMID no PE has ever run under (so no TLB anywhere holds
@@ -180,29 +148,19 @@ pub fn set_vttbr_fresh(vttbr: u64) {
 /// us at QEMU's 62.5 MHz), which bounds each WFE of [`idle_wait`]. WFE is not trapped: Linux waits
 /// for spinlocks with it, and its idle loop uses WFI.
 pub fn trap_wfi() {
-    const TWI: u64 = 1 << 13;
-    const EVNTEN: u64 = 1 << 2;
-    const EVNTI_BIT12: u64 = 12 << 4;
-    HCR_EL2.set(HCR_EL2.get() | TWI);
-    let cnthctl = CNTHCTL_EL2.get() & !(0xf << 4);
-    CNTHCTL_EL2.set(cnthctl | EVNTEN | EVNTI_BIT12);
-    // SAFETY: a barrier only.
-    unsafe { asm!("isb", options(nostack)) };
+    HCR_EL2.set(sysregs::hcr_el2_trap_wfi(HCR_EL2.get()));
+    CNTHCTL_EL2.set(sysregs::cnthctl_el2_event_stream(CNTHCTL_EL2.get()));
+    barrier::isb(barrier::SY);
 }
 
 /// A trapped WFI's wait, bounded: until an interrupt is pending for the host (`ISR_EL1`, which at
 /// EL2 with `HCR_EL2.IMO` = 0 shows the physical IRQ/FIQ/SError state) or the counter reaches
 /// `deadline`, with WFE between looks (woken by the event stream at the latest).
 pub fn idle_wait(deadline: u64) {
-    let pending = || {
-        let isr: u64;
-        // SAFETY: reading ISR_EL1 has no side effects.
-        unsafe { asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack)) };
-        isr != 0
-    };
+    let pending = || sysreg::ISR_EL1.get() != 0;
     while !pending() && counter() < deadline {
-        // SAFETY: WFE only waits for an event; the event stream bounds it.
-        unsafe { asm!("wfe", options(nomem, nostack)) };
+        // WFE only waits for an event; the event stream bounds it.
+        aarch64_cpu::asm::wfe();
     }
 }
 
@@ -216,10 +174,6 @@ pub fn counter_hz() -> u64 {
     CNTFRQ_EL0.get()
 }
 
-/// ID_AA64ISAR2_EL1.ATS1A, bits [63:60]: `AT S1E1A` (address translation without a permission
-/// check) is implemented.
-const ISAR2_ATS1A_SHIFT: u64 = 60;
-
 /// Translates `va` through the host's current EL1&0 stage 1 (and, for its table walk, the host's
 /// stage 2); returns the PAR_EL1 it produced. `AT S1E1A` where the CPU has it (no permission
 /// check: a page the host may execute but not read, with permission indirection, still
@@ -227,12 +181,8 @@ const ISAR2_ATS1A_SHIFT: u64 = 60;
 /// returning. Used to find the IPA of a stage-2 permission fault, for which HPFAR_EL2 is not
 /// reliable (`portcullis::trap::esr::ipa_source`).
 pub fn translate_el1_read(va: u64) -> u64 {
-    let isar2: u64;
-    // SAFETY: ID_AA64ISAR2_EL1 is in the ID register space (RAZ where not implemented); reading it
-    // has no side effects.
-    unsafe { asm!("mrs {}, S3_0_C0_C6_2", out(reg) isar2, options(nomem, nostack)) };
     let par: u64;
-    if (isar2 >> ISAR2_ATS1A_SHIFT) & 0xf != 0 {
+    if sysregs::has_ats1a(sysreg::ID_AA64ISAR2_EL1.get()) {
         // SAFETY: as below; `sys #0, c7, c9, #2` is AT S1E1A (FEAT_ATS1A, present).
         unsafe {
             asm!(

@@ -1,6 +1,7 @@
 //! Calls into the firmware below Portcullis (PSCI through SMC or HVC, as the device tree says).
 
 use platform::devtree::Conduit;
+use smccc::psci::{PSCI_CPU_ON_64, PSCI_SYSTEM_OFF};
 use spin::Once;
 
 static CONDUIT: Once<Conduit> = Once::new();
@@ -21,9 +22,6 @@ pub fn call(function: u32, args: [u64; 3]) -> [u64; 4] {
     };
     [r[0], r[1], r[2], r[3]]
 }
-
-pub const PSCI_CPU_ON_64: u32 = 0xc400_0003;
-pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
 
 /// Starts CPU `mpidr` at Portcullis' secondary entry with `context` in x0. Returns the PSCI status.
 pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {

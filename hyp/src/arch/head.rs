@@ -25,6 +25,7 @@ pub struct MmuConfig {
 
 global_asm!(
     include_str!("../../../platform/asm/arm64_image.S"),
+    include_str!("../../../platform/asm/cpu_entry.S"),
     r#"
 .section .text.head, "ax"
 .global _start
@@ -43,20 +44,15 @@ primary_entry:
     bic     x9, x9, #(1 << 2)           /* C */
     msr     sctlr_el2, x9
     isb
-    adrp    x20, __image_start
-    add     x20, x20, :lo12:__image_start
+    adr_l   x20, __image_start
     apply_relocations x20
     zero_symbols __bss_start, __bss_end
-    /* FP/SIMD/SVE/SME are the host's: never trapped, never used by Portcullis. RES1 bits 13, 9, 7:0. */
-    mov     x9, #0x22ff
+    /* FP/SIMD/SVE/SME are the host's: never trapped, never used by Portcullis. */
+    mov     x9, #{cptr}
     msr     cptr_el2, x9
-    adrp    x9, __stacks_start
-    add     x9, x9, :lo12:__stacks_start
-    add     x9, x9, #{stack_size}
-    mov     sp, x9
-    msr     tpidr_el2, xzr              /* CPU index 0 */
-    adrp    x9, el2_vectors
-    add     x9, x9, :lo12:el2_vectors
+    set_cpu_stack xzr, {stack_size}     /* CPU index 0 */
+    msr     tpidr_el2, xzr
+    adr_l   x9, el2_vectors
     msr     vbar_el2, x9
     isb
     mov     x0, x19
@@ -71,19 +67,13 @@ primary_entry:
 secondary_entry:
     /* x0 = CPU index (the PSCI context id Portcullis chose). */
     mov     x19, x0
-    mov     x9, #0x22ff
+    mov     x9, #{cptr}
     msr     cptr_el2, x9
-    adrp    x9, __stacks_start
-    add     x9, x9, :lo12:__stacks_start
-    mov     x10, #{stack_size}
-    madd    x9, x19, x10, x9
-    add     sp, x9, x10
+    set_cpu_stack x19, {stack_size}
     msr     tpidr_el2, x19
-    adrp    x9, el2_vectors
-    add     x9, x9, :lo12:el2_vectors
+    adr_l   x9, el2_vectors
     msr     vbar_el2, x9
-    adrp    x9, SECONDARY_MMU
-    add     x9, x9, :lo12:SECONDARY_MMU
+    adr_l   x9, SECONDARY_MMU
     ldp     x10, x11, [x9]              /* mair, tcr */
     ldp     x12, x13, [x9, #16]         /* ttbr0, sctlr */
     msr     mair_el2, x10
@@ -121,6 +111,7 @@ switch_el2_tables:
     ret
 "#,
     stack_size = const STACK_SIZE,
+    cptr = const portcullis::sysregs::CPTR_EL2_NOTHING_TRAPPED,
 );
 
 unsafe extern "C" {

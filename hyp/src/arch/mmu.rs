@@ -16,14 +16,28 @@ use aarch64_paging::paging::{El2, MemoryRegion};
 use core::cell::UnsafeCell;
 use platform::addr::PhysRange;
 
-const MAIR_DEVICE_NGNRE: u64 = 0x04;
-const MAIR_NORMAL_WB: u64 = 0xff;
-/// Attribute index 0: Device-nGnRE; index 1: Normal write-back.
-pub const MAIR: u64 = MAIR_DEVICE_NGNRE | (MAIR_NORMAL_WB << 8);
+/// MAIR_EL2: attribute index 0 Device-nGnRE, index 1 Normal write-back (`portcullis::sysregs`).
+fn mair() -> u64 {
+    portcullis::sysregs::mair_el2()
+}
 
 const GIB: u64 = 1 << 30;
-const BLOCK_NORMAL: u64 = 0b01 | (1 << 2) | (3 << 8) | (1 << 10) | (1 << 6);
-const BLOCK_DEVICE: u64 = 0b01 | (1 << 10) | (1 << 6) | (1 << 54);
+/// A boot-table block of Normal write-back memory (MAIR index 1), inner shareable, accessed.
+const BLOCK_NORMAL: u64 = El23Attributes::VALID
+    .union(El23Attributes::ATTRIBUTE_INDEX_1)
+    .union(El23Attributes::INNER_SHAREABLE)
+    .union(El23Attributes::ACCESSED)
+    .union(El23Attributes::USER_RES1)
+    .bits() as u64;
+/// A boot-table block of Device-nGnRE memory (MAIR index 0), accessed, never executable.
+const BLOCK_DEVICE: u64 = El23Attributes::VALID
+    .union(El23Attributes::ATTRIBUTE_INDEX_0)
+    .union(El23Attributes::ACCESSED)
+    .union(El23Attributes::USER_RES1)
+    .union(El23Attributes::XN)
+    .bits() as u64;
+const _: () = assert!(BLOCK_NORMAL == 0b01 | (1 << 2) | (3 << 8) | (1 << 10) | (1 << 6));
+const _: () = assert!(BLOCK_DEVICE == 0b01 | (1 << 10) | (1 << 6) | (1 << 54));
 
 #[repr(C, align(4096))]
 struct BootTables {
@@ -42,18 +56,14 @@ static BOOT_TABLES: BootTablesCell = BootTablesCell(UnsafeCell::new(BootTables {
 
 /// TCR_EL2 for a 48-bit VA space with 4 KiB pages and write-back walks; PS from the CPU's PARange.
 fn tcr() -> u64 {
-    let mmfr0: u64;
-    // SAFETY: reading an ID register has no side effects.
-    unsafe {
-        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack))
-    };
-    let ps = (mmfr0 & 0xf).min(5);
-    let t0sz = 16;
-    (1 << 31) | (1 << 23) | (ps << 16) | (3 << 12) | (1 << 10) | (1 << 8) | t0sz
+    use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
+    portcullis::sysregs::tcr_el2(ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange))
 }
 
-/// SCTLR_EL2 with the MMU, caches and stack alignment checks on. RES1 bits for E2H = 0 included.
-pub const SCTLR_ON: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
+/// SCTLR_EL2 with the MMU, caches and stack alignment checks on.
+fn sctlr_on() -> u64 {
+    portcullis::sysregs::sctlr_el2_mmu_on()
+}
 
 /// Builds the boot tables and turns the MMU on. `normal` lists what must be Normal memory (the
 /// image, the device tree); every other 1 GiB block below 512 GiB is Device memory.
@@ -89,10 +99,10 @@ pub unsafe fn enable_boot_tables(normal: &[PhysRange]) {
             "isb",
             "msr sctlr_el2, {sctlr}",
             "isb",
-            mair = in(reg) MAIR,
+            mair = in(reg) mair(),
             tcr = in(reg) tcr(),
             ttbr = in(reg) t.l0.as_ptr() as u64,
-            sctlr = in(reg) SCTLR_ON,
+            sctlr = in(reg) sctlr_on(),
             options(nostack),
         );
     }
@@ -162,15 +172,15 @@ pub fn install_final_tables(layout: &El2Layout) -> IdMap<El2> {
     // for this CPU; secondaries turn their MMU on with the same coherent walk attributes.
     // SAFETY: the new map covers the image (code, data, stacks, heap) and every device in use,
     // identically to the boot tables.
-    unsafe { head::switch_el2_tables(ttbr, SCTLR_ON) };
+    unsafe { head::switch_el2_tables(ttbr, sctlr_on()) };
     map.mark_active();
     // SAFETY: called on the primary before any CPU_ON.
     unsafe {
         head::SECONDARY_MMU.publish(MmuConfig {
-            mair: MAIR,
+            mair: mair(),
             tcr: tcr(),
             ttbr0: ttbr,
-            sctlr: SCTLR_ON,
+            sctlr: sctlr_on(),
         })
     };
     map

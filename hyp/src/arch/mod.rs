@@ -8,4 +8,5 @@ pub mod firmware;
 pub mod head;
 pub mod mmu;
 pub mod smmu_mmio;
+pub mod sysreg;
 pub mod vectors;

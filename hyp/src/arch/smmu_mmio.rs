@@ -1,6 +1,6 @@
 //! The physical SMMU's register frame, accessed with single volatile loads and stores.
 
-use core::arch::asm;
+use aarch64_cpu::asm::barrier;
 
 /// The SMMU's register frame, mapped as Device memory in Portcullis' EL2 tables.
 #[derive(Debug)]
@@ -57,12 +57,10 @@ impl SmmuFrame {
 /// register write that tells the SMMU to look: the SMMU is an observer in the outer-shareable
 /// domain for non-coherent cases, inner for coherent; `dsb sy` covers both.
 pub fn write_barrier() {
-    // SAFETY: a barrier has no memory-safety effect.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::SY);
 }
 
 /// Orders a register read (e.g. a producer index) before reads of the memory it describes.
 pub fn read_barrier() {
-    // SAFETY: a barrier has no memory-safety effect.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::SY);
 }

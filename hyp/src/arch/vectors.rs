@@ -67,16 +67,10 @@ impl Vector {
 }
 
 global_asm!(
+    include_str!("../../../platform/asm/vectors.S"),
     r#"
 .macro save_frame
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    save_x2_x17
     stp     x18, x19, [sp, #144]
     stp     x20, x21, [sp, #160]
     stp     x22, x23, [sp, #176]
@@ -96,15 +90,7 @@ global_asm!(
     msr     spsr_el2, x10
     ldp     x30, x9, [sp, #240]
     msr     sp_el1, x9
-    ldp     x0, x1, [sp, #0]
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
+    restore_x0_x17
     ldp     x18, x19, [sp, #144]
     ldp     x20, x21, [sp, #160]
     ldp     x22, x23, [sp, #176]
@@ -117,50 +103,28 @@ global_asm!(
     isb
 .endm
 
-/* Each vector: reserve a frame, save x0/x1, note the counter for an instruction abort from the
-   host (EC 0x20: the kexec trap is one, and its fence window starts here; every other trap skips
-   the read, which under QEMU TCG takes the emulator's global lock), tag the kind in x1 and go to
-   the common path. */
-.macro vector kind
-    .balign 0x80
-    sub     sp, sp, #{frame}
-    stp     x0, x1, [sp, #0]
-    mov     x0, xzr
-    .if \kind == 8
-    mrs     x1, esr_el2
-    ubfx    x1, x1, #26, #6
-    cmp     x1, #0x20
-    b.ne    1f
-    mrs     x0, cntpct_el0
-1:
-    .endif
-    str     x0, [sp, #{ticks}]
-    mov     x1, #\kind
-    b       el2_trap_common
-.endm
-
 .section .text.vectors, "ax"
 .balign 0x800
 .global el2_vectors
 el2_vectors:
-    vector 0
-    vector 1
-    vector 2
-    vector 3
-    vector 4
-    vector 5
-    vector 6
-    vector 7
-    vector 8
-    vector 9
-    vector 10
-    vector 11
-    vector 12
-    vector 13
-    vector 14
-    vector 15
+    /* Each vector: reserve a frame, save x0/x1, tag the kind in x1 and go to the common path. */
+    exception_vectors {frame}, el2_trap_common
 
+/* The common path notes the counter for an instruction abort from the host (vector 8, EC 0x20:
+   the kexec trap is one, and its fence window starts here; every other trap skips the read, which
+   under QEMU TCG takes the emulator's global lock). x1 (the vector's index) is kept. */
 el2_trap_common:
+    mov     x0, xzr
+    cmp     x1, #8
+    b.ne    1f
+    mrs     x0, esr_el2
+    ubfx    x0, x0, #26, #6
+    cmp     x0, #0x20
+    mov     x0, xzr
+    b.ne    1f
+    mrs     x0, cntpct_el0
+1:
+    str     x0, [sp, #{ticks}]
     save_frame
     mov     x0, sp
     bl      handle_trap

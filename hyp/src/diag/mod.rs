@@ -4,6 +4,7 @@
 
 pub mod console_tx;
 pub mod counters;
+pub mod ns16550;
 pub mod ratelimit;
 
 pub use console_tx::{BoundedTx, TxPort, acquire_within};

@@ -14,6 +14,8 @@ use core::fmt;
 use tock_registers::LocalRegisterCopy;
 use tock_registers::register_bitfields;
 
+use spec::smmu_event as ev;
+
 use super::{Ipa, Pa, StreamId, SubstreamId};
 
 register_bitfields! [u64,
@@ -75,51 +77,29 @@ pub struct EventId(pub u8);
 
 #[allow(non_upper_case_globals)]
 impl EventId {
-    pub const F_UUT: Self = Self(0x01);
-    pub const C_BAD_STREAMID: Self = Self(0x02);
-    pub const F_STE_FETCH: Self = Self(0x03);
-    pub const C_BAD_STE: Self = Self(0x04);
-    pub const F_BAD_ATS_TREQ: Self = Self(0x05);
-    pub const F_STREAM_DISABLED: Self = Self(0x06);
-    pub const F_TRANSL_FORBIDDEN: Self = Self(0x07);
-    pub const C_BAD_SUBSTREAMID: Self = Self(0x08);
-    pub const F_CD_FETCH: Self = Self(0x09);
-    pub const C_BAD_CD: Self = Self(0x0a);
-    pub const F_WALK_EABT: Self = Self(0x0b);
-    pub const F_TRANSLATION: Self = Self(0x10);
-    pub const F_ADDR_SIZE: Self = Self(0x11);
-    pub const F_ACCESS: Self = Self(0x12);
-    pub const F_PERMISSION: Self = Self(0x13);
-    pub const F_TLB_CONFLICT: Self = Self(0x20);
-    pub const F_CFG_CONFLICT: Self = Self(0x21);
-    pub const E_PAGE_REQUEST: Self = Self(0x24);
-    pub const F_VMS_FETCH: Self = Self(0x25);
+    pub const F_UUT: Self = Self(ev::F_UUT);
+    pub const C_BAD_STREAMID: Self = Self(ev::C_BAD_STREAMID);
+    pub const F_STE_FETCH: Self = Self(ev::F_STE_FETCH);
+    pub const C_BAD_STE: Self = Self(ev::C_BAD_STE);
+    pub const F_BAD_ATS_TREQ: Self = Self(ev::F_BAD_ATS_TREQ);
+    pub const F_STREAM_DISABLED: Self = Self(ev::F_STREAM_DISABLED);
+    pub const F_TRANSL_FORBIDDEN: Self = Self(ev::F_TRANSL_FORBIDDEN);
+    pub const C_BAD_SUBSTREAMID: Self = Self(ev::C_BAD_SUBSTREAMID);
+    pub const F_CD_FETCH: Self = Self(ev::F_CD_FETCH);
+    pub const C_BAD_CD: Self = Self(ev::C_BAD_CD);
+    pub const F_WALK_EABT: Self = Self(ev::F_WALK_EABT);
+    pub const F_TRANSLATION: Self = Self(ev::F_TRANSLATION);
+    pub const F_ADDR_SIZE: Self = Self(ev::F_ADDR_SIZE);
+    pub const F_ACCESS: Self = Self(ev::F_ACCESS);
+    pub const F_PERMISSION: Self = Self(ev::F_PERMISSION);
+    pub const F_TLB_CONFLICT: Self = Self(ev::F_TLB_CONFLICT);
+    pub const F_CFG_CONFLICT: Self = Self(ev::F_CFG_CONFLICT);
+    pub const E_PAGE_REQUEST: Self = Self(ev::E_PAGE_REQUEST);
+    pub const F_VMS_FETCH: Self = Self(ev::F_VMS_FETCH);
 
     /// The specification's name, `None` for a Reserved number.
     pub const fn name(self) -> Option<&'static str> {
-        Some(match self.0 {
-            0x01 => "F_UUT",
-            0x02 => "C_BAD_STREAMID",
-            0x03 => "F_STE_FETCH",
-            0x04 => "C_BAD_STE",
-            0x05 => "F_BAD_ATS_TREQ",
-            0x06 => "F_STREAM_DISABLED",
-            0x07 => "F_TRANSL_FORBIDDEN",
-            0x08 => "C_BAD_SUBSTREAMID",
-            0x09 => "F_CD_FETCH",
-            0x0a => "C_BAD_CD",
-            0x0b => "F_WALK_EABT",
-            0x10 => "F_TRANSLATION",
-            0x11 => "F_ADDR_SIZE",
-            0x12 => "F_ACCESS",
-            0x13 => "F_PERMISSION",
-            0x20 => "F_TLB_CONFLICT",
-            0x21 => "F_CFG_CONFLICT",
-            0x24 => "E_PAGE_REQUEST",
-            0x25 => "F_VMS_FETCH",
-            0xe0..=0xef => "IMPDEF_EVENT",
-            _ => return None,
-        })
+        ev::name(self.0)
     }
 
     /// Whether the number is one of the IMPLEMENTATION DEFINED events 0xE0..0xEF.

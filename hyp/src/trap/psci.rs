@@ -12,18 +12,13 @@
 use tock_registers::LocalRegisterCopy;
 use tock_registers::register_bitfields;
 
-/// PSCI return codes (DEN 0022, "Return error codes"), as the signed 32-bit values the spec gives.
+/// PSCI return codes (DEN 0022, "Return error codes"), as the signed 32-bit values the spec gives
+/// (the smccc crate's).
 pub mod code {
-    pub const SUCCESS: i32 = 0;
-    pub const NOT_SUPPORTED: i32 = -1;
-    pub const INVALID_PARAMETERS: i32 = -2;
-    pub const DENIED: i32 = -3;
-    pub const ALREADY_ON: i32 = -4;
-    pub const ON_PENDING: i32 = -5;
-    pub const INTERNAL_FAILURE: i32 = -6;
-    pub const NOT_PRESENT: i32 = -7;
-    pub const DISABLED: i32 = -8;
-    pub const INVALID_ADDRESS: i32 = -9;
+    pub use smccc::psci::error::{
+        ALREADY_ON, DENIED, DISABLED, INTERNAL_FAILURE, INVALID_ADDRESS, INVALID_PARAMETERS,
+        NOT_PRESENT, NOT_SUPPORTED, ON_PENDING, SUCCESS,
+    };
 }
 
 /// A return code as the host reads it in x0: sign-extended to 64 bits (so that both a 32-bit
@@ -36,11 +31,14 @@ pub const fn x0(code: i32) -> u64 {
 pub const NOT_SUPPORTED: u64 = x0(code::NOT_SUPPORTED);
 
 /// SMCCC_VERSION: the SMC Calling Convention version Portcullis implements towards the host.
-pub const SMCCC_VERSION_ID: u32 = 0x8000_0000;
+pub const SMCCC_VERSION_ID: u32 = smccc::arch::SMCCC_VERSION;
 /// SMCCC_ARCH_FEATURES.
-pub const SMCCC_ARCH_FEATURES_ID: u32 = 0x8000_0001;
-/// SMCCC v1.1: major 1 in bits [30:16], minor 1 in bits [15:0].
-pub const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+pub const SMCCC_ARCH_FEATURES_ID: u32 = smccc::arch::SMCCC_ARCH_FEATURES;
+/// The SMCCC version Portcullis answers: v1.1.
+pub const SMCCC_VERSION: smccc::arch::Version = smccc::arch::Version { major: 1, minor: 1 };
+/// [`SMCCC_VERSION`] as x0 holds it: major in bits [30:16], minor in bits [15:0].
+pub const SMCCC_VERSION_1_1: u64 =
+    ((SMCCC_VERSION.major as u64) << 16) | SMCCC_VERSION.minor as u64;
 
 register_bitfields! [u32,
     /// An SMCCC Function Identifier (DEN 0028, "Function Identifiers").
@@ -372,18 +370,75 @@ mod tests {
     use alloc::vec::Vec;
     use proptest::prelude::*;
 
-    const PSCI_VERSION: u32 = 0x8400_0000;
-    const CPU_SUSPEND_64: u32 = 0xc400_0001;
-    const CPU_OFF: u32 = 0x8400_0002;
-    const CPU_ON_32: u32 = 0x8400_0003;
-    const CPU_ON_64: u32 = 0xc400_0003;
-    const AFFINITY_INFO_64: u32 = 0xc400_0004;
-    const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-    const SYSTEM_OFF: u32 = 0x8400_0008;
-    const SYSTEM_RESET: u32 = 0x8400_0009;
-    const PSCI_FEATURES: u32 = 0x8400_000a;
-    const SYSTEM_SUSPEND_64: u32 = 0xc400_000e;
-    const SYSTEM_RESET2_64: u32 = 0xc400_0012;
+    use smccc::psci::{
+        PSCI_AFFINITY_INFO_64 as AFFINITY_INFO_64, PSCI_CPU_OFF as CPU_OFF,
+        PSCI_CPU_ON_32 as CPU_ON_32, PSCI_CPU_ON_64 as CPU_ON_64,
+        PSCI_CPU_SUSPEND_64 as CPU_SUSPEND_64, PSCI_FEATURES,
+        PSCI_MIGRATE_INFO_TYPE as MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF as SYSTEM_OFF,
+        PSCI_SYSTEM_RESET as SYSTEM_RESET, PSCI_SYSTEM_RESET2_64 as SYSTEM_RESET2_64,
+        PSCI_SYSTEM_SUSPEND_64 as SYSTEM_SUSPEND_64, PSCI_VERSION,
+    };
+
+    /// Every function ID the smccc crate defines (PSCI 1.1) is the one `PsciFunction` computes.
+    #[test]
+    fn ids_match_the_smccc_crate() {
+        use Convention::{Smc32, Smc64};
+        use PsciFunction as F;
+        use smccc::psci::*;
+        let expected = [
+            (F::Version, Smc32, PSCI_VERSION),
+            (F::CpuSuspend, Smc32, PSCI_CPU_SUSPEND_32),
+            (F::CpuSuspend, Smc64, PSCI_CPU_SUSPEND_64),
+            (F::CpuOff, Smc32, PSCI_CPU_OFF),
+            (F::CpuOn, Smc32, PSCI_CPU_ON_32),
+            (F::CpuOn, Smc64, PSCI_CPU_ON_64),
+            (F::AffinityInfo, Smc32, PSCI_AFFINITY_INFO_32),
+            (F::AffinityInfo, Smc64, PSCI_AFFINITY_INFO_64),
+            (F::Migrate, Smc32, PSCI_MIGRATE_32),
+            (F::Migrate, Smc64, PSCI_MIGRATE_64),
+            (F::MigrateInfoType, Smc32, PSCI_MIGRATE_INFO_TYPE),
+            (F::MigrateInfoUpCpu, Smc32, PSCI_MIGRATE_INFO_UP_CPU_32),
+            (F::MigrateInfoUpCpu, Smc64, PSCI_MIGRATE_INFO_UP_CPU_64),
+            (F::SystemOff, Smc32, PSCI_SYSTEM_OFF),
+            (F::SystemReset, Smc32, PSCI_SYSTEM_RESET),
+            (F::SystemReset2, Smc32, PSCI_SYSTEM_RESET2_32),
+            (F::SystemReset2, Smc64, PSCI_SYSTEM_RESET2_64),
+            (F::MemProtect, Smc32, PSCI_MEM_PROTECT),
+            (
+                F::MemProtectCheckRange,
+                Smc32,
+                PSCI_MEM_PROTECT_CHECK_RANGE_32,
+            ),
+            (
+                F::MemProtectCheckRange,
+                Smc64,
+                PSCI_MEM_PROTECT_CHECK_RANGE_64,
+            ),
+            (F::Features, Smc32, PSCI_FEATURES),
+            (F::CpuFreeze, Smc32, PSCI_CPU_FREEZE),
+            (F::CpuDefaultSuspend, Smc32, PSCI_CPU_DEFAULT_SUSPEND_32),
+            (F::CpuDefaultSuspend, Smc64, PSCI_CPU_DEFAULT_SUSPEND_64),
+            (F::NodeHwState, Smc32, PSCI_NODE_HW_STATE_32),
+            (F::NodeHwState, Smc64, PSCI_NODE_HW_STATE_64),
+            (F::SystemSuspend, Smc32, PSCI_SYSTEM_SUSPEND_32),
+            (F::SystemSuspend, Smc64, PSCI_SYSTEM_SUSPEND_64),
+            (F::SetSuspendMode, Smc32, PSCI_SET_SUSPEND_MODE),
+            (F::StatResidency, Smc32, PSCI_STAT_RESIDENCY_32),
+            (F::StatResidency, Smc64, PSCI_STAT_RESIDENCY_64),
+            (F::StatCount, Smc32, PSCI_STAT_COUNT_32),
+            (F::StatCount, Smc64, PSCI_STAT_COUNT_64),
+        ];
+        for (function, convention, id) in expected {
+            assert_eq!(
+                function.id(convention),
+                Some(id),
+                "{function:?} {convention:?}"
+            );
+        }
+        // The SMCCC version answered is v1.1, encoded as the smccc crate does.
+        assert_eq!(SMCCC_VERSION_1_1, u64::from(u32::from(SMCCC_VERSION)));
+        assert_eq!(SMCCC_VERSION_1_1, 0x1_0001);
+    }
 
     /// Every ID `classify` knows, written out from the specifications.
     fn known_ids() -> Vec<u32> {
