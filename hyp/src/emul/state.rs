@@ -195,8 +195,9 @@ pub enum StreamState {
 }
 
 impl StreamState {
-    /// Whether the physical STE of this state is [`Ste::abort`] whatever the policy and the
-    /// attributes (so that composing the same state again need not rewrite it).
+    /// Whether the physical STE of this state is [`Ste::abort`](crate::smmu::ste::Ste::abort)
+    /// whatever the policy and the attributes (so that composing the same state again need not
+    /// rewrite it).
     pub fn aborts(&self) -> bool {
         matches!(
             self,
