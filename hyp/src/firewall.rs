@@ -615,17 +615,6 @@ pub fn fault_summary(sid: StreamId) -> (u64, u64, u64) {
     }
 }
 
-/// The GITS_TRANSLATER page of each ITS frame: the only MMIO a device may write (its MSIs).
-pub fn its_doorbells(machine: &Platform) -> Vec<PhysRange> {
-    const GITS_TRANSLATER_PAGE: u64 = 0x1_0000;
-    machine
-        .gic
-        .iter()
-        .flat_map(|g| g.its.iter())
-        .filter_map(|its| PhysRange::new(its.start.raw() + GITS_TRANSLATER_PAGE, 0x1000))
-        .collect()
-}
-
 /// Logs what the emulation noted, at most a few lines per access: a host that points its tables
 /// somewhere it may not go can make thousands of identical notes in one register write.
 fn log_notes(notes: &[Note]) {

@@ -12,7 +12,7 @@ use platform::addr::PhysRange;
 use platform::devtree::Platform;
 use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::{Taken, TakenKind};
-use portcullis::boot::{cmdline, host_tree, layout};
+use portcullis::boot::{address_map, cmdline, host_tree, layout};
 use portcullis::emul::{AccessDenied, HostMemory};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
@@ -223,18 +223,15 @@ pub fn prepare(
 
     // The host's CPU stage 2.
     let (pa_field, pa_bits) = cpu::pa_range();
-    let map = AddressMap {
-        ram: machine.memory.clone(),
-        hyp,
-        crash,
-        smmu: machine.smmu.as_ref().map(|s| s.regs),
-        its_doorbells: crate::firewall::its_doorbells(machine),
-        devices: devices.allowed,
-        trapped: crate::gic_mediation::trapped(),
-        report,
-        ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
-    };
-    map.validate().map_err(HostError::Policy)?;
+    let placed = address_map::Placed { hyp, crash, report };
+    let map = address_map::assemble(
+        machine,
+        &devices,
+        &placed,
+        crate::gic_mediation::trapped(),
+        pa_bits,
+    )
+    .map_err(HostError::Policy)?;
     // The crash region is execute-never: the capture kernel's first instruction fetch there is
     // the kexec event.
     let regions = stage2::cpu_policy(&map, Mode::Normal, true);
@@ -648,8 +645,7 @@ pub fn crash_region() -> Option<PhysRange> {
 /// the hardware says), minus anything of Portcullis' or the report's.
 fn crash_writable_ranges() -> Vec<PhysRange> {
     let h = host();
-    let forbidden: Vec<PhysRange> = [Some(h.hyp), h.map.report].into_iter().flatten().collect();
-    let (lpi, skipped) = crate::gic_mediation::enter_crash(&forbidden);
+    let (lpi, skipped) = crate::gic_mediation::enter_crash(&address_map::never_writable(&h.map));
     for r in &skipped {
         log::error!(
             "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"

@@ -15,6 +15,7 @@
 //!    [`layout::place_dtb`] for the result (with the crash region added to the taken ranges); the
 //!    allowed device pages become [`crate::stage2::AddressMap::devices`].
 
+pub mod address_map;
 pub mod cmdline;
 pub mod devices;
 pub mod host_tree;
