@@ -8,7 +8,7 @@
 
 use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
-use crate::host::HostRam;
+use crate::host_ram::HostRam;
 use crate::limited::limited;
 use alloc::vec::Vec;
 use core::alloc::Layout;

@@ -6,7 +6,7 @@
 use crate::arch::cache;
 use crate::arch::smmu_mmio::write_barrier;
 use crate::arch::vectors::TrapFrame;
-use crate::host::HostRam;
+use crate::host_ram::HostRam;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use platform::addr::{Ipa, PhysRange};

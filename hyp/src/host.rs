@@ -13,7 +13,6 @@ use platform::devtree::Platform;
 use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::{Taken, TakenKind};
 use portcullis::boot::{address_map, cmdline, host_tree, layout};
-use portcullis::emul::{AccessDenied, HostMemory};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
@@ -468,60 +467,6 @@ pub fn is_emulated_smmu(ipa: platform::addr::Ipa) -> bool {
         .is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
 }
 
-/// The host's memory as Portcullis touches it on the emulated SMMU's behalf: every byte checked
-/// against the host's live CPU stage 2 before it is read or written.
-pub struct HostRam;
-
-impl HostRam {
-    /// Checks `[ipa, ipa + len)` page by page: every page mapped as normal memory, readable (and
-    /// writable if `write`) for the host. Returns the physical address of `ipa`.
-    fn check(ipa: Ipa, len: usize, write: bool) -> Result<u64, AccessDenied> {
-        let denied = Err(AccessDenied { ipa });
-        let Some(end) = ipa.raw().checked_add(len as u64) else {
-            return denied;
-        };
-        let table = live_stage2();
-        let mut page = ipa.raw() & !0xfff;
-        while page < end {
-            match table.translate(Ipa(page)) {
-                Some((
-                    pa,
-                    Access::NormalMemory {
-                        read: true,
-                        write: w,
-                        ..
-                    },
-                )) if pa.raw() == page && (w || !write) => {}
-                _ => return denied,
-            }
-            page += 0x1000;
-        }
-        Ok(ipa.raw())
-    }
-}
-
-impl HostMemory for HostRam {
-    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
-        let pa = Self::check(ipa, buf.len(), false)?;
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: the whole range is host RAM the host's stage 2 maps readable (checked above),
-            // identity-mapped in Portcullis' EL2 tables; a byte-wise volatile copy tolerates the
-            // host changing it concurrently.
-            *b = unsafe { ((pa + i as u64) as *const u8).read_volatile() };
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied> {
-        let pa = Self::check(ipa, bytes.len(), true)?;
-        for (i, b) in bytes.iter().enumerate() {
-            // SAFETY: as for `read`, with the range writable for the host.
-            unsafe { ((pa + i as u64) as *mut u8).write_volatile(*b) };
-        }
-        Ok(())
-    }
-}
-
 /// Whether Portcullis has raised the fence (crash mode). Set once, never cleared.
 static CRASH_MODE: AtomicBool = AtomicBool::new(false);
 
@@ -543,7 +488,7 @@ static SWAP_DONE_AT: AtomicU64 = AtomicU64::new(0);
 /// The CPU stage 2 this CPU runs the host under: the capture kernel's after the fence for the
 /// CPU that took the kexec trap and those the capture kernel started; the host's (in normal mode,
 /// or swapped in place to the dead CPUs' policy) for every other.
-fn live_stage2() -> &'static Stage2Table {
+pub fn live_stage2() -> &'static Stage2Table {
     let h = host();
     match &h.crash_stage2 {
         Some(capture) if in_crash_mode() && cpu::vttbr() == capture.vttbr() => capture,

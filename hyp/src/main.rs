@@ -17,6 +17,8 @@ mod gic_mediation;
 #[cfg(target_os = "none")]
 mod host;
 #[cfg(target_os = "none")]
+mod host_ram;
+#[cfg(target_os = "none")]
 mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
