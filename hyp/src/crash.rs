@@ -21,7 +21,7 @@
 
 use crate::arch::cpu;
 use crate::arch::vectors::{ExceptionType, Vector};
-use crate::{firewall, host};
+use crate::{firewall, gic_mediation, host};
 use aarch64_cpu::registers::{ESR_EL2, Readable};
 use core::sync::atomic::{AtomicU8, Ordering};
 use platform::addr::Ipa;
@@ -139,6 +139,7 @@ fn raise(ipa: Ipa) {
         ),
     }
     cpu::trap_wfi();
-    host::finish_crash_mode();
+    let (lpi_tables, skipped) = gic_mediation::enter_crash(&host::never_writable());
+    host::finish_crash_mode(&lpi_tables, &skipped);
     firewall::write_report();
 }

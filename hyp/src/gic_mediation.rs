@@ -258,11 +258,6 @@ fn take_its(base: u64, frames: &[redist::RdFrame]) -> Option<Its> {
     })
 }
 
-/// The pages `init` trapped (empty before it, or without a GICv3).
-pub fn trapped() -> Vec<PhysRange> {
-    GIC.get().map(|g| g.trapped.clone()).unwrap_or_default()
-}
-
 /// The host's address map is known: the DMA windows every GIC table is checked against.
 pub fn set_policy(map: &AddressMap) {
     WINDOWS.call_once(|| Windows {

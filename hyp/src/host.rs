@@ -116,10 +116,12 @@ const MIB: u64 = 1 << 20;
 
 /// Decides the host's memory map, writes its device tree and builds its stage 2. Returns where the
 /// boot CPU enters the host.
+/// `trapped`: the GIC pages Portcullis mediates (`gic_mediation::init`), unmapped for the host.
 pub fn prepare(
     machine: &Platform,
     hyp: PhysRange,
     incoming_dtb: PhysRange,
+    trapped: Vec<PhysRange>,
 ) -> Result<(Entry, AddressMap), HostError> {
     let kernel = machine.chosen.kernel.ok_or(HostError::NoKernel)?;
     // SAFETY: the kernel range comes from the tree and lies in RAM, mapped by the EL2 tables; only
@@ -223,14 +225,8 @@ pub fn prepare(
     // The host's CPU stage 2.
     let (pa_field, pa_bits) = cpu::pa_range();
     let placed = address_map::Placed { hyp, crash, report };
-    let map = address_map::assemble(
-        machine,
-        &devices,
-        &placed,
-        crate::gic_mediation::trapped(),
-        pa_bits,
-    )
-    .map_err(HostError::Policy)?;
+    let map = address_map::assemble(machine, &devices, &placed, trapped, pa_bits)
+        .map_err(HostError::Policy)?;
     // The crash region is execute-never: the capture kernel's first instruction fetch there is
     // the kexec event.
     let regions = stage2::cpu_policy(&map, Mode::Normal, true);
@@ -585,33 +581,31 @@ pub fn crash_region() -> Option<PhysRange> {
     host().crash
 }
 
-/// The ranges of the dead kernel's RAM that stay writable in crash mode: the GIC LPI tables
-/// (hardware-owned memory the capture kernel keeps using), as GIC mediation accepted them (never as
-/// the hardware says), minus anything of Portcullis' or the report's.
-fn crash_writable_ranges() -> Vec<PhysRange> {
-    let h = host();
-    let (lpi, skipped) = crate::gic_mediation::enter_crash(&address_map::never_writable(&h.map));
-    for r in &skipped {
-        log::error!(
-            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
-        );
-    }
-    lpi
+/// What no table of the dead kernel's may make writable in crash mode (see
+/// `portcullis::boot::address_map::never_writable`).
+pub fn never_writable() -> Vec<PhysRange> {
+    address_map::never_writable(&host().map)
 }
 
 /// Step 2 of the CPU side, after the fence, on the CPU that took the kexec trap (the slow part:
-/// it reads the GIC, allocates, logs): the crash-mode policy with [`crash_writable_ranges`]
-/// writable is built and swapped into the capture kernel's stage 2 in the same way as the fence's.
-pub fn finish_crash_mode() {
+/// it allocates, logs): the crash-mode policy with `writable` (the GIC LPI tables the capture
+/// kernel keeps using, as GIC mediation accepted them, never as the hardware says) writable is
+/// built and swapped into the capture kernel's stage 2 in the same way as the fence's. `skipped`:
+/// the tables refused because they overlap [`never_writable`].
+pub fn finish_crash_mode(writable: &[PhysRange], skipped: &[PhysRange]) {
     let h = host();
     let Some(capture) = &h.crash_stage2 else {
         panic!("crash mode requested without a crash region");
     };
-    let writable = crash_writable_ranges();
+    for r in skipped {
+        log::error!(
+            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
+        );
+    }
     if writable.is_empty() {
         return;
     }
-    let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &writable);
+    let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), writable);
     let table = match Stage2Table::build(&regions, h.map.ipa_bits, VMID_CAPTURE) {
         Ok(t) => t,
         Err(e) => {
@@ -624,7 +618,7 @@ pub fn finish_crash_mode() {
     match capture.swap_plan(table) {
         Ok(swap) => {
             let stores = swap_live(capture, &swap);
-            for r in &writable {
+            for r in writable {
                 log::info!("crash mode: GIC LPI table {r} stays writable for the capture kernel");
             }
             log::info!("crash mode: {stores} descriptor stores for the writable ranges");

@@ -169,8 +169,8 @@ mod image {
         }
 
         // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
-        gic_mediation::init(&machine);
-        let (entry, map) = match host::prepare(&machine, image, dtb_range) {
+        let trapped = gic_mediation::init(&machine);
+        let (entry, map) = match host::prepare(&machine, image, dtb_range, trapped) {
             Ok(prepared) => prepared,
             Err(e) => {
                 log::error!("cannot boot the host: {e}");
