@@ -950,7 +950,7 @@ pub fn write_report() {
         from = to;
     }
     #[cfg(feature = "test-hooks")]
-    crate::test_hooks::report_written(region.start.raw(), region.size());
+    crate::test_hooks::report::written(region.start.raw(), region.size());
 }
 
 /// What went wrong after the fence's window, once (for the caller's log after the fence).
