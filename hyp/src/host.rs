@@ -11,7 +11,7 @@ use platform::addr::Ipa;
 use platform::addr::PhysRange;
 use platform::devtree::Platform;
 use portcullis::boot::devices::{Decision, DeviceMap};
-use portcullis::boot::layout::{Taken, TakenKind};
+use portcullis::boot::layout::TakenKind;
 use portcullis::boot::{address_map, cmdline, host_tree, layout};
 use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
@@ -144,48 +144,33 @@ pub fn prepare(
     );
 
     // The crash region: placed as the host asked, or none (with the reason on the console).
-    let bootargs = machine.chosen.bootargs.as_deref().unwrap_or("");
-    let mut taken = layout::platform_taken(machine);
-    taken.push(Taken::new(TakenKind::Portcullis, hyp));
-    taken.push(Taken::new(TakenKind::KernelImage, footprint));
-    taken.push(Taken::new(TakenKind::IncomingDtb, incoming_dtb));
-    let crash = match cmdline::parse_crashkernel(bootargs, layout::total_ram(&machine.memory)) {
-        Ok(None) => None,
-        Ok(Some(request)) => match layout::place_crash_region(&machine.memory, &taken, &request) {
-            Ok(region) => {
-                log::info!("crash region: {region} ({} MiB)", region.size() / MIB);
-                Some(region)
-            }
-            Err(e) => {
-                log::error!(
-                    "crashkernel= cannot be honoured: {e}; booting the host without a crash region"
-                );
-                None
-            }
-        },
-        Err(e) => {
-            log::error!("crashkernel= is malformed: {e}; booting the host without a crash region");
-            None
+    let address_map::Placement {
+        placed,
+        mut taken,
+        crash_refused,
+        report_refused,
+    } = address_map::place(machine, hyp, footprint, incoming_dtb);
+    let (crash, report) = (placed.crash, placed.report);
+    match crash_refused {
+        Some(address_map::NoCrashRegion::CannotHonour(e)) => log::error!(
+            "crashkernel= cannot be honoured: {e}; booting the host without a crash region"
+        ),
+        Some(address_map::NoCrashRegion::Malformed(e)) => {
+            log::error!("crashkernel= is malformed: {e}; booting the host without a crash region")
         }
-    };
-    if let Some(c) = crash {
-        taken.push(Taken::new(TakenKind::CrashRegion, c));
+        None => {}
     }
-    // The fault report for the capture kernel; without a crash region there is nothing to report.
-    let report = match crash.map(|_| layout::place_report(&machine.memory, &taken)) {
-        Some(Ok(r)) => {
-            taken.push(Taken::new(TakenKind::FaultReport, r));
-            log::info!("fault report region: {r}");
-            Some(r)
-        }
-        Some(Err(e)) => {
-            log::error!(
-                "no room for the fault report region: {e}; the crash will not be reported in memory"
-            );
-            None
-        }
-        None => None,
-    };
+    if let Some(region) = crash {
+        log::info!("crash region: {region} ({} MiB)", region.size() / MIB);
+    }
+    if let Some(e) = report_refused {
+        log::error!(
+            "no room for the fault report region: {e}; the crash will not be reported in memory"
+        );
+    }
+    if let Some(r) = report {
+        log::info!("fault report region: {r}");
+    }
 
     // The host's device tree, written over free host RAM (the incoming tree may be overwritten: it
     // has been read by now).
@@ -224,7 +209,6 @@ pub fn prepare(
 
     // The host's CPU stage 2.
     let (pa_field, pa_bits) = cpu::pa_range();
-    let placed = address_map::Placed { hyp, crash, report };
     let map = address_map::assemble(machine, &devices, &placed, trapped, pa_bits)
         .map_err(HostError::Policy)?;
     // The crash region is execute-never: the capture kernel's first instruction fetch there is

@@ -1,6 +1,7 @@
 //! The host's [`AddressMap`], assembled from what the device tree describes and what boot decided:
 //! the one map every stage-2 policy (CPU and DMA, normal and crash mode) and every GIC check is
-//! built from.
+//! built from. [`place`] decides where the crash region and the fault report go; [`assemble`]
+//! puts the map together.
 //!
 //! From the platform: RAM, the SMMU frame (emulated: unmapped for the host) and the ITS doorbell
 //! pages (the only MMIO a device may write). From boot: Portcullis' own memory, the crash region
@@ -13,9 +14,80 @@ use alloc::vec::Vec;
 use platform::addr::PhysRange;
 use platform::devtree::Platform;
 
+use super::cmdline::{self, CmdlineError};
 use super::devices::DeviceMap;
+use super::layout::{self, PlacementError, Taken, TakenKind};
 use crate::gic::regs::gits;
 use crate::stage2::{self, AddressMap, PolicyError};
+
+/// Why the host has no crash region although its command line asks for one. The host boots
+/// without one either way (the caller says why on the console).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoCrashRegion {
+    /// `crashkernel=` is malformed.
+    Malformed(CmdlineError),
+    /// `crashkernel=` cannot be honoured in this RAM.
+    CannotHonour(PlacementError),
+}
+
+/// Where boot put Portcullis' ranges, and everything else in RAM it had to avoid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub placed: Placed,
+    /// Every range in use: the platform's reserved ranges and initrd, Portcullis, the kernel
+    /// image, the incoming tree, the crash region and the report (the host's tree goes elsewhere).
+    pub taken: Vec<Taken>,
+    /// Why `placed.crash` is `None` although the host asked for a crash region.
+    pub crash_refused: Option<NoCrashRegion>,
+    /// Why `placed.report` is `None` although there is a crash region to report on.
+    pub report_refused: Option<PlacementError>,
+}
+
+/// Places the crash region as `machine`'s `bootargs` ask (`crashkernel=`, against the RAM the host
+/// will see) and, with a crash region, the fault report region, avoiding the platform's reserved
+/// ranges, Portcullis (`hyp`), the kernel image's `footprint` and the `incoming_dtb`. Without a
+/// crash region there is nothing to report, so no report region either.
+pub fn place(
+    machine: &Platform,
+    hyp: PhysRange,
+    footprint: PhysRange,
+    incoming_dtb: PhysRange,
+) -> Placement {
+    let bootargs = machine.chosen.bootargs.as_deref().unwrap_or("");
+    let mut taken = layout::platform_taken(machine);
+    taken.push(Taken::new(TakenKind::Portcullis, hyp));
+    taken.push(Taken::new(TakenKind::KernelImage, footprint));
+    taken.push(Taken::new(TakenKind::IncomingDtb, incoming_dtb));
+    let (crash, crash_refused) =
+        match cmdline::parse_crashkernel(bootargs, layout::total_ram(&machine.memory)) {
+            Ok(None) => (None, None),
+            Ok(Some(request)) => {
+                match layout::place_crash_region(&machine.memory, &taken, &request) {
+                    Ok(region) => (Some(region), None),
+                    Err(e) => (None, Some(NoCrashRegion::CannotHonour(e))),
+                }
+            }
+            Err(e) => (None, Some(NoCrashRegion::Malformed(e))),
+        };
+    if let Some(c) = crash {
+        taken.push(Taken::new(TakenKind::CrashRegion, c));
+    }
+    let (report, report_refused) =
+        match crash.map(|_| layout::place_report(&machine.memory, &taken)) {
+            Some(Ok(r)) => {
+                taken.push(Taken::new(TakenKind::FaultReport, r));
+                (Some(r), None)
+            }
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+    Placement {
+        placed: Placed { hyp, crash, report },
+        taken,
+        crash_refused,
+        report_refused,
+    }
+}
 
 /// Where boot put Portcullis' own ranges in host RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -175,3 +175,78 @@ fn never_writable_is_portcullis_and_the_report() {
     map.report = None;
     assert_eq!(never_writable(&map), [map.hyp]);
 }
+
+/// QEMU virt with `bootargs`: Portcullis 2 MiB into RAM (32 MiB), the kernel image above it, the
+/// incoming tree at the start of RAM.
+fn placed_with(bootargs: &str) -> (Platform, Placement) {
+    let mut machine = Platform::parse(QEMU).expect("fixture parses");
+    machine.chosen.bootargs = Some(bootargs.into());
+    let ram = machine.memory[0].start.raw();
+    let hyp = r(ram + 2 * MIB, 32 * MIB);
+    let footprint = r(ram + 64 * MIB, 48 * MIB);
+    let dtb = r(ram, 0x1_0000);
+    let placement = place(&machine, hyp, footprint, dtb);
+    (machine, placement)
+}
+
+#[test]
+fn crash_region_and_report_are_placed_clear_of_everything() {
+    let (machine, p) = placed_with("console=ttyAMA0 crashkernel=64M");
+    let crash = p.placed.crash.expect("crash region");
+    let report = p.placed.report.expect("report region");
+    assert_eq!(crash.size(), 64 * MIB);
+    assert_eq!(report.size(), layout::REPORT_SIZE);
+    assert_eq!((p.crash_refused, p.report_refused), (None, None));
+    for t in &p.taken {
+        if t.kind != TakenKind::CrashRegion {
+            assert!(!t.range.overlaps(&crash), "crash region over {t:?}");
+        }
+        if t.kind != TakenKind::FaultReport {
+            assert!(!t.range.overlaps(&report), "report over {t:?}");
+        }
+    }
+    for kind in [
+        TakenKind::Portcullis,
+        TakenKind::KernelImage,
+        TakenKind::IncomingDtb,
+        TakenKind::CrashRegion,
+        TakenKind::FaultReport,
+    ] {
+        assert!(p.taken.iter().any(|t| t.kind == kind), "{kind:?} not taken");
+    }
+    // And the map built from it holds.
+    let devices = DeviceMap::decide(&machine);
+    let map = assemble(&machine, &devices, &p.placed, Vec::new(), 48).expect("assembles");
+    assert_eq!((map.crash, map.report), (Some(crash), Some(report)));
+}
+
+#[test]
+fn no_crashkernel_no_crash_region_and_no_report() {
+    let (_, p) = placed_with("console=ttyAMA0");
+    assert_eq!((p.placed.crash, p.placed.report), (None, None));
+    assert_eq!((p.crash_refused, p.report_refused), (None, None));
+    assert!(
+        !p.taken
+            .iter()
+            .any(|t| matches!(t.kind, TakenKind::CrashRegion | TakenKind::FaultReport))
+    );
+}
+
+#[test]
+fn a_crashkernel_that_cannot_be_had_boots_without_one_and_says_why() {
+    let (_, p) = placed_with("crashkernel=lots");
+    assert!(matches!(p.crash_refused, Some(NoCrashRegion::Malformed(_))));
+    assert_eq!(
+        (p.placed.crash, p.placed.report, p.report_refused),
+        (None, None, None)
+    );
+    // Over Portcullis' own memory.
+    let (machine, _) = placed_with("");
+    let at = machine.memory[0].start.raw() + 2 * MIB;
+    let (_, p) = placed_with(&alloc::format!("crashkernel=32M@{at:#x}"));
+    assert!(matches!(
+        p.crash_refused,
+        Some(NoCrashRegion::CannotHonour(PlacementError::Overlaps { .. }))
+    ));
+    assert_eq!((p.placed.crash, p.placed.report), (None, None));
+}
