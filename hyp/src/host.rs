@@ -13,7 +13,7 @@ use platform::devtree::Platform;
 use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::TakenKind;
 use portcullis::boot::{address_map, cmdline, host_tree, layout};
-use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
+use portcullis::stage2::{self, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
 use spin::Once;
@@ -531,18 +531,7 @@ pub fn retry_stage2_fault(ipa: Ipa, write: bool, exec: bool) -> bool {
     if since > cpu::counter_hz() / 10 {
         return false;
     }
-    match live_stage2().translate(ipa) {
-        Some((
-            _,
-            Access::NormalMemory {
-                read,
-                write: w,
-                exec: x,
-            },
-        )) => read && (w || !write) && (x || !exec),
-        Some((_, Access::Device)) => !exec,
-        _ => false,
-    }
+    live_stage2().permits(ipa, write, exec)
 }
 
 /// Step 1 of the CPU side of the fence, on the CPU that took the kexec trap (under the host's

@@ -5,37 +5,20 @@
 use crate::host::live_stage2;
 use platform::addr::Ipa;
 use portcullis::emul::{AccessDenied, HostMemory};
-use portcullis::stage2::Access;
 
 /// The host's memory as Portcullis touches it on the emulated SMMU's behalf: every byte checked
 /// against the host's live CPU stage 2 before it is read or written.
 pub struct HostRam;
 
 impl HostRam {
-    /// Checks `[ipa, ipa + len)` page by page: every page mapped as normal memory, readable (and
-    /// writable if `write`) for the host. Returns the physical address of `ipa`.
+    /// Checks `[ipa, ipa + len)` against the live stage 2 (`Stage2Table::is_host_memory`).
+    /// Returns the physical address of `ipa`.
     fn check(ipa: Ipa, len: usize, write: bool) -> Result<u64, AccessDenied> {
-        let denied = Err(AccessDenied { ipa });
-        let Some(end) = ipa.raw().checked_add(len as u64) else {
-            return denied;
-        };
-        let table = live_stage2();
-        let mut page = ipa.raw() & !0xfff;
-        while page < end {
-            match table.translate(Ipa(page)) {
-                Some((
-                    pa,
-                    Access::NormalMemory {
-                        read: true,
-                        write: w,
-                        ..
-                    },
-                )) if pa.raw() == page && (w || !write) => {}
-                _ => return denied,
-            }
-            page += 0x1000;
+        if live_stage2().is_host_memory(ipa, len, write) {
+            Ok(ipa.raw())
+        } else {
+            Err(AccessDenied { ipa })
         }
-        Ok(ipa.raw())
     }
 }
 
