@@ -16,6 +16,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
+use portcullis::boot::streams;
 use portcullis::emul::{
     Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
 };
@@ -392,23 +393,6 @@ impl fmt::Display for FirewallError {
     }
 }
 
-/// Every StreamID the PCI root complexes can emit towards this SMMU, from their `iommu-map`s.
-fn stream_ids(machine: &Platform, smmu_phandle: Option<u32>) -> Vec<StreamId> {
-    let mut sids: Vec<StreamId> = Vec::new();
-    for host in &machine.pci {
-        let Some(map) = &host.iommu_map else { continue };
-        for e in &map.entries {
-            if smmu_phandle.is_some_and(|p| p != e.target) {
-                continue;
-            }
-            sids.extend(e.out_base..e.out_base.saturating_add(e.length));
-        }
-    }
-    sids.sort_unstable();
-    sids.dedup();
-    sids
-}
-
 /// Takes the physical SMMU and confines every stream to the normal-mode DMA policy.
 pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let smmu = machine.smmu.as_ref().ok_or(FirewallError::NoSmmu)?;
@@ -418,7 +402,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let mut drv = SmmuDriver::probe(frame, HeapDma).map_err(FirewallError::Smmu)?;
     log::info!("SMMU at {}: {}", smmu.regs, drv.features());
 
-    let sids = stream_ids(machine, smmu.phandle);
+    let sids = streams::stream_ids(machine, smmu.phandle);
     let max_sid = *sids.last().ok_or(FirewallError::NoStreams)?;
     let report = drv.init(max_sid).map_err(FirewallError::Smmu)?;
     log::info!("{report}");

@@ -23,3 +23,4 @@ pub mod cmdline;
 pub mod devices;
 pub mod host_tree;
 pub mod layout;
+pub mod streams;
