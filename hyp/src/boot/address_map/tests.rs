@@ -78,7 +78,11 @@ fn qemu_virt_cpu_policy() {
     let map = qemu_map();
     let normal = cpu_policy(&map, Mode::Normal, true);
     let crash_mode = cpu_policy(&map, Mode::Crash, true);
-    let [hyp, crash, report] = [map.hyp, map.crash.unwrap(), map.report.unwrap()];
+    let [hyp, crash, report] = [
+        map.hyp,
+        map.crash.expect("crash region"),
+        map.report.expect("report"),
+    ];
     for regions in [&normal, &crash_mode] {
         // Emulated and mediated frames trap: the SMMU, the ITS control frame, RD_base.
         for pa in [0x0905_0000, 0x0906_f000, 0x0808_0000, 0x080a_0000] {
@@ -113,7 +117,11 @@ fn qemu_virt_dma_policy() {
     let map = qemu_map();
     let normal = dma_policy(&map, Mode::Normal);
     let crash_mode = dma_policy(&map, Mode::Crash);
-    let [hyp, crash, report] = [map.hyp, map.crash.unwrap(), map.report.unwrap()];
+    let [hyp, crash, report] = [
+        map.hyp,
+        map.crash.expect("crash region"),
+        map.report.expect("report"),
+    ];
     for regions in [&normal, &crash_mode] {
         // The doorbell is the only MMIO a device reaches.
         assert_eq!(access(regions, 0x0809_0000), Access::Device);
@@ -171,7 +179,7 @@ fn bad_placements_are_refused() {
 #[test]
 fn never_writable_is_portcullis_and_the_report() {
     let mut map = qemu_map();
-    assert_eq!(never_writable(&map), [map.hyp, map.report.unwrap()]);
+    assert_eq!(never_writable(&map), [map.hyp, map.report.expect("report")]);
     map.report = None;
     assert_eq!(never_writable(&map), [map.hyp]);
 }
