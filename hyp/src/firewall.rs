@@ -30,6 +30,7 @@ use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::queue::QueuePair;
 use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
+use portcullis::smmu::stream_set::StreamSet;
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use portcullis::trap::mmio::MmioAccess;
 use spin::Once;
@@ -167,33 +168,6 @@ pub struct FenceStats {
     pub restaged: u64,
     /// From the trap to the completion of the CPU side (after the DMA side).
     pub cpu_window_ns: u64,
-}
-
-/// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
-struct StreamSet(Vec<u64>);
-
-impl StreamSet {
-    fn full(sids: &[StreamId]) -> Self {
-        let max = sids.iter().copied().max().unwrap_or(0) as usize;
-        let mut bits = alloc::vec![0u64; max / 64 + 1];
-        for &sid in sids {
-            bits[sid as usize / 64] |= 1 << (sid % 64);
-        }
-        Self(bits)
-    }
-    fn contains(&self, sid: StreamId) -> bool {
-        self.0
-            .get(sid as usize / 64)
-            .is_some_and(|w| w & (1 << (sid % 64)) != 0)
-    }
-    fn remove(&mut self, sid: StreamId) {
-        if let Some(w) = self.0.get_mut(sid as usize / 64) {
-            *w &= !(1 << (sid % 64));
-        }
-    }
-    fn len(&self) -> u64 {
-        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
 }
 
 /// The physical SMMU as the emulation uses it. Commands are held until `sync`, so a host batch of
