@@ -890,11 +890,7 @@ pub fn write_report() {
     // lines (with `generation:`), the body, then the closing lines (`generation-end:`) and the
     // padding. A reader that sees the same generation in both read one whole report (see
     // `fence::render_report`).
-    let first = text.find("\nstate:").map_or(len, |i| i + 1).min(len);
-    let closing = text
-        .rfind("generation-end:")
-        .unwrap_or(len)
-        .clamp(first, len);
+    let [first, closing] = fence::report_write_steps(&text, len);
     let mut from = 0;
     for to in [first, closing, end] {
         for i in from..to {
