@@ -343,7 +343,7 @@ fn tree_index(mpidr: u64) -> Option<usize> {
     host()
         .cpus
         .iter()
-        .position(|&m| m == mpidr & 0xff_00ff_ffff)
+        .position(|&m| m == mpidr & cpus::MPIDR_AFFINITY)
 }
 
 /// The device-tree index of the boot CPU.
@@ -401,8 +401,7 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
-    let in_ram = h.ram.iter().any(|r| r.contains(platform::addr::Pa(entry)));
-    if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
+    if !cpus::entry_allowed(&h.ram, h.hyp, entry) {
         return psci::x0(code::INVALID_ADDRESS);
     }
     let request = HostEntry {
