@@ -92,13 +92,10 @@ struct Host {
     /// The CPU that took the kexec trap switches to it at the fence, and the CPUs the capture
     /// kernel starts enter with it.
     crash_stage2: Option<Stage2Table>,
-    crash: Option<PhysRange>,
-    /// The address map the policies are built from (for the crash-mode variant built at the trap).
+    /// The address map the policies are built from (for the crash-mode variant built at the
+    /// trap), and where RAM, Portcullis, the crash region and the SMMU frame are.
     map: AddressMap,
     vtcr: u64,
-    ram: Vec<PhysRange>,
-    hyp: PhysRange,
-    smmu: Option<PhysRange>,
     cpus: Vec<u64>,
 }
 
@@ -243,12 +240,8 @@ pub fn prepare(
         stage2: table,
         dead_stage2: dead_table,
         crash_stage2: crash_table,
-        crash,
         map: map.clone(),
         vtcr,
-        ram: machine.memory.clone(),
-        hyp,
-        smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
     if let Some(boot) = tree_index(cpu::mpidr()) {
@@ -401,7 +394,7 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
-    if !cpus::entry_allowed(&h.ram, h.hyp, entry) {
+    if !cpus::entry_allowed(&h.map.ram, h.map.hyp, entry) {
         return psci::x0(code::INVALID_ADDRESS);
     }
     let request = HostEntry {
@@ -436,12 +429,13 @@ pub fn cpu_off(function_id: u32) -> [u64; 4] {
 
 /// The base of the SMMU's register frame (only called for an address inside it).
 pub fn smmu_base() -> u64 {
-    host().smmu.map_or(0, |r| r.start.raw())
+    host().map.smmu.map_or(0, |r| r.start.raw())
 }
 
 /// Whether `ipa` falls in the SMMU's register frame, which Portcullis emulates.
 pub fn is_emulated_smmu(ipa: platform::addr::Ipa) -> bool {
     host()
+        .map
         .smmu
         .is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
 }
@@ -550,7 +544,7 @@ pub fn cut_cpu() -> usize {
 
 /// The crash region, if the host has one.
 pub fn crash_region() -> Option<PhysRange> {
-    host().crash
+    host().map.crash
 }
 
 /// What no table of the dead kernel's may make writable in crash mode (see
