@@ -3,13 +3,15 @@
 //! `primary_main` runs once on the boot CPU: it takes the machine (its own page tables, heap,
 //! console), reads the device tree, decides the host's memory map with the portable core, builds the
 //! host's stage 2 and device tree, and enters the host at EL1. From then on Portcullis runs only when
-//! the host traps (`traps::handle_trap`).
+//! the host traps (`dispatch::handle_trap`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
 mod crash;
+#[cfg(target_os = "none")]
+mod dispatch;
 #[cfg(target_os = "none")]
 mod firewall;
 #[cfg(target_os = "none")]
@@ -22,8 +24,6 @@ mod host_ram;
 mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
-#[cfg(target_os = "none")]
-mod traps;
 
 #[cfg(target_os = "none")]
 mod image {
