@@ -9,9 +9,21 @@ static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 const UARTDR: u64 = 0x00;
 const UARTFR: u64 = 0x18;
 const FR_TXFF: u32 = 1 << 5;
+const UARTCR: u64 = 0x30;
+/// UARTEN, TXE, RXE.
+const CR_ENABLED: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 
+/// Uses the PL011 at `base`, enabling it if nobody did (booted without Portcullis or firmware:
+/// `scripts/run --native`).
 pub fn init(base: u64) {
     BASE.store(base, Ordering::Relaxed);
+    // SAFETY: `base` is the PL011 frame from the device tree; single-register loads and stores.
+    unsafe {
+        let cr = crate::rt::mmio_read32(base + UARTCR);
+        if cr & CR_ENABLED != CR_ENABLED {
+            crate::rt::mmio_write32(base + UARTCR, cr | CR_ENABLED);
+        }
+    }
 }
 
 struct Pl011(u64);

@@ -312,6 +312,15 @@ pub mod cmd {
     pub const SYNC_CS: Field = Field::new(12, 2);
     pub const SYNC_CS_NONE: u64 = 0b00;
     pub const SYNC_CS_SEV: u64 = 0b10;
+    pub const SYNC_CS_IRQ: u64 = 0b01;
+    /// CMD_SYNC's MSI: shareability, attributes, data (word 0), address bits [51:2] (word 1).
+    pub const SYNC_MSH: Field = Field::new(22, 2);
+    pub const SYNC_MSIATTR: Field = Field::new(24, 4);
+    pub const SYNC_MSIDATA: Field = Field::new(32, 32);
+    pub const SYNC_MSIADDR: Field = Field::new(2, 50);
+    /// Inner Shareable; Inner and Outer Write-Back cacheable (what Linux asks for).
+    pub const SYNC_MSH_ISH: u64 = 0b11;
+    pub const SYNC_MSIATTR_OIWB: u64 = 0xf;
     // Word 1.
     pub const LEAF: Field = Field::bit(0);
     pub const CFGI_RANGE: Field = Field::new(0, 5);
@@ -611,6 +620,10 @@ pub enum SyncSignal {
     None,
     /// SIG_SEV: a WFE wake-up event as well.
     Sev,
+    /// SIG_IRQ with an MSI: the SMMU writes `data` (32 bits) to `addr` once the CMD_SYNC completes
+    /// (IHI 0070 section 4.7.3; what Linux uses when IDR0.MSI and IDR0.COHACC are set, with the
+    /// address of the CMD_SYNC's own queue slot and data 0).
+    Msi { addr: u64, data: u32 },
 }
 
 /// The commands the payloads issue.
@@ -674,11 +687,18 @@ impl Command {
             ],
             Self::TlbiEl2All => [op(cmd::TLBI_EL2_ALL), 0],
             Self::Sync(signal) => {
-                let cs = match signal {
-                    SyncSignal::None => cmd::SYNC_CS_NONE,
-                    SyncSignal::Sev => cmd::SYNC_CS_SEV,
-                };
-                [op(cmd::SYNC) | cmd::SYNC_CS.val(cs), 0]
+                let cs = |v| op(cmd::SYNC) | cmd::SYNC_CS.val(v);
+                match signal {
+                    SyncSignal::None => [cs(cmd::SYNC_CS_NONE), 0],
+                    SyncSignal::Sev => [cs(cmd::SYNC_CS_SEV), 0],
+                    SyncSignal::Msi { addr, data } => [
+                        cs(cmd::SYNC_CS_IRQ)
+                            | cmd::SYNC_MSH.val(cmd::SYNC_MSH_ISH)
+                            | cmd::SYNC_MSIATTR.val(cmd::SYNC_MSIATTR_OIWB)
+                            | cmd::SYNC_MSIDATA.val(data.into()),
+                        cmd::SYNC_MSIADDR.addr(addr),
+                    ],
+                }
             }
             Self::Raw(raw) => raw,
         }
@@ -791,6 +811,8 @@ pub enum SmmuError {
     SidOutOfRange { sid: u32, bits: u32 },
     /// CNTFRQ_EL0 is 0: no bound can be measured.
     NoCounter,
+    /// A CMD_SYNC with an MSI completed (CMDQ_CONS moved past it) without writing to `addr`.
+    NoMsiWrite { addr: u64 },
 }
 
 impl fmt::Display for SmmuError {
@@ -843,6 +865,10 @@ impl fmt::Display for SmmuError {
                 )
             }
             Self::NoCounter => write!(f, "CNTFRQ_EL0 is 0: cannot bound a wait"),
+            Self::NoMsiWrite { addr } => write!(
+                f,
+                "a CMD_SYNC with an MSI to {addr:#x} completed without writing it"
+            ),
         }
     }
 }
@@ -1250,6 +1276,73 @@ impl Smmu {
                     cons,
                     waited_ms: deadline.waited_ms(),
                 });
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Submits `cmds` (ending with a CMD_SYNC) and waits for them the way Linux's driver does for a
+    /// strict unmap: the queue is known to be empty (every earlier batch waited for, so CONS is the
+    /// PROD last written and no CMDQ_CONS read is needed for space), the commands go into the queue
+    /// memory, one CMDQ_PROD write, then CMDQ_CONS alone is polled until it reaches the new PROD or
+    /// shows an error (CMDQ_CONS.ERR; no GERROR reads on the way).
+    pub fn issue_polling_cons(&self, cmds: &[Command]) -> Result<(), SmmuError> {
+        let mut prod = self.cmdq_prod.get();
+        if cmds.len() >= 1 << self.cmdq.log2 {
+            return Err(SmmuError::CommandQueueFull { prod, cons: prod });
+        }
+        for c in cmds {
+            self.replace_command(prod, c);
+            prod = self.cmdq.next(prod);
+        }
+        self.cmdq_prod.set(prod);
+        self.write32(reg::CMDQ_PROD, prod);
+        let deadline = Deadline::after_ms(1000)?;
+        loop {
+            let raw = u64::from(self.cmdq_cons());
+            let cons = cmdq_cons::RD.get(raw) as u32;
+            if cons == prod {
+                return Ok(());
+            }
+            if cmdq_cons::ERR.get(raw) != cmdq_cons::CERROR_NONE || deadline.expired() {
+                // The full check (GERROR too) for the report.
+                return self.wait_consumed(prod);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Submits `cmds` followed by a CMD_SYNC with CS = SIG_IRQ whose MSI writes 0 over the first
+    /// word of the CMD_SYNC's own queue slot, and polls that memory word, not CMDQ_CONS: Linux's
+    /// MSI-based sync completion (one CMDQ_PROD write, no register read). Same empty-queue
+    /// precondition as [`Smmu::issue_polling_cons`]. Falls back to reading CMDQ_CONS (and reports
+    /// an error) when the write does not come within the bound.
+    pub fn issue_msi_sync(&self, cmds: &[Command]) -> Result<(), SmmuError> {
+        let mut prod = self.cmdq_prod.get();
+        if cmds.len() + 1 >= 1 << self.cmdq.log2 {
+            return Err(SmmuError::CommandQueueFull { prod, cons: prod });
+        }
+        for c in cmds {
+            self.replace_command(prod, c);
+            prod = self.cmdq.next(prod);
+        }
+        let slot = self.cmdq.slot(prod) * CMD_WORDS;
+        let addr = self.mem.cmdq.addr() + (slot * 8) as u64;
+        self.replace_command(prod, &Command::Sync(SyncSignal::Msi { addr, data: 0 }));
+        prod = self.cmdq.next(prod);
+        self.cmdq_prod.set(prod);
+        self.write32(reg::CMDQ_PROD, prod);
+        let deadline = Deadline::after_ms(1000)?;
+        loop {
+            // The MSI (32 bits of data) lands on the low half of word 0: the opcode goes to 0.
+            if self.mem.cmdq.get(slot) & 0xffff_ffff == 0 {
+                return Ok(());
+            }
+            if deadline.expired() {
+                return match self.wait_consumed(prod) {
+                    Ok(()) => Err(SmmuError::NoMsiWrite { addr }),
+                    Err(e) => Err(e),
+                };
             }
             core::hint::spin_loop();
         }

@@ -18,47 +18,131 @@
 //!
 //! and only then logs, makes the GIC's LPI tables writable again, writes the fault report, and
 //! resumes the capture kernel's entry path where it trapped.
+//!
+//! The window is timed from the exception vector, with checkpoints along the way (`window`,
+//! logged after the fence), and its code has run once before, with nothing to cut, on the host's
+//! first trap ([`rehearse_once`]).
 
 use crate::arch::cpu;
 use crate::arch::vectors::{ExceptionType, Vector};
+use crate::window::{self, Run};
 use crate::{firewall, gic_mediation, host};
 use aarch64_cpu::registers::{ESR_EL2, Readable};
 use core::sync::atomic::{AtomicU8, Ordering};
 use platform::addr::Ipa;
+use portcullis::fence::profile::Checkpoint;
 use portcullis::fence::{self, KexecTrap, Mode};
 use portcullis::trap::esr::{self, Exception, FaultStatus};
 
 /// The first thing a trap from the host does: if it is the kexec event (a permission fault on an
 /// instruction fetch from the crash region, in normal mode), raise the fence before anything else
-/// the trap path does (draining the SMMU, logging). Returns whether it was; the host then resumes
-/// at the trapping instruction.
-pub fn kexec_trap(vector: &Vector) -> bool {
+/// the trap path does (draining the SMMU, logging). `vector_ticks` is the counter at the exception
+/// vector (noted there for instruction aborts only): the window starts there. Returns whether it was; the host then resumes at the trapping
+/// instruction.
+pub fn kexec_trap(vector: &Vector, vector_ticks: u64) -> bool {
     if vector.kind != ExceptionType::Sync || vector.aarch32 || host::in_crash_mode() {
         return false;
     }
-    let syndrome = esr::decode(ESR_EL2.get());
+    match kexec_ipa(ESR_EL2.get()) {
+        Some(ipa) => {
+            raise(ipa, vector_ticks, Run::Fence);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The IPA the host fetched, if a trap with syndrome `esr` (from the host, in normal mode) is the
+/// kexec event.
+fn kexec_ipa(esr: u64) -> Option<Ipa> {
+    let syndrome = esr::decode(esr);
     let Exception::InstructionAbort(abort) = syndrome.exception else {
-        return false;
+        return None;
     };
     if !matches!(abort.fault, FaultStatus::Permission { .. }) {
-        return false;
+        return None;
     }
     // HPFAR_EL2 is not promised for a permission fault: the IPA comes from the host's stage 1.
     let cpu::FaultIpa::Known(ipa) = cpu::fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault)
     else {
-        return false;
+        return None;
     };
     match fence::classify_instruction_abort(ipa, abort.fault, host::crash_region(), Mode::Normal) {
-        KexecTrap::Fence => {
-            raise(ipa);
-            true
-        }
-        KexecTrap::NotOurs => false,
+        KexecTrap::Fence => Some(ipa),
+        KexecTrap::NotOurs => None,
+    }
+}
+
+/// The syndrome of the kexec event as the rehearsal feeds it to [`kexec_ipa`]: an instruction
+/// abort from a lower EL (EC 0x20, IL 1), a permission fault at level 3 (IFSC 0b001111), FAR valid,
+/// not on a stage-1 walk.
+const REHEARSAL_ESR: u64 = (0x20 << 26) | (1 << 25) | 0b00_1111;
+
+/// On the host's first trap in normal mode (`dispatch::handle_trap`, after the trap's own work): the
+/// fence's code path once, from the same place as the kexec trap, with nothing to cut. The
+/// classification runs on [`REHEARSAL_ESR`] and the trap's FAR (its answer is dropped; the
+/// address translation it may do saves and restores `PAR_EL1`); [`raise`] runs with
+/// [`Run::Rehearsal`]: its own claim flag, the DMA side's store loop over a top-level entry that
+/// is invalid already (zero over zero), the fence's very commands (CMD_CFGI_ALL,
+/// CMD_TLBI_S12_VMALL, CMD_SYNC: invalidations only, harmless while nothing changed); the CPU side
+/// is left out (its break would unmap the host). Two reasons:
+/// - the SMMU is seen to accept the fence's commands before a crash, where a refusal is logged;
+/// - the window no longer pays for the first execution of its code. Under QEMU TCG every block of
+///   code is translated the first time it runs in a given CPU state, tens of microseconds each
+///   (measured: 73 us for the first call of a small function, 0.4 us for the second), which was
+///   most of the window; code run at boot does not count (a rehearsal at boot left the window as
+///   it was), code run on the trap path does. On hardware the same holds, far smaller, for cold
+///   instruction caches and TLBs.
+pub fn rehearse_once() {
+    if REHEARSAL.load(Ordering::Relaxed) != 0 || host::in_crash_mode() {
+        return;
+    }
+    let vector_ticks = cpu::counter();
+    let _ = kexec_ipa(REHEARSAL_ESR);
+    raise(Ipa(0), vector_ticks, Run::Rehearsal);
+}
+
+/// What the window did.
+struct Steps {
+    dma_stores: usize,
+    /// The counter at the completed CMD_SYNC.
+    synced: Result<u64, firewall::FenceError>,
+    cpu_stores: usize,
+    /// The counter once the CPU side is complete.
+    cpu_end: u64,
+}
+
+/// The fence's window: the DMA side, then the CPU side, with the checkpoints of
+/// `portcullis::fence::profile` recorded as they pass (`vector_ticks`: the trap's vector;
+/// `classified`: when the trap was found to be the kexec event). Nothing slow: no log, no
+/// allocation. In a rehearsal nothing is cut (see [`rehearse_once`]).
+fn window_steps(run: Run, vector_ticks: u64, classified: u64) -> Steps {
+    window::arm(vector_ticks);
+    window::mark_at(Checkpoint::Classified, classified);
+    window::mark(Checkpoint::Claimed);
+    let dma_stores = firewall::cut_dma(run);
+    window::mark(Checkpoint::DmaCut);
+    let synced = firewall::fence();
+    window::mark(Checkpoint::Synced);
+    let cpu_stores = match run {
+        Run::Fence => host::cut_cpu(),
+        Run::Rehearsal => 0,
+    };
+    let cpu_end = cpu::counter();
+    window::mark_at(Checkpoint::CpuDone, cpu_end);
+    Steps {
+        dma_stores,
+        synced,
+        cpu_stores,
+        cpu_end,
     }
 }
 
 /// 0: armed; 1: the fence is being raised; 2: raised.
 static FENCE: AtomicU8 = AtomicU8::new(0);
+
+/// The same for [`rehearse_once`].
+static REHEARSAL: AtomicU8 = AtomicU8::new(0);
 
 /// The longest a trapped WFI of the capture kernel waits in Portcullis before it returns.
 const IDLE_SLICE_MS: u64 = 5;
@@ -84,25 +168,45 @@ pub fn idle(elr: &mut u64, len: esr::InstructionLength) {
 
 /// Raises the portcullis. Returns once the host may resume at the trapping instruction. A second
 /// CPU fetching from the crash region while (or after) another raises it waits for the fence and
-/// retries its fetch.
-fn raise(ipa: Ipa) {
-    let start = cpu::counter();
-    if FENCE
+/// retries its fetch. With [`Run::Rehearsal`], the same code cuts nothing (see [`rehearse_once`]).
+fn raise(ipa: Ipa, vector_ticks: u64, run: Run) {
+    let classified = cpu::counter();
+    let state = match run {
+        Run::Fence => &FENCE,
+        Run::Rehearsal => &REHEARSAL,
+    };
+    if state
         .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        while FENCE.load(Ordering::Acquire) != 2 {
+        while state.load(Ordering::Acquire) != 2 {
             core::hint::spin_loop();
         }
         return;
     }
-    let dma_stores = firewall::cut_dma();
-    let synced = firewall::fence();
-    let cpu_stores = host::cut_cpu();
-    let cpu_end = cpu::counter();
-    FENCE.store(2, Ordering::Release);
+    let Steps {
+        dma_stores,
+        synced,
+        cpu_stores,
+        cpu_end,
+    } = window_steps(run, vector_ticks, classified);
+    state.store(2, Ordering::Release);
     // The fence is complete: from here on, bookkeeping, logs and allocations are allowed.
+    let profile = window::disarm();
     let hz = cpu::counter_hz();
+    if run == Run::Rehearsal {
+        match synced {
+            Ok(_) => log::info!(
+                "fence rehearsed: {} SMMU commands accepted; ns since the previous checkpoint: {}",
+                firewall::fence_command_count(),
+                profile.render(hz)
+            ),
+            Err(firewall::FenceError::NoFirewall | firewall::FenceError::NotArmed) => {}
+            Err(e) => log::error!("fence rehearsal: {e}: the DMA fence may fail at a crash"),
+        }
+        return;
+    }
+    let start = vector_ticks;
     let cpu_ns = portcullis::fence::ticks_to_ns(cpu_end.wrapping_sub(start), hz);
     let fenced = synced.map(|end| {
         firewall::after_fence(
@@ -112,6 +216,10 @@ fn raise(ipa: Ipa) {
         )
     });
     log::warn!("kexec trap: the host fetched {ipa:?} in the crash region; fence raised in place");
+    log::info!(
+        "fence window, ns since the previous checkpoint: {}",
+        profile.render(hz)
+    );
     match fenced {
         Ok(f) => {
             log::warn!(

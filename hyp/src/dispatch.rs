@@ -30,7 +30,7 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
         );
     }
     // The kexec trap raises the fence before anything else (no drain, no log, no other lock).
-    if crate::crash::kexec_trap(&vector) {
+    if crate::crash::kexec_trap(&vector, frame.vector_ticks) {
         return;
     }
     // Portcullis owns the physical event queue and drains it whenever it runs.
@@ -47,6 +47,8 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
             ESR_EL2.get()
         ),
     }
+    // Once, on the host's first trap: the fence's path run with nothing to cut (see there).
+    crate::crash::rehearse_once();
 }
 
 fn lower_sync(frame: &mut TrapFrame) {

@@ -585,6 +585,8 @@ impl Write for Counter {
     }
 }
 
+pub mod profile;
+
 #[cfg(test)]
 mod inplace_tests;
 #[cfg(test)]

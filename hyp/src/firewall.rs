@@ -10,6 +10,8 @@ use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
 use crate::host_ram::HostRam;
 use crate::limited::limited;
+use crate::window::{self, Run};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
@@ -20,6 +22,7 @@ use portcullis::boot::streams;
 use portcullis::emul::{
     Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
 };
+use portcullis::fence::profile::Checkpoint;
 use portcullis::fence::{self, ReportInput, ReportState};
 use portcullis::smmu::StreamId;
 use portcullis::smmu::cmd::Command;
@@ -38,10 +41,16 @@ use spin::mutex::TicketMutex as Mutex;
 
 impl SmmuMmio for SmmuFrame {
     fn read32(&mut self, offset: usize) -> u32 {
+        if offset == offset::CMDQ_CONS {
+            window::cons_read();
+        }
         SmmuFrame::read32(self, offset)
     }
     fn write32(&mut self, offset: usize, value: u32) {
-        SmmuFrame::write32(self, offset, value)
+        SmmuFrame::write32(self, offset, value);
+        if offset == offset::CMDQ_PROD {
+            window::mark(Checkpoint::ProdWritten);
+        }
     }
     fn read64(&mut self, offset: usize) -> u64 {
         SmmuFrame::read64(self, offset)
@@ -66,6 +75,7 @@ impl DmaMemory for HeapDma {
     }
     fn wmb(&self) {
         smmu_mmio::write_barrier();
+        window::mark(Checkpoint::CommandsWritten);
     }
     fn rmb(&self) {
         smmu_mmio::read_barrier();
@@ -127,6 +137,8 @@ struct CrashSide {
 struct DmaCut {
     table: &'static Stage2Table,
     top: Vec<usize>,
+    /// A top-level entry that is invalid and stays so: the rehearsal's store (zero over zero).
+    spare: Option<usize>,
 }
 
 static DMA_CUT: Once<DmaCut> = Once::new();
@@ -137,8 +149,16 @@ static DMA_CUT: Once<DmaCut> = Once::new();
 /// allocation, no log. From the `DSB` that follows, every walk of that stage 2 -- by any stream,
 /// for any address -- ends in a stage-2 translation fault, recorded (every such STE has S2R); what
 /// the SMMU's TLBs still hold goes with [`fence`]'s CMD_TLBI_S12_VMALL. Returns the store count.
-pub fn cut_dma() -> usize {
-    DMA_CUT.get().map_or(0, |c| c.table.invalidate_top(&c.top))
+/// A rehearsal (`crash::rehearse_once`) runs the same code over an entry that is invalid already.
+pub fn cut_dma(run: Run) -> usize {
+    DMA_CUT.get().map_or(0, |c| {
+        let top: &[usize] = match (run, &c.spare) {
+            (Run::Fence, _) => &c.top,
+            (Run::Rehearsal, Some(spare)) => core::slice::from_ref(spare),
+            (Run::Rehearsal, None) => &[],
+        };
+        c.table.invalidate_top(top)
+    })
 }
 
 /// What the dead kernel left configured, recorded at the fence.
@@ -340,7 +360,9 @@ impl Phys<'_> {
     }
 }
 
-static FIREWALL: Mutex<Option<Firewall>> = Mutex::new(None);
+/// Boxed: 13 KiB of state (the fault book) would otherwise sit in the image file as initialised
+/// data (`None` is not all zeros).
+static FIREWALL: Mutex<Option<Box<Firewall>>> = Mutex::new(None);
 
 /// Why the firewall could not be raised.
 #[derive(Debug)]
@@ -422,8 +444,9 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         top.len(),
         table.top_entry_size() >> 30
     );
-    DMA_CUT.call_once(|| DmaCut { table, top });
-    *FIREWALL.lock() = Some(Firewall {
+    let spare = (0..table.top_entries()).find(|&i| table.top_entry(i) == 0);
+    DMA_CUT.call_once(|| DmaCut { table, top, spare });
+    *FIREWALL.lock() = Some(Box::new(Firewall {
         driver: drv,
         normal_ste: ste,
         stage2,
@@ -440,7 +463,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         report: map.report,
         report_written: map.report.map_or(0, |r| r.size() as usize),
         report_generation: 0,
-    });
+    }));
     Ok(())
 }
 
@@ -452,7 +475,9 @@ fn describe_stream(pci: &[PciHost], sid: StreamId) -> Option<platform::devtree::
 /// within the console's rate limit.
 pub fn poll() {
     let mut guard = FIREWALL.lock();
-    let Some(fw) = guard.as_mut() else { return };
+    let Some(fw) = guard.as_deref_mut() else {
+        return;
+    };
     let fenced = fw.fenced.is_some();
     let before = fw.faults.streams.total();
     let Firewall {
@@ -770,6 +795,14 @@ impl fmt::Display for FenceError {
 ///   stage 2, which refuses it (a stage-2 fault with CLASS = CD, recorded under S2R) whatever the
 ///   dead kernel's CD.R, also on SMMUs that report a stage-2 fault on a stage-1 table walk as a
 ///   stage-1 fault (QEMU 10);
+/// - why CMD_CFGI_ALL at all, when no STE or CD changes: the configuration caches hold STEs and
+///   CDs, not translations, and a CD cached before the fence still walks its stage-1 tables
+///   through the fenced stage 2 -- a stage-2 fault with CLASS = TT, recorded under S2R. On an SMMU
+///   that follows the architecture CMD_TLBI_S12_VMALL and CMD_SYNC would do: nothing is
+///   translated through the normal policy either way. CMD_CFGI_ALL is for the *record* on SMMUs
+///   that, like QEMU 10, report that fault as a stage-1 fault (recorded only if the dead kernel's
+///   CD.R says so): the CD fetch itself then fails at stage 2. It costs one queue slot; the SMMU's
+///   whole share of the window (writing `CMDQ_PROD` to the completed sync) is ~20 us under QEMU;
 /// - section 4.7, CMD_SYNC: its completion means every earlier command has completed, and the
 ///   invalidations have with every transaction that used the entries they removed: from then on no
 ///   transaction of any stream is translated through the normal policy;
@@ -795,6 +828,11 @@ pub fn fence() -> Result<u64, FenceError> {
     let end = crate::arch::cpu::counter();
     synced?;
     Ok(end)
+}
+
+/// The SMMU commands of the DMA fence, its CMD_SYNC included.
+pub fn fence_command_count() -> u64 {
+    fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1
 }
 
 /// After the fence (logs, allocations allowed): the bookkeeping, and the dead kernel's nested
@@ -823,7 +861,7 @@ pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStat
     let fenced = StreamSet::full(&sids);
     fw.fence = FenceStats {
         window_ns,
-        commands: fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1,
+        commands: fence_command_count(),
         streams: fenced.len(),
         live: fw.emul.live_streams().count() as u64,
         stores,

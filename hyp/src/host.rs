@@ -3,6 +3,7 @@
 use crate::arch::head::{self, MAX_CPUS};
 use crate::arch::vectors::{TrapFrame, enter_lower_el};
 use crate::arch::{cpu, firmware};
+use crate::window;
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use platform::devtree::Platform;
 use portcullis::boot::devices::{Decision, DeviceMap};
 use portcullis::boot::layout::TakenKind;
 use portcullis::boot::{address_map, cmdline, host_tree, layout};
+use portcullis::fence::profile::Checkpoint;
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
@@ -499,9 +501,12 @@ fn is_capture_cpu() -> bool {
 fn swap_live(table: &Stage2Table, swap: &TopSwap) -> usize {
     SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
     let broken = table.break_top(swap);
+    window::mark(Checkpoint::CpuBroken);
     cpu::stage2_break_broadcast();
+    window::mark(Checkpoint::CpuInvalidated);
     let made = table.make_top(swap);
     cpu::stage2_publish();
+    window::mark(Checkpoint::CpuMade);
     SWAP_DONE_AT.store(cpu::counter(), Ordering::Release);
     SWAP_SEQ.fetch_add(1, Ordering::AcqRel);
     broken + made

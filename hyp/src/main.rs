@@ -24,6 +24,8 @@ mod host_ram;
 mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
+#[cfg(target_os = "none")]
+mod window;
 
 #[cfg(target_os = "none")]
 mod image {

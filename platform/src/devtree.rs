@@ -20,9 +20,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use dtoolkit::error::FdtParseError;
-use dtoolkit::fdt::{Fdt, FdtNode};
-use dtoolkit::{Node, Property};
+use dtoolkit::error::{FdtParseError, PropertyError};
+use dtoolkit::fdt::{Fdt, FdtNode, FdtProperty};
+use dtoolkit::standard::{NodeStandard, Status};
+use dtoolkit::{Cells, Node, Property, ToCellInt};
 
 use crate::addr::{PhysRange, normalize_ranges};
 
@@ -681,14 +682,13 @@ impl Platform {
 /// One node of the index over the tree.
 struct TreeNode<'a> {
     node: FdtNode<'a>,
-    name: &'a str,
     parent: Option<usize>,
     children: Vec<usize>,
     path: String,
 }
 
-/// The tree, indexed once so that parents, paths and phandles are cheap to find. Node 0 is the
-/// root; nodes are in document order.
+/// The tree, indexed once so that parents, paths and phandles are cheap to find (dtoolkit's nodes
+/// know their children, not their parent). Node 0 is the root; nodes are in document order.
 struct Tree<'a> {
     fdt: Fdt<'a>,
     nodes: Vec<TreeNode<'a>>,
@@ -696,58 +696,9 @@ struct Tree<'a> {
     phandles: Vec<(u32, usize)>,
 }
 
-/// Reads `cells` big-endian cells (at most 4) as one number.
-fn read_cells(bytes: &[u8]) -> u128 {
-    bytes.chunks_exact(4).fold(0u128, |acc, c| {
-        (acc << 32) | u128::from(u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
-    })
-}
-
-/// Splits a prop-encoded array into entries of `widths` cells each (every width at most
-/// [`MAX_CELLS`]); `None` if the length does not fit.
-fn split_entries<const N: usize>(bytes: &[u8], widths: [u32; N]) -> Option<Vec<[u128; N]>> {
-    let entry_cells: usize = widths.iter().map(|w| *w as usize).sum();
-    if entry_cells == 0 {
-        return bytes.is_empty().then(Vec::new);
-    }
-    let entry_len = entry_cells * 4;
-    if !bytes.len().is_multiple_of(entry_len) {
-        return None;
-    }
-    let entries = bytes
-        .chunks_exact(entry_len)
-        .map(|chunk| {
-            let mut out = [0u128; N];
-            let mut offset = 0;
-            for (field, width) in out.iter_mut().zip(widths) {
-                let len = width as usize * 4;
-                *field = read_cells(chunk.get(offset..offset + len).unwrap_or(&[]));
-                offset += len;
-            }
-            out
-        })
-        .collect();
-    Some(entries)
-}
-
-fn u32_cells(bytes: &[u8]) -> Option<Vec<u32>> {
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
-            .collect(),
-    )
-}
-
-/// A single number of 1 or 2 cells (as `linux,initrd-start` allows).
-fn one_or_two_cells(bytes: &[u8]) -> Option<u64> {
-    match bytes.len() {
-        4 | 8 => u64::try_from(read_cells(bytes)).ok(),
-        _ => None,
-    }
+/// The number in `cells`, which the caller has bounded to [`MAX_CELLS`] (so it fits).
+fn cells_value(cells: Cells<'_>) -> u128 {
+    cells.to_int::<u128>().unwrap_or(0)
 }
 
 fn is_gic(tree: &Tree<'_>, idx: usize) -> bool {
@@ -808,7 +759,6 @@ impl<'a> Tree<'a> {
             }
             nodes.push(TreeNode {
                 node,
-                name,
                 parent,
                 children: Vec::new(),
                 path,
@@ -828,7 +778,12 @@ impl<'a> Tree<'a> {
         };
         let mut phandles = Vec::new();
         for idx in 0..tree.nodes.len() {
-            let ph = match tree.u32_prop(idx, "phandle")? {
+            let bad = || DtError::BadProperty {
+                path: tree.path(idx),
+                property: "phandle",
+                reason: "not a single 32-bit cell",
+            };
+            let ph = match tree.nodes[idx].node.phandle().map_err(|_| bad())? {
                 Some(ph) => Some(ph),
                 None => tree.u32_prop(idx, "linux,phandle")?,
             };
@@ -849,70 +804,76 @@ impl<'a> Tree<'a> {
         self.nodes[idx].parent
     }
 
+    fn prop(&self, idx: usize, name: &str) -> Option<FdtProperty<'a>> {
+        self.nodes[idx].node.property(name)
+    }
+
     fn raw(&self, idx: usize, name: &str) -> Option<&'a [u8]> {
-        self.nodes[idx]
-            .node
-            .property(name)
+        self.prop(idx, name)
             .and_then(|p| p.value_as::<&'a [u8]>().ok())
     }
 
     fn has(&self, idx: usize, name: &str) -> bool {
-        self.raw(idx, name).is_some()
+        self.prop(idx, name).is_some()
     }
 
+    /// A string property as Portcullis takes it: NUL-terminated UTF-8 (dtoolkit's reading) with
+    /// no NUL inside (a string list is not one string).
     fn str_prop(&self, idx: usize, name: &'static str) -> Result<Option<&'a str>, DtError> {
-        let Some(bytes) = self.raw(idx, name) else {
-            return Ok(None);
-        };
-        bytes
-            .strip_suffix(&[0])
-            .and_then(|s| core::str::from_utf8(s).ok())
-            .filter(|s| !s.contains('\0'))
-            .map(Some)
-            .ok_or_else(|| DtError::BadProperty {
+        match self.prop(idx, name).map(|p| p.value_as::<&'a str>()) {
+            None => Ok(None),
+            Some(Ok(s)) if !s.contains('\0') => Ok(Some(s)),
+            Some(_) => Err(DtError::BadProperty {
                 path: self.path(idx),
                 property: name,
                 reason: "not a NUL-terminated UTF-8 string",
-            })
+            }),
+        }
     }
 
     /// A string list; lenient (stops at the first malformed string), for `compatible`.
     fn strings(&self, idx: usize, name: &str) -> Vec<String> {
-        let Some(bytes) = self.raw(idx, name) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for part in bytes.split_inclusive(|b| *b == 0) {
-            match part.strip_suffix(&[0]).map(core::str::from_utf8) {
-                Some(Ok(s)) => out.push(String::from(s)),
-                _ => break,
-            }
-        }
-        out
+        self.prop(idx, name)
+            .and_then(|p| p.value_as::<Vec<&'a str>>().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     fn is_compatible(&self, idx: usize, compatible: &str) -> bool {
-        self.raw(idx, "compatible")
-            .is_some_and(|bytes| bytes.split(|b| *b == 0).any(|s| s == compatible.as_bytes()))
+        self.nodes[idx].node.is_compatible(compatible)
     }
 
     fn u32_prop(&self, idx: usize, name: &'static str) -> Result<Option<u32>, DtError> {
-        let Some(bytes) = self.raw(idx, name) else {
-            return Ok(None);
-        };
-        let word: [u8; 4] = bytes.try_into().map_err(|_| DtError::BadProperty {
-            path: self.path(idx),
-            property: name,
-            reason: "not a single 32-bit cell",
-        })?;
-        Ok(Some(u32::from_be_bytes(word)))
+        self.prop(idx, name)
+            .map(|p| p.value_as::<u32>())
+            .transpose()
+            .map_err(|_| DtError::BadProperty {
+                path: self.path(idx),
+                property: name,
+                reason: "not a single 32-bit cell",
+            })
     }
 
-    /// `status` absent, `okay` or `ok`.
+    /// A list of cells; `None` if absent, `Err` if not whole cells.
+    fn u32_list(&self, idx: usize, name: &'static str) -> Result<Option<Vec<u32>>, DtError> {
+        self.prop(idx, name)
+            .map(|p| p.value_as::<Vec<u32>>())
+            .transpose()
+            .map_err(|_| DtError::BadProperty {
+                path: self.path(idx),
+                property: name,
+                reason: "not whole cells",
+            })
+    }
+
+    /// `status` absent or `okay` (dtoolkit's reading), or `ok`, the older spelling Linux also
+    /// accepts (with or without the NUL, which FDT padding supplies to Linux's `strcmp`).
     fn available(&self, idx: usize) -> bool {
-        match self.raw(idx, "status") {
-            None => true,
-            Some(s) => matches!(s, b"okay\0" | b"ok\0" | b"okay" | b"ok"),
+        match self.nodes[idx].node.status() {
+            Ok(status) => status == Status::Okay,
+            Err(_) => matches!(self.raw(idx, "status"), Some(b"ok\0" | b"okay" | b"ok")),
         }
     }
 
@@ -921,45 +882,45 @@ impl<'a> Tree<'a> {
             .is_some_and(|v| device_type_matches(v, ty))
     }
 
-    /// The `#address-cells` and `#size-cells` this node gives its children.
+    /// The `#address-cells` and `#size-cells` this node gives its children, each one cell of at
+    /// most [`MAX_CELLS`]. dtoolkit reads them without the bound and takes the default for a
+    /// malformed one: every reader of `reg` or `ranges` calls this first.
     fn cells(&self, idx: usize) -> Result<(u32, u32), DtError> {
-        let get = |name: &'static str, default: u32| -> Result<u32, DtError> {
-            let bad = || DtError::BadCells {
+        let node = &self.nodes[idx].node;
+        let check = |value: Result<u32, PropertyError>, property| match value {
+            Ok(v) if v <= MAX_CELLS => Ok(v),
+            _ => Err(DtError::BadCells {
                 path: self.path(idx),
-                property: name,
-            };
-            match self.raw(idx, name) {
-                None => Ok(default),
-                Some(bytes) => {
-                    let word: [u8; 4] = bytes.try_into().map_err(|_| bad())?;
-                    let v = u32::from_be_bytes(word);
-                    if v > MAX_CELLS { Err(bad()) } else { Ok(v) }
-                }
-            }
+                property,
+            }),
         };
-        Ok((get("#address-cells", 2)?, get("#size-cells", 1)?))
+        Ok((
+            check(node.address_cells(), "#address-cells")?,
+            check(node.size_cells(), "#size-cells")?,
+        ))
     }
 
+    /// A child by name: the exact name first, as Linux's `of_find_node_by_path` and the host-tree
+    /// rewrite (which edits `/chosen` and `/reserved-memory` by exact name) take it; else, for a
+    /// name without a unit address, the first child with that name and any unit address
+    /// (dtoolkit's `Node::child` rule, which alone would take `chosen@0` before `chosen`).
     fn child_named(&self, idx: usize, name: &str) -> Option<usize> {
         let children = &self.nodes[idx].children;
-        let exact = children
-            .iter()
-            .copied()
-            .find(|&c| self.nodes[c].name == name);
-        exact.or_else(|| {
+        let find = |matches: &dyn Fn(&FdtNode<'a>) -> bool| {
+            children
+                .iter()
+                .copied()
+                .find(|&c| matches(&self.nodes[c].node))
+        };
+        find(&|n| n.name() == name).or_else(|| {
             if name.contains('@') {
                 return None;
             }
-            children.iter().copied().find(|&c| {
-                self.nodes[c]
-                    .name
-                    .split_once('@')
-                    .is_some_and(|(base, _)| base == name)
-            })
+            find(&|n| n.name_without_address() == name)
         })
     }
 
-    /// A node by absolute path; a component without a unit address also matches a node with one.
+    /// A node by absolute path, with [`child_named`](Self::child_named)'s rule per component.
     fn find_path(&self, path: &str) -> Option<usize> {
         let rest = path.strip_prefix('/')?;
         let mut idx = 0;
@@ -984,48 +945,82 @@ impl<'a> Tree<'a> {
             .map(|(p, _)| *p)
     }
 
+    /// Property `name` of `idx` as a prop-encoded array of `widths` cells per field (each at most
+    /// [`MAX_CELLS`]); `None` if absent, `Some(Err)` if its length is no multiple of the entry.
+    fn entries<const N: usize>(
+        &self,
+        idx: usize,
+        name: &str,
+        widths: [u32; N],
+    ) -> Option<Result<Vec<[u128; N]>, PropertyError>> {
+        let prop = self.prop(idx, name)?;
+        // dtoolkit refuses zero-cell entries even in an empty property, which holds no entry.
+        if prop.value().is_empty() {
+            return Some(Ok(Vec::new()));
+        }
+        Some(
+            prop.as_prop_encoded_array(widths.map(|w| w as usize))
+                .map(|it| it.map(|fields| fields.map(cells_value)).collect()),
+        )
+    }
+
     /// `reg` entries of `idx` as (bus address, size) in the parent's address space.
     fn reg(&self, idx: usize) -> Result<Vec<(u128, u128)>, DtError> {
         self.reg_like(idx, "reg")
     }
 
+    /// `reg`, or a property in its format (`linux,usable-memory`).
     fn reg_like(&self, idx: usize, name: &str) -> Result<Vec<(u128, u128)>, DtError> {
-        let (Some(parent), Some(bytes)) = (self.parent(idx), self.raw(idx, name)) else {
+        let Some(parent) = self.parent(idx) else {
             return Ok(Vec::new());
         };
         let (address_cells, size_cells) = self.cells(parent)?;
-        let entries =
-            split_entries(bytes, [address_cells, size_cells]).ok_or_else(|| DtError::BadReg {
+        match self.entries(idx, name, [address_cells, size_cells]) {
+            None => Ok(Vec::new()),
+            Some(Ok(entries)) => Ok(entries.into_iter().map(|[a, s]| (a, s)).collect()),
+            Some(Err(_)) => Err(DtError::BadReg {
                 path: self.path(idx),
-                len: bytes.len(),
+                len: self.raw(idx, name).map_or(0, <[u8]>::len),
                 address_cells,
                 size_cells,
-            })?;
-        Ok(entries.into_iter().map(|[a, s]| (a, s)).collect())
+            }),
+        }
     }
 
-    /// `ranges` of `idx` as (child address, parent address, size); `None` if absent, empty for
-    /// `ranges;` (identity).
+    /// `ranges` of `idx` as (child address, parent address, size) from dtoolkit's reader; `None`
+    /// if absent (or for the root, which has no parent bus), empty for `ranges;` (identity).
     fn ranges(&self, idx: usize) -> Result<Option<Vec<[u128; 3]>>, DtError> {
+        let Some(parent) = self.parent(idx) else {
+            return Ok(None);
+        };
         let Some(bytes) = self.raw(idx, "ranges") else {
             return Ok(None);
         };
         if bytes.is_empty() {
             return Ok(Some(Vec::new()));
         }
+        // The cells dtoolkit's reader takes, bounded.
         let (child_cells, size_cells) = self.cells(idx)?;
-        let parent_cells = match self.parent(idx) {
-            Some(p) => self.cells(p)?.0,
-            None => child_cells,
-        };
-        let widths = [child_cells, parent_cells, size_cells];
-        split_entries(bytes, widths)
-            .map(Some)
-            .ok_or_else(|| DtError::BadRanges {
+        let (parent_cells, _) = self.cells(parent)?;
+        match self.nodes[idx].node.ranges() {
+            Ok(Some(ranges)) => Ok(Some(
+                ranges
+                    .map(|r| {
+                        [
+                            cells_value(r.child_bus_address),
+                            cells_value(r.parent_bus_address),
+                            cells_value(r.length),
+                        ]
+                    })
+                    .collect(),
+            )),
+            Ok(None) => Ok(None),
+            Err(_) => Err(DtError::BadRanges {
                 path: self.path(idx),
                 len: bytes.len(),
-                entry_cells: widths.iter().sum(),
-            })
+                entry_cells: child_cells + parent_cells + size_cells,
+            }),
+        }
     }
 
     /// Translates `addr`, an address in the space `space` defines for its children, to a CPU
@@ -1303,16 +1298,21 @@ impl<'a> Tree<'a> {
         };
         let owned = |v: Option<&str>| v.map(ToOwned::to_owned);
 
+        // One or two cells, as `linux,initrd-start` allows.
         let number = |name: &'static str| -> Result<Option<u64>, DtError> {
-            self.raw(idx, name)
-                .map(|bytes| {
-                    one_or_two_cells(bytes).ok_or_else(|| DtError::BadProperty {
-                        path: self.path(idx),
-                        property: name,
-                        reason: "must be one or two cells",
-                    })
+            let Some(prop) = self.prop(idx, name) else {
+                return Ok(None);
+            };
+            prop.value_as::<Cells<'_>>()
+                .ok()
+                .filter(|c| matches!(c.as_ref().len(), 1 | 2))
+                .and_then(|c| c.to_int::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| DtError::BadProperty {
+                    path: self.path(idx),
+                    property: name,
+                    reason: "must be one or two cells",
                 })
-                .transpose()
         };
         let initrd = match (number("linux,initrd-start")?, number("linux,initrd-end")?) {
             (None, None) => None,
@@ -1338,18 +1338,17 @@ impl<'a> Tree<'a> {
             }
         };
 
-        let kernel = match self.raw(idx, "portcullis,kernel") {
+        let (address_cells, size_cells) = self.cells(0)?;
+        let kernel = match self.entries(idx, "portcullis,kernel", [address_cells, size_cells]) {
             None => None,
-            Some(bytes) => {
-                let (address_cells, size_cells) = self.cells(0)?;
-                let entries = split_entries(bytes, [address_cells, size_cells]);
+            Some(entries) => {
                 let bad = |reason| DtError::BadProperty {
                     path: self.path(idx),
                     property: "portcullis,kernel",
                     reason,
                 };
                 match entries.as_deref() {
-                    Some([[addr, size]]) => {
+                    Ok([[addr, size]]) => {
                         let addr = u64::try_from(*addr)
                             .map_err(|_| bad("address does not fit in 64 bits"))?;
                         Some(self.phys_range(idx, "portcullis,kernel", addr, *size)?)
@@ -1474,8 +1473,7 @@ impl<'a> Tree<'a> {
             property,
             reason,
         };
-        if let Some(bytes) = self.raw(idx, "interrupts-extended") {
-            let cells = u32_cells(bytes).ok_or(bad("interrupts-extended", "not whole cells"))?;
+        if let Some(cells) = self.u32_list(idx, "interrupts-extended")? {
             let mut out = Vec::new();
             let mut rest = cells.as_slice();
             while let Some((&phandle, tail)) = rest.split_first() {
@@ -1491,14 +1489,13 @@ impl<'a> Tree<'a> {
             }
             return Ok(out);
         }
-        let Some(bytes) = self.raw(idx, "interrupts") else {
+        let Some(cells) = self.u32_list(idx, "interrupts")? else {
             return Ok(Vec::new());
         };
         let controller = self
             .interrupt_parent(idx)?
             .ok_or(bad("interrupts", "no interrupt-parent resolves to a node"))?;
         let n = self.interrupt_cells(controller)? as usize;
-        let cells = u32_cells(bytes).ok_or(bad("interrupts", "not whole cells"))?;
         if !cells.len().is_multiple_of(n) {
             return Err(bad(
                 "interrupts",
@@ -1535,7 +1532,7 @@ impl<'a> Tree<'a> {
             phandle: self.phandle(idx),
             interrupts,
             msi_parent: self.u32_prop(idx, "msi-parent").ok().flatten(),
-            dma_coherent: self.has(idx, "dma-coherent"),
+            dma_coherent: self.nodes[idx].node.dma_coherent(),
         }))
     }
 
@@ -1545,10 +1542,11 @@ impl<'a> Tree<'a> {
         name: &'static str,
         mask_name: &'static str,
     ) -> Result<Option<IdMap>, DtError> {
-        let Some(bytes) = self.raw(idx, name) else {
+        let Some(entries) = self.entries(idx, name, [1, 1, 1, 1]) else {
             return Ok(None);
         };
-        let entries = split_entries(bytes, [1, 1, 1, 1])
+        let entries = entries
+            .ok()
             .filter(|e| !e.is_empty())
             .ok_or_else(|| DtError::BadProperty {
                 path: self.path(idx),
@@ -1583,7 +1581,7 @@ impl<'a> Tree<'a> {
             let ecam = self.first_reg(idx)?;
             let bus_range = match self.raw(idx, "bus-range") {
                 None => (0, 255),
-                Some(bytes) => match u32_cells(bytes).as_deref() {
+                Some(_) => match self.u32_list(idx, "bus-range").ok().flatten().as_deref() {
                     Some(&[first, last]) if first <= last && last <= 255 => {
                         (first as u8, last as u8)
                     }
@@ -1633,7 +1631,7 @@ impl<'a> Tree<'a> {
                 iommu_map: self.id_map(idx, "iommu-map", "iommu-map-mask")?,
                 msi_map: self.id_map(idx, "msi-map", "msi-map-mask")?,
                 msi_parent: self.u32_prop(idx, "msi-parent").ok().flatten(),
-                dma_coherent: self.has(idx, "dma-coherent"),
+                dma_coherent: self.nodes[idx].node.dma_coherent(),
                 path,
             });
         }
@@ -1646,7 +1644,7 @@ impl<'a> Tree<'a> {
         let top_level = self.parent(idx) == Some(0);
         (top_level
             && matches!(
-                self.nodes[idx].name,
+                self.nodes[idx].node.name(),
                 "cpus" | "chosen" | "aliases" | "reserved-memory" | "__symbols__" | "__fixups__"
             ))
             || self.device_type_is(idx, "memory")

@@ -54,21 +54,32 @@ def build_guest(name):
     return _to_image(elf, os.path.join(out_dir(), f"guest-{name}.bin"))
 
 
+def dtree(*args):
+    """Runs tools/dtree (built for the host on first use), the one device-tree reader and writer of
+    the scripts: it reads a tree with Portcullis' own parser. Returns its output."""
+    env = dict(os.environ, CARGO_TARGET_DIR=_target_dir(""))
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "portcullis-dtree"], cwd=ROOT,
+                   check=True, env=env)
+    tool = os.path.join(_target_dir(""), "release", "dtree")
+    return subprocess.run([tool, *map(str, args)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def ram_base(dtb):
-    """The base of the first memory bank in a device tree (via fdtget)."""
-    for node in _fdt_nodes(dtb, "/"):
-        if node.startswith("memory"):
-            cells = subprocess.run(["fdtget", "-t", "x", dtb, "/" + node, "reg"], check=True,
-                                   capture_output=True, text=True).stdout.split()
-            return (int(cells[0], 16) << 32) | int(cells[1], 16)
-    sys.exit(f"no memory node in {dtb}")
+    """The base of RAM in a device tree (in the root's #address-cells, as Portcullis reads it)."""
+    return int(dtree("ram-base", dtb), 16)
 
 
-def _fdt_nodes(dtb, path):
-    return subprocess.run(["fdtget", "-l", dtb, path], check=True, capture_output=True,
-                          text=True).stdout.split()
-
-
-def cells64(value):
-    """A 64-bit value as two 32-bit cells, in fdtput's hex form."""
-    return [f"{value >> 32:#x}", f"{value & 0xffffffff:#x}"]
+def set_chosen(dtb, kernel=None, initrd=None, bootargs=None, hyp_args=None):
+    """Sets the /chosen properties Portcullis and the host read, in place: kernel and initrd are
+    (address, size) and (start, end); portcullis,kernel is written in the root's cells."""
+    args = []
+    if kernel is not None:
+        args += ["--kernel", hex(kernel[0]), hex(kernel[1])]
+    if initrd is not None:
+        args += ["--initrd", hex(initrd[0]), hex(initrd[1])]
+    if bootargs is not None:
+        args += ["--bootargs", bootargs]
+    if hyp_args is not None:
+        args += ["--hyp-args", hyp_args]
+    dtree("set-chosen", dtb, *args)

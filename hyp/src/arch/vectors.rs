@@ -1,7 +1,7 @@
 //! EL2 exception vectors and the register frame of a trap.
 //!
-//! Every exception from the host saves x0–x30, SP_EL1, ELR_EL2 and SPSR_EL2 into a `TrapFrame` on
-//! this CPU's EL2 stack, so an emulated load can write any register and a handler can change where
+//! Every exception from the host saves x0–x30, SP_EL1, ELR_EL2 and SPSR_EL2 (and the counter at
+//! the vector, for the fence window) into a `TrapFrame` on this CPU's EL2 stack, so an emulated load can write any register and a handler can change where
 //! the host resumes. Exceptions taken at EL2 itself are Portcullis bugs and end in a panic that names
 //! them.
 
@@ -16,10 +16,14 @@ pub struct TrapFrame {
     pub sp_el1: u64,
     pub elr: u64,
     pub spsr: u64,
+    /// `CNTPCT_EL0` at the vector, before anything is saved, for an instruction abort from the
+    /// host (0 for any other exception): where the fence window starts.
+    pub vector_ticks: u64,
+    _pad: u64,
 }
 
 const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
-const _: () = assert!(FRAME_SIZE == 34 * 8 && FRAME_SIZE.is_multiple_of(16));
+const _: () = assert!(FRAME_SIZE == 36 * 8 && FRAME_SIZE.is_multiple_of(16));
 
 /// What kind of exception a vector is for (its position within a group of four).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,11 +117,24 @@ global_asm!(
     isb
 .endm
 
-/* Each vector: reserve a frame, save x0/x1, tag the kind in x1 and go to the common path. */
+/* Each vector: reserve a frame, save x0/x1, note the counter for an instruction abort from the
+   host (EC 0x20: the kexec trap is one, and its fence window starts here; every other trap skips
+   the read, which under QEMU TCG takes the emulator's global lock), tag the kind in x1 and go to
+   the common path. */
 .macro vector kind
     .balign 0x80
     sub     sp, sp, #{frame}
     stp     x0, x1, [sp, #0]
+    mov     x0, xzr
+    .if \kind == 8
+    mrs     x1, esr_el2
+    ubfx    x1, x1, #26, #6
+    cmp     x1, #0x20
+    b.ne    1f
+    mrs     x0, cntpct_el0
+1:
+    .endif
+    str     x0, [sp, #{ticks}]
     mov     x1, #\kind
     b       el2_trap_common
 .endm
@@ -156,6 +173,7 @@ enter_lower_el:
     restore_frame_and_eret
 "#,
     frame = const FRAME_SIZE,
+    ticks = const core::mem::offset_of!(TrapFrame, vector_ticks),
 );
 
 unsafe extern "C" {

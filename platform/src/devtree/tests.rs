@@ -1123,3 +1123,75 @@ fn synthetic_devices_translate_and_inherit_status() {
         assert!(pci.available);
     }
 }
+
+/// `status` as Linux reads it: dtoolkit's `okay`, and the older `ok`, with or without the NUL
+/// (FDT padding supplies it to Linux's `strcmp`); anything else is unavailable.
+#[test]
+fn status_spellings() {
+    for (value, available) in [
+        (&b"okay\0"[..], true),
+        (b"ok\0", true),
+        (b"okay", true),
+        (b"ok", true),
+        (b"disabled\0", false),
+        (b"fail-sss\0", false),
+        (b"okay-ish\0", false),
+        (b"", false),
+    ] {
+        let dtb = edited(QEMU, |t| {
+            set_prop(t, "/pl011@9000000", "status", value.to_vec());
+        });
+        let p = Platform::parse(&dtb).unwrap();
+        assert_eq!(
+            device(&p, "/pl011@9000000").available,
+            available,
+            "status {value:?}"
+        );
+    }
+}
+
+/// `compatible` is read as one string list everywhere (dtoolkit's reading: up to the first
+/// malformed string), so the parser's choice of a node agrees with [`DeviceNode::compatible`].
+#[test]
+fn compatible_stops_at_a_malformed_string() {
+    let dtb = edited(QEMU, |t| {
+        set_prop(
+            t,
+            "/smmuv3@9050000",
+            "compatible",
+            b"x\xff\0arm,smmu-v3\0".to_vec(),
+        );
+    });
+    let p = Platform::parse(&dtb).unwrap();
+    assert_eq!(p.smmu, None);
+    assert!(!device(&p, "/smmuv3@9050000").is_compatible("arm,smmu-v3"));
+}
+
+/// A node is found by its exact name first (`/chosen` before `/chosen@0`, as Linux and the host-tree
+/// rewrite find it); dtoolkit's `Node::child` alone would take the first of either.
+#[test]
+fn lookup_prefers_the_exact_name() {
+    let dtb = edited(QEMU, |t| {
+        let mut first = DeviceTreeNode::new("chosen@0").unwrap();
+        first.add_property(DeviceTreeProperty::new("bootargs", "first").unwrap());
+        // The model keeps insertion order: put the new node before /chosen.
+        let chosen = t.root.remove_child("chosen").unwrap();
+        t.root.add_child(first);
+        t.root.add_child(chosen);
+        set_prop(t, "/chosen", "bootargs", b"exact\0".to_vec());
+    });
+    let p = Platform::parse(&dtb).unwrap();
+    assert_eq!(p.chosen.bootargs.as_deref(), Some("exact"));
+    // Without the exact name, the unit address does not matter.
+    let dtb = edited(QEMU, |t| {
+        let chosen = t.root.remove_child("chosen").unwrap();
+        let mut renamed = DeviceTreeNode::new("chosen@1").unwrap();
+        for prop in chosen.properties() {
+            renamed.add_property(prop.clone());
+        }
+        renamed.add_property(DeviceTreeProperty::new("bootargs", "renamed").unwrap());
+        t.root.add_child(renamed);
+    });
+    let p = Platform::parse(&dtb).unwrap();
+    assert_eq!(p.chosen.bootargs.as_deref(), Some("renamed"));
+}
