@@ -26,7 +26,7 @@
 use crate::arch::cpu;
 use crate::arch::vectors::{ExceptionType, Vector};
 use crate::window::{self, Run};
-use crate::{firewall, host};
+use crate::{firewall, gic_mediation, host};
 use aarch64_cpu::registers::{ESR_EL2, Readable};
 use core::sync::atomic::{AtomicU8, Ordering};
 use platform::addr::Ipa;
@@ -78,7 +78,7 @@ fn kexec_ipa(esr: u64) -> Option<Ipa> {
 /// not on a stage-1 walk.
 const REHEARSAL_ESR: u64 = (0x20 << 26) | (1 << 25) | 0b00_1111;
 
-/// On the host's first trap in normal mode (`traps::handle_trap`, after the trap's own work): the
+/// On the host's first trap in normal mode (`dispatch::handle_trap`, after the trap's own work): the
 /// fence's code path once, from the same place as the kexec trap, with nothing to cut. The
 /// classification runs on [`REHEARSAL_ESR`] and the trap's FAR (its answer is dropped; the
 /// address translation it may do saves and restores `PAR_EL1`); [`raise`] runs with
@@ -247,6 +247,7 @@ fn raise(ipa: Ipa, vector_ticks: u64, run: Run) {
         ),
     }
     cpu::trap_wfi();
-    host::finish_crash_mode();
+    let (lpi_tables, skipped) = gic_mediation::enter_crash(&host::never_writable());
+    host::finish_crash_mode(&lpi_tables, &skipped);
     firewall::write_report();
 }

@@ -406,6 +406,20 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
     out
 }
 
+/// Where the writer of the first `len` bytes of a rendered report puts its barriers: `[first,
+/// closing]`, byte offsets into `text` with `first <= closing <= len`. The writer stores
+/// `[0, first)` (the header and `generation:`), then `[first, closing)` (the body), then the rest
+/// (`generation-end:`, `end`, and the padding over a longer previous report), each visible before
+/// the next starts: a reader that finds both generations equal read one whole report.
+pub fn report_write_steps(text: &str, len: usize) -> [usize; 2] {
+    let first = text.find("\nstate:").map_or(len, |i| i + 1).min(len);
+    let closing = text
+        .rfind("generation-end:")
+        .unwrap_or(len)
+        .clamp(first, len);
+    [first, closing]
+}
+
 /// The closing lines: `generation-end: <u64>\n` and `end\n`.
 const END_LINES: usize = "generation-end: ".len() + 20 + 1 + "end\n".len();
 /// Room kept for `truncated: <u64> more\n` and the closing lines.
@@ -575,5 +589,7 @@ pub mod profile;
 
 #[cfg(test)]
 mod inplace_tests;
+#[cfg(test)]
+mod report_steps_tests;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@
 
 use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
-use crate::host::HostRam;
+use crate::host_ram::HostRam;
 use crate::limited::limited;
 use crate::window::{self, Run};
 use alloc::boxed::Box;
@@ -19,6 +19,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
+use portcullis::boot::streams;
 use portcullis::diag::counters::COUNTERS;
 use portcullis::emul::{
     Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
@@ -34,6 +35,7 @@ use portcullis::smmu::faults::{FaultBook, FaultRecord};
 use portcullis::smmu::queue::QueuePair;
 use portcullis::smmu::regs::offset;
 use portcullis::smmu::ste::{Stage2Config, Ste, StreamConfig};
+use portcullis::smmu::stream_set::StreamSet;
 use portcullis::stage2::{self, AddressMap, Mode, Stage2Table};
 use portcullis::trap::mmio::MmioAccess;
 use spin::Once;
@@ -194,33 +196,6 @@ pub struct FenceStats {
     pub restaged: u64,
     /// From the trap to the completion of the CPU side (after the DMA side).
     pub cpu_window_ns: u64,
-}
-
-/// A set of StreamIDs as a bitmap (every StreamID the physical tables cover).
-struct StreamSet(Vec<u64>);
-
-impl StreamSet {
-    fn full(sids: &[StreamId]) -> Self {
-        let max = sids.iter().copied().max().unwrap_or(0) as usize;
-        let mut bits = alloc::vec![0u64; max / 64 + 1];
-        for &sid in sids {
-            bits[sid as usize / 64] |= 1 << (sid % 64);
-        }
-        Self(bits)
-    }
-    fn contains(&self, sid: StreamId) -> bool {
-        self.0
-            .get(sid as usize / 64)
-            .is_some_and(|w| w & (1 << (sid % 64)) != 0)
-    }
-    fn remove(&mut self, sid: StreamId) {
-        if let Some(w) = self.0.get_mut(sid as usize / 64) {
-            *w &= !(1 << (sid % 64));
-        }
-    }
-    fn len(&self) -> u64 {
-        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
 }
 
 /// The physical SMMU as the emulation uses it. Commands are held until `sync`, so a host batch of
@@ -441,23 +416,6 @@ impl fmt::Display for FirewallError {
     }
 }
 
-/// Every StreamID the PCI root complexes can emit towards this SMMU, from their `iommu-map`s.
-fn stream_ids(machine: &Platform, smmu_phandle: Option<u32>) -> Vec<StreamId> {
-    let mut sids: Vec<StreamId> = Vec::new();
-    for host in &machine.pci {
-        let Some(map) = &host.iommu_map else { continue };
-        for e in &map.entries {
-            if smmu_phandle.is_some_and(|p| p != e.target) {
-                continue;
-            }
-            sids.extend(e.out_base..e.out_base.saturating_add(e.length));
-        }
-    }
-    sids.sort_unstable();
-    sids.dedup();
-    sids
-}
-
 /// Takes the physical SMMU and confines every stream to the normal-mode DMA policy.
 pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let smmu = machine.smmu.as_ref().ok_or(FirewallError::NoSmmu)?;
@@ -467,7 +425,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let mut drv = SmmuDriver::probe(frame, HeapDma).map_err(FirewallError::Smmu)?;
     log::info!("SMMU at {}: {}", smmu.regs, drv.features());
 
-    let sids = stream_ids(machine, smmu.phandle);
+    let sids = streams::stream_ids(machine, smmu.phandle);
     let max_sid = *sids.last().ok_or(FirewallError::NoStreams)?;
     let report = drv.init(max_sid).map_err(FirewallError::Smmu)?;
     log::info!("{report}");
@@ -569,7 +527,7 @@ pub fn log_counters(at: &str) {
 }
 
 /// The host's CMD_SYNCs by completion signal, and their MSIs.
-pub fn sync_stats() -> portcullis::emul::msi::SyncStats {
+pub fn sync_stats() -> portcullis::emul::state::SyncStats {
     FIREWALL
         .lock()
         .as_ref()
@@ -707,17 +665,6 @@ pub fn fault_summary(sid: StreamId) -> (u64, u64, u64) {
         ),
         None => (0, 0, 0),
     }
-}
-
-/// The GITS_TRANSLATER page of each ITS frame: the only MMIO a device may write (its MSIs).
-pub fn its_doorbells(machine: &Platform) -> Vec<PhysRange> {
-    const GITS_TRANSLATER_PAGE: u64 = 0x1_0000;
-    machine
-        .gic
-        .iter()
-        .flat_map(|g| g.its.iter())
-        .filter_map(|its| PhysRange::new(its.start.raw() + GITS_TRANSLATER_PAGE, 0x1000))
-        .collect()
 }
 
 /// Logs what the emulation noted, at most a few lines per access: a host that points its tables
@@ -1063,11 +1010,7 @@ pub fn write_report() {
     // lines (with `generation:`), the body, then the closing lines (`generation-end:`) and the
     // padding. A reader that sees the same generation in both read one whole report (see
     // `fence::render_report`).
-    let first = text.find("\nstate:").map_or(len, |i| i + 1).min(len);
-    let closing = text
-        .rfind("generation-end:")
-        .unwrap_or(len)
-        .clamp(first, len);
+    let [first, closing] = fence::report_write_steps(&text, len);
     let mut from = 0;
     for to in [first, closing, end] {
         for i in from..to {
@@ -1081,7 +1024,7 @@ pub fn write_report() {
         from = to;
     }
     #[cfg(feature = "test-hooks")]
-    crate::test_hooks::report_written(region.start.raw(), region.size());
+    crate::test_hooks::report::written(region.start.raw(), region.size());
 }
 
 /// What went wrong after the fence's window, once (for the caller's log after the fence).

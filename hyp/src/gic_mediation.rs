@@ -6,7 +6,7 @@
 use crate::arch::cache;
 use crate::arch::smmu_mmio::write_barrier;
 use crate::arch::vectors::TrapFrame;
-use crate::host::HostRam;
+use crate::host_ram::HostRam;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use platform::addr::{Ipa, PhysRange};
@@ -258,11 +258,6 @@ fn take_its(base: u64, frames: &[redist::RdFrame]) -> Option<Its> {
         hw,
         emul,
     })
-}
-
-/// The pages `init` trapped (empty before it, or without a GICv3).
-pub fn trapped() -> Vec<PhysRange> {
-    GIC.get().map(|g| g.trapped.clone()).unwrap_or_default()
 }
 
 /// The host's address map is known: the DMA windows every GIC table is checked against.

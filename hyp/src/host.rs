@@ -12,11 +12,10 @@ use platform::addr::Ipa;
 use platform::addr::PhysRange;
 use platform::devtree::Platform;
 use portcullis::boot::devices::{Decision, DeviceMap};
-use portcullis::boot::layout::{Taken, TakenKind};
-use portcullis::boot::{cmdline, host_tree, layout};
-use portcullis::emul::{AccessDenied, HostMemory};
+use portcullis::boot::layout::TakenKind;
+use portcullis::boot::{address_map, cmdline, host_tree, layout};
 use portcullis::fence::profile::Checkpoint;
-use portcullis::stage2::{self, Access, AddressMap, Mode, Stage2Table, TopSwap};
+use portcullis::stage2::{self, AddressMap, Mode, Stage2Table, TopSwap};
 use portcullis::trap::cpus::{self, Arrival, CpuTable, HostEntry};
 use portcullis::trap::psci::{self, code};
 use spin::Once;
@@ -95,13 +94,10 @@ struct Host {
     /// The CPU that took the kexec trap switches to it at the fence, and the CPUs the capture
     /// kernel starts enter with it.
     crash_stage2: Option<Stage2Table>,
-    crash: Option<PhysRange>,
-    /// The address map the policies are built from (for the crash-mode variant built at the trap).
+    /// The address map the policies are built from (for the crash-mode variant built at the
+    /// trap), and where RAM, Portcullis, the crash region and the SMMU frame are.
     map: AddressMap,
     vtcr: u64,
-    ram: Vec<PhysRange>,
-    hyp: PhysRange,
-    smmu: Option<PhysRange>,
     cpus: Vec<u64>,
 }
 
@@ -119,10 +115,12 @@ const MIB: u64 = 1 << 20;
 
 /// Decides the host's memory map, writes its device tree and builds its stage 2. Returns where the
 /// boot CPU enters the host.
+/// `trapped`: the GIC pages Portcullis mediates (`gic_mediation::init`), unmapped for the host.
 pub fn prepare(
     machine: &Platform,
     hyp: PhysRange,
     incoming_dtb: PhysRange,
+    trapped: Vec<PhysRange>,
 ) -> Result<(Entry, AddressMap), HostError> {
     let kernel = machine.chosen.kernel.ok_or(HostError::NoKernel)?;
     // SAFETY: the kernel range comes from the tree and lies in RAM, mapped by the EL2 tables; only
@@ -145,48 +143,33 @@ pub fn prepare(
     );
 
     // The crash region: placed as the host asked, or none (with the reason on the console).
-    let bootargs = machine.chosen.bootargs.as_deref().unwrap_or("");
-    let mut taken = layout::platform_taken(machine);
-    taken.push(Taken::new(TakenKind::Portcullis, hyp));
-    taken.push(Taken::new(TakenKind::KernelImage, footprint));
-    taken.push(Taken::new(TakenKind::IncomingDtb, incoming_dtb));
-    let crash = match cmdline::parse_crashkernel(bootargs, layout::total_ram(&machine.memory)) {
-        Ok(None) => None,
-        Ok(Some(request)) => match layout::place_crash_region(&machine.memory, &taken, &request) {
-            Ok(region) => {
-                log::info!("crash region: {region} ({} MiB)", region.size() / MIB);
-                Some(region)
-            }
-            Err(e) => {
-                log::error!(
-                    "crashkernel= cannot be honoured: {e}; booting the host without a crash region"
-                );
-                None
-            }
-        },
-        Err(e) => {
-            log::error!("crashkernel= is malformed: {e}; booting the host without a crash region");
-            None
+    let address_map::Placement {
+        placed,
+        mut taken,
+        crash_refused,
+        report_refused,
+    } = address_map::place(machine, hyp, footprint, incoming_dtb);
+    let (crash, report) = (placed.crash, placed.report);
+    match crash_refused {
+        Some(address_map::NoCrashRegion::CannotHonour(e)) => log::error!(
+            "crashkernel= cannot be honoured: {e}; booting the host without a crash region"
+        ),
+        Some(address_map::NoCrashRegion::Malformed(e)) => {
+            log::error!("crashkernel= is malformed: {e}; booting the host without a crash region")
         }
-    };
-    if let Some(c) = crash {
-        taken.push(Taken::new(TakenKind::CrashRegion, c));
+        None => {}
     }
-    // The fault report for the capture kernel; without a crash region there is nothing to report.
-    let report = match crash.map(|_| layout::place_report(&machine.memory, &taken)) {
-        Some(Ok(r)) => {
-            taken.push(Taken::new(TakenKind::FaultReport, r));
-            log::info!("fault report region: {r}");
-            Some(r)
-        }
-        Some(Err(e)) => {
-            log::error!(
-                "no room for the fault report region: {e}; the crash will not be reported in memory"
-            );
-            None
-        }
-        None => None,
-    };
+    if let Some(region) = crash {
+        log::info!("crash region: {region} ({} MiB)", region.size() / MIB);
+    }
+    if let Some(e) = report_refused {
+        log::error!(
+            "no room for the fault report region: {e}; the crash will not be reported in memory"
+        );
+    }
+    if let Some(r) = report {
+        log::info!("fault report region: {r}");
+    }
 
     // The host's device tree, written over free host RAM (the incoming tree may be overwritten: it
     // has been read by now).
@@ -225,18 +208,8 @@ pub fn prepare(
 
     // The host's CPU stage 2.
     let (pa_field, pa_bits) = cpu::pa_range();
-    let map = AddressMap {
-        ram: machine.memory.clone(),
-        hyp,
-        crash,
-        smmu: machine.smmu.as_ref().map(|s| s.regs),
-        its_doorbells: crate::firewall::its_doorbells(machine),
-        devices: devices.allowed,
-        trapped: crate::gic_mediation::trapped(),
-        report,
-        ipa_bits: stage2::ipa_bits_for(machine.max_address.saturating_sub(1), pa_bits),
-    };
-    map.validate().map_err(HostError::Policy)?;
+    let map = address_map::assemble(machine, &devices, &placed, trapped, pa_bits)
+        .map_err(HostError::Policy)?;
     // The crash region is execute-never: the capture kernel's first instruction fetch there is
     // the kexec event.
     let regions = stage2::cpu_policy(&map, Mode::Normal, true);
@@ -269,12 +242,8 @@ pub fn prepare(
         stage2: table,
         dead_stage2: dead_table,
         crash_stage2: crash_table,
-        crash,
         map: map.clone(),
         vtcr,
-        ram: machine.memory.clone(),
-        hyp,
-        smmu: map.smmu,
         cpus: machine.cpus.iter().map(|c| c.mpidr).collect(),
     });
     if let Some(boot) = tree_index(cpu::mpidr()) {
@@ -369,7 +338,7 @@ fn tree_index(mpidr: u64) -> Option<usize> {
     host()
         .cpus
         .iter()
-        .position(|&m| m == mpidr & 0xff_00ff_ffff)
+        .position(|&m| m == mpidr & cpus::MPIDR_AFFINITY)
 }
 
 /// The device-tree index of the boot CPU.
@@ -427,8 +396,7 @@ pub fn cpu_on(target: u64, entry: u64, context: u64) -> u64 {
     let Some(index) = cpu_slot(target) else {
         return psci::x0(code::INVALID_PARAMETERS);
     };
-    let in_ram = h.ram.iter().any(|r| r.contains(platform::addr::Pa(entry)));
-    if !in_ram || h.hyp.contains(platform::addr::Pa(entry)) {
+    if !cpus::entry_allowed(&h.map.ram, h.map.hyp, entry) {
         return psci::x0(code::INVALID_ADDRESS);
     }
     let request = HostEntry {
@@ -463,77 +431,15 @@ pub fn cpu_off(function_id: u32) -> [u64; 4] {
 
 /// The base of the SMMU's register frame (only called for an address inside it).
 pub fn smmu_base() -> u64 {
-    host().smmu.map_or(0, |r| r.start.raw())
+    host().map.smmu.map_or(0, |r| r.start.raw())
 }
 
 /// Whether `ipa` falls in the SMMU's register frame, which Portcullis emulates.
 pub fn is_emulated_smmu(ipa: platform::addr::Ipa) -> bool {
     host()
+        .map
         .smmu
         .is_some_and(|r| r.contains(platform::addr::Pa(ipa.raw())))
-}
-
-/// The host's memory as Portcullis touches it on the emulated SMMU's behalf: every byte checked
-/// against the host's live CPU stage 2 before it is read or written.
-pub struct HostRam;
-
-impl HostRam {
-    /// Checks `[ipa, ipa + len)` page by page: every page mapped as normal memory, readable (and
-    /// writable if `write`) for the host. Returns the physical address of `ipa`.
-    fn check(ipa: Ipa, len: usize, write: bool) -> Result<u64, AccessDenied> {
-        let denied = Err(AccessDenied { ipa });
-        let Some(end) = ipa.raw().checked_add(len as u64) else {
-            return denied;
-        };
-        let table = live_stage2();
-        let mut page = ipa.raw() & !0xfff;
-        while page < end {
-            match table.translate(Ipa(page)) {
-                Some((
-                    pa,
-                    Access::NormalMemory {
-                        read: true,
-                        write: w,
-                        ..
-                    },
-                )) if pa.raw() == page && (w || !write) => {}
-                _ => return denied,
-            }
-            page += 0x1000;
-        }
-        Ok(ipa.raw())
-    }
-}
-
-impl HostMemory for HostRam {
-    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), AccessDenied> {
-        let pa = Self::check(ipa, buf.len(), false)?;
-        if pa.is_multiple_of(8) && buf.len().is_multiple_of(8) {
-            // Queue entries and table words: whole 64-bit loads (one per word, not eight).
-            for (i, w) in buf.chunks_exact_mut(8).enumerate() {
-                // SAFETY: as below; `pa + 8 * i` is 8-byte aligned and inside the checked range.
-                let v = unsafe { ((pa + 8 * i as u64) as *const u64).read_volatile() };
-                w.copy_from_slice(&v.to_le_bytes());
-            }
-            return Ok(());
-        }
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: the whole range is host RAM the host's stage 2 maps readable (checked above),
-            // identity-mapped in Portcullis' EL2 tables; a byte-wise volatile copy tolerates the
-            // host changing it concurrently.
-            *b = unsafe { ((pa + i as u64) as *const u8).read_volatile() };
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, ipa: Ipa, bytes: &[u8]) -> Result<(), AccessDenied> {
-        let pa = Self::check(ipa, bytes.len(), true)?;
-        for (i, b) in bytes.iter().enumerate() {
-            // SAFETY: as for `read`, with the range writable for the host.
-            unsafe { ((pa + i as u64) as *mut u8).write_volatile(*b) };
-        }
-        Ok(())
-    }
 }
 
 /// Whether Portcullis has raised the fence (crash mode). Set once, never cleared.
@@ -557,7 +463,7 @@ static SWAP_DONE_AT: AtomicU64 = AtomicU64::new(0);
 /// The CPU stage 2 this CPU runs the host under: the capture kernel's after the fence for the
 /// CPU that took the kexec trap and those the capture kernel started; the host's (in normal mode,
 /// or swapped in place to the dead CPUs' policy) for every other.
-fn live_stage2() -> &'static Stage2Table {
+pub fn live_stage2() -> &'static Stage2Table {
     let h = host();
     match &h.crash_stage2 {
         Some(capture) if in_crash_mode() && cpu::vttbr() == capture.vttbr() => capture,
@@ -623,18 +529,7 @@ pub fn retry_stage2_fault(ipa: Ipa, write: bool, exec: bool) -> bool {
     if since > cpu::counter_hz() / 10 {
         return false;
     }
-    match live_stage2().translate(ipa) {
-        Some((
-            _,
-            Access::NormalMemory {
-                read,
-                write: w,
-                exec: x,
-            },
-        )) => read && (w || !write) && (x || !exec),
-        Some((_, Access::Device)) => !exec,
-        _ => false,
-    }
+    live_stage2().permits(ipa, write, exec)
 }
 
 /// Step 1 of the CPU side of the fence, on the CPU that took the kexec trap (under the host's
@@ -654,37 +549,34 @@ pub fn cut_cpu() -> usize {
 
 /// The crash region, if the host has one.
 pub fn crash_region() -> Option<PhysRange> {
-    host().crash
+    host().map.crash
 }
 
-/// The ranges of the dead kernel's RAM that stay writable in crash mode: the GIC LPI tables
-/// (hardware-owned memory the capture kernel keeps using), as GIC mediation accepted them (never as
-/// the hardware says), minus anything of Portcullis' or the report's.
-fn crash_writable_ranges() -> Vec<PhysRange> {
-    let h = host();
-    let forbidden: Vec<PhysRange> = [Some(h.hyp), h.map.report].into_iter().flatten().collect();
-    let (lpi, skipped) = crate::gic_mediation::enter_crash(&forbidden);
-    for r in &skipped {
-        log::error!(
-            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
-        );
-    }
-    lpi
+/// What no table of the dead kernel's may make writable in crash mode (see
+/// `portcullis::boot::address_map::never_writable`).
+pub fn never_writable() -> Vec<PhysRange> {
+    address_map::never_writable(&host().map)
 }
 
 /// Step 2 of the CPU side, after the fence, on the CPU that took the kexec trap (the slow part:
-/// it reads the GIC, allocates, logs): the crash-mode policy with [`crash_writable_ranges`]
-/// writable is built and swapped into the capture kernel's stage 2 in the same way as the fence's.
-pub fn finish_crash_mode() {
+/// it allocates, logs): the crash-mode policy with `writable` (the GIC LPI tables the capture
+/// kernel keeps using, as GIC mediation accepted them, never as the hardware says) writable is
+/// built and swapped into the capture kernel's stage 2 in the same way as the fence's. `skipped`:
+/// the tables refused because they overlap [`never_writable`].
+pub fn finish_crash_mode(writable: &[PhysRange], skipped: &[PhysRange]) {
     let h = host();
     let Some(capture) = &h.crash_stage2 else {
         panic!("crash mode requested without a crash region");
     };
-    let writable = crash_writable_ranges();
+    for r in skipped {
+        log::error!(
+            "crash mode: GIC LPI table {r} overlaps Portcullis or the report; not writable"
+        );
+    }
     if writable.is_empty() {
         return;
     }
-    let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), &writable);
+    let regions = stage2::with_writable(&stage2::cpu_policy(&h.map, Mode::Crash, true), writable);
     let table = match Stage2Table::build(&regions, h.map.ipa_bits, VMID_CAPTURE) {
         Ok(t) => t,
         Err(e) => {
@@ -697,7 +589,7 @@ pub fn finish_crash_mode() {
     match capture.swap_plan(table) {
         Ok(swap) => {
             let stores = swap_live(capture, &swap);
-            for r in &writable {
+            for r in writable {
                 log::info!("crash mode: GIC LPI table {r} stays writable for the capture kernel");
             }
             log::info!("crash mode: {stores} descriptor stores for the writable ranges");

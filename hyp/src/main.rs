@@ -3,7 +3,7 @@
 //! `primary_main` runs once on the boot CPU: it takes the machine (its own page tables, heap,
 //! console), reads the device tree, decides the host's memory map with the portable core, builds the
 //! host's stage 2 and device tree, and enters the host at EL1. From then on Portcullis runs only when
-//! the host traps (`traps::handle_trap`).
+//! the host traps (`dispatch::handle_trap`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -11,17 +11,19 @@ mod arch;
 #[cfg(target_os = "none")]
 mod crash;
 #[cfg(target_os = "none")]
+mod dispatch;
+#[cfg(target_os = "none")]
 mod firewall;
 #[cfg(target_os = "none")]
 mod gic_mediation;
 #[cfg(target_os = "none")]
 mod host;
 #[cfg(target_os = "none")]
+mod host_ram;
+#[cfg(target_os = "none")]
 mod limited;
 #[cfg(all(target_os = "none", feature = "test-hooks"))]
 mod test_hooks;
-#[cfg(target_os = "none")]
-mod traps;
 #[cfg(target_os = "none")]
 mod window;
 
@@ -170,8 +172,8 @@ mod image {
         }
 
         // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
-        gic_mediation::init(&machine);
-        let (entry, map) = match host::prepare(&machine, image, dtb_range) {
+        let trapped = gic_mediation::init(&machine);
+        let (entry, map) = match host::prepare(&machine, image, dtb_range, trapped) {
             Ok(prepared) => prepared,
             Err(e) => {
                 log::error!("cannot boot the host: {e}");

@@ -36,6 +36,9 @@ use crate::arch::head;
 use crate::arch::vectors::TrapFrame;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
+use report::checksum;
+
+pub mod report;
 
 pub const TEST_CANARY: u32 = 0xc600_0100;
 pub const TEST_FAULTS: u32 = 0xc600_0101;
@@ -65,12 +68,6 @@ static CANARY: Canary = Canary(UnsafeCell::new(pattern()));
 /// The heap and tail canary pages (0 = none), set once by [`init`] before the host runs.
 static HEAP_CANARY: AtomicU64 = AtomicU64::new(0);
 static TAIL_CANARY: AtomicU64 = AtomicU64::new(0);
-
-/// The report region (base, size) and what Portcullis last wrote there.
-static REPORT_BASE: AtomicU64 = AtomicU64::new(0);
-static REPORT_SIZE: AtomicU64 = AtomicU64::new(0);
-static REPORT_WRITTEN_SUM: AtomicU64 = AtomicU64::new(0);
-static REPORT_WRITES: AtomicU64 = AtomicU64::new(0);
 
 const fn pattern_byte(i: usize) -> u8 {
     (i as u8).wrapping_mul(37) ^ 0xa5
@@ -124,15 +121,6 @@ unsafe fn fill(page: *mut u8) {
     }
 }
 
-/// Records what Portcullis has just written into the report region (called by
-/// `firewall::write_report` after each write, under the firewall's lock).
-pub fn report_written(base: u64, size: u64) {
-    REPORT_BASE.store(base, Ordering::SeqCst);
-    REPORT_SIZE.store(size, Ordering::SeqCst);
-    REPORT_WRITTEN_SUM.store(checksum(base, size), Ordering::SeqCst);
-    REPORT_WRITES.fetch_add(1, Ordering::SeqCst);
-}
-
 /// The canary pages, in hook order; `None` where absent.
 fn canaries() -> [Option<u64>; MAX_CANARIES] {
     let nonzero = |a: u64| (a != 0).then_some(a);
@@ -152,17 +140,6 @@ fn present_canaries() -> ([u64; MAX_CANARIES], usize) {
         n += 1;
     }
     (out, n)
-}
-
-/// FNV-1a over 64-bit words of `[base, base + size)`, read with volatile loads so the compiler
-/// cannot assume the memory unchanged. `base` and `size` are multiples of 8.
-fn checksum(base: u64, size: u64) -> u64 {
-    (0..size / 8).fold(0xcbf2_9ce4_8422_2325u64, |h, i| {
-        // SAFETY: callers pass ranges of Portcullis' image or the report region, both mapped at
-        // EL2 (identity) and 8-byte aligned.
-        let w = unsafe { ((base + i * 8) as *const u64).read_volatile() };
-        (h ^ w).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// FNV-1a over the image canary, byte by byte (the `0xC600_0100` checksum, unchanged).
@@ -265,14 +242,11 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             true
         }
         TEST_REPORT => {
-            let (base, size) = (
-                REPORT_BASE.load(Ordering::SeqCst),
-                REPORT_SIZE.load(Ordering::SeqCst),
-            );
+            let r = report::watched();
             frame.x[0] = 0;
-            frame.x[1] = if size == 0 { 0 } else { checksum(base, size) };
-            frame.x[2] = REPORT_WRITTEN_SUM.load(Ordering::SeqCst);
-            frame.x[3] = REPORT_WRITES.load(Ordering::SeqCst);
+            frame.x[1] = r.now;
+            frame.x[2] = r.written;
+            frame.x[3] = r.writes;
             true
         }
         TEST_PROFILE => {

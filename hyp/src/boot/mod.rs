@@ -8,14 +8,19 @@
 //!    and take its [`layout::ImageHeader::footprint`].
 //! 3. [`cmdline::parse_crashkernel`] on `chosen.bootargs`, with the RAM the host will see (RAM
 //!    minus Portcullis' memory, [`layout::total_ram`]).
-//! 4. [`layout::place_crash_region`] against [`layout::platform_taken`] plus Portcullis, the image
-//!    and the incoming tree; on error, log it and boot without a crash region.
+//! 4. [`address_map::place`]: [`layout::place_crash_region`] against [`layout::platform_taken`]
+//!    plus Portcullis, the image and the incoming tree, then [`layout::place_report`]; on error
+//!    the host boots without a crash region (or report), and the binary logs why.
 //! 5. [`devices::DeviceMap::decide`] which devices the host may touch (default-deny), then
 //!    [`host_tree::build_host_tree`] with the placed region and the withheld devices disabled, then
-//!    [`layout::place_dtb`] for the result (with the crash region added to the taken ranges); the
-//!    allowed device pages become [`crate::stage2::AddressMap::devices`].
+//!    [`layout::place_dtb`] for the result (with the crash region added to the taken ranges).
+//! 6. [`address_map::assemble`] the host's [`crate::stage2::AddressMap`]: RAM, the SMMU frame,
+//!    the ITS doorbells, the allowed device pages, the GIC pages Portcullis traps, and the ranges
+//!    placed in 4.
 
+pub mod address_map;
 pub mod cmdline;
 pub mod devices;
 pub mod host_tree;
 pub mod layout;
+pub mod streams;

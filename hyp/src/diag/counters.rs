@@ -151,7 +151,7 @@ pub struct Counters {
 }
 
 /// The host's CMD_SYNCs and their MSIs, from the emulated SMMU (`EmulatedSmmu::sync_stats`).
-pub use crate::emul::msi::SyncStats;
+pub use crate::emul::state::SyncStats;
 
 /// Portcullis' counters.
 pub static COUNTERS: Counters = Counters::new();

@@ -38,8 +38,7 @@
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
 
-use super::device::{EmulatedSmmu, Note, push_note, queue_base_addr};
-use super::streams::{Trigger, read_words};
+use super::state::{EmulatedSmmu, Note, Trigger, push_note, queue_base_addr, read_words};
 use super::{AccessDenied, HostMemory, PhysicalSmmu};
 use crate::prof::{self, Stage};
 use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError};

@@ -21,8 +21,6 @@
 //!
 //! `CR0ACK` equals `CR0` at all times here, so "CR0 or CR0ACK" in those rules is just `CR0`.
 
-use alloc::collections::BTreeMap;
-use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -30,16 +28,15 @@ use tock_registers::LocalRegisterCopy;
 
 use super::commands::PhysBatch;
 use super::features::{host_view, oas_for_ipa_bits};
-use super::msi::{IrqCfg, SyncStats};
 use super::registers::{self, DecodeError, Reg, mask};
-use super::streams::{StreamState, Trigger};
+use super::state::SyncStats;
+use super::state::{EmulatedSmmu, Note, RegisterFile, StreamState, Trigger};
 use super::{HostMemory, PhysicalSmmu};
-use crate::smmu::cmd::{Command, CommandError};
+use crate::smmu::StreamId;
 use crate::smmu::queue::{QueueIndex, clamp_log2_size};
 use crate::smmu::regs::{
     CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, QUEUE_BASE, SmmuFeatures,
 };
-use crate::smmu::{Ipa, StreamId};
 
 /// How the emulated SMMU is set up at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,190 +96,12 @@ impl fmt::Display for EmulError {
     }
 }
 
-/// Something about an access the caller should log: the host did something odd, or Portcullis
-/// could not do what the host asked. None of these is an error of Portcullis itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Note {
-    /// No register at this offset: read as zero, write ignored.
-    UnknownRegister { offset: usize, write: bool },
-    /// An access size or alignment the register does not take: read as zero, write ignored.
-    BadAccess {
-        offset: usize,
-        size: u8,
-        write: bool,
-    },
-    /// A write the architecture allows the SMMU to ignore, ignored.
-    WriteIgnored {
-        register: &'static str,
-        reason: &'static str,
-    },
-    /// A host command was refused with CERROR_ILL.
-    IllegalCommand {
-        index: u32,
-        raw: [u64; 2],
-        error: CommandError,
-    },
-    /// A command could not be read (its queue lies where the host may not go): CERROR_ABT.
-    CommandFetchAborted { ipa: Ipa },
-    /// `CMDQ_PROD` is more than a queue ahead of `CMDQ_CONS`; nothing was consumed.
-    CommandQueueOverrun { prod: u32, cons: u32 },
-    /// A record for the host's Event queue was lost.
-    EventLost {
-        event: u8,
-        reason: super::events::Delivery,
-    },
-    /// The physical SMMU failed an operation; the host's CMD_SYNC (if any) was held back.
-    Physical {
-        operation: &'static str,
-        error: String,
-    },
-    /// Portcullis' heap could not hold the work of a command: CERROR_ABT.
-    CommandOutOfMemory { index: u32 },
-    /// The completion MSI of a host CMD_SYNC was refused (the address is not one a device of the
-    /// host may write): `GERROR.MSI_CMDQ_ABT_ERR`, nothing written.
-    SyncMsiAborted { ipa: Ipa },
-    /// The host enabled an interrupt with an MSI address: the emulation does not send it as an
-    /// MSI (the host still gets the physical SMMU's wired interrupt).
-    IrqMsiNotSent { source: registers::IrqSource },
-    /// More notes of the same access than are kept.
-    MoreNotes { count: u64 },
-}
-
-/// The notes kept for one access: a host can make one per stream of a bulk invalidation.
-pub(super) const MAX_NOTES: usize = 32;
-
-/// Adds `note` to `notes`, counting instead of keeping it past [`MAX_NOTES`] (or when the heap
-/// has no room for it).
-pub(super) fn push_note(notes: &mut Vec<Note>, note: Note) {
-    if notes.len() + 1 < MAX_NOTES {
-        if notes.try_reserve(1).is_ok() {
-            notes.push(note);
-        }
-        return;
-    }
-    match notes.last_mut() {
-        Some(Note::MoreNotes { count }) => *count += 1,
-        _ => {
-            if notes.try_reserve(1).is_ok() {
-                notes.push(Note::MoreNotes { count: 1 });
-            }
-        }
-    }
-}
-
-impl Note {
-    pub(super) fn physical(operation: &'static str, error: &impl fmt::Display) -> Self {
-        Self::Physical {
-            operation,
-            error: error.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for Note {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::UnknownRegister { offset, write } => {
-                let what = if *write { "write to" } else { "read of" };
-                write!(f, "{what} unknown SMMU register {offset:#x}")
-            }
-            Self::BadAccess {
-                offset,
-                size,
-                write,
-            } => {
-                let what = if *write { "write" } else { "read" };
-                write!(
-                    f,
-                    "{size}-byte {what} at SMMU offset {offset:#x} not supported"
-                )
-            }
-            Self::WriteIgnored { register, reason } => {
-                write!(f, "write to {register} ignored: {reason}")
-            }
-            Self::IllegalCommand { index, raw, error } => write!(
-                f,
-                "CERROR_ILL at command {index} [{:#018x}, {:#018x}]: {error}",
-                raw[0], raw[1]
-            ),
-            Self::CommandFetchAborted { ipa } => {
-                write!(f, "CERROR_ABT: command at {ipa} not accessible to the host")
-            }
-            Self::CommandQueueOverrun { prod, cons } => write!(
-                f,
-                "CMDQ_PROD {prod:#x} more than a queue ahead of CMDQ_CONS {cons:#x}"
-            ),
-            Self::EventLost { event, reason } => {
-                write!(f, "event {event:#04x} for the host lost: {reason}")
-            }
-            Self::Physical { operation, error } => {
-                write!(f, "physical SMMU {operation} failed: {error}")
-            }
-            Self::CommandOutOfMemory { index } => {
-                write!(f, "CERROR_ABT at command {index}: no memory for its work")
-            }
-            Self::SyncMsiAborted { ipa } => write!(
-                f,
-                "CMD_SYNC MSI to {ipa} refused (not writable by the host's devices): \
-                 GERROR.MSI_CMDQ_ABT_ERR"
-            ),
-            Self::IrqMsiNotSent { source } => write!(
-                f,
-                "{source:?} interrupt enabled with an MSI address: not sent as an MSI (wired only)"
-            ),
-            Self::MoreNotes { count } => write!(f, "... and {count} more notes"),
-        }
-    }
-}
-
 /// The answer to a register read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MmioRead {
     /// The value, in the low `size` bytes.
     pub value: u64,
     pub note: Option<Note>,
-}
-
-/// The host-visible registers (the ones with state).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct RegisterFile {
-    pub cr0: u32,
-    pub cr1: u32,
-    pub cr2: u32,
-    pub gbpa: u32,
-    pub irq_ctrl: u32,
-    pub gerror: u32,
-    pub gerrorn: u32,
-    pub strtab_base: u64,
-    pub strtab_base_cfg: u32,
-    pub cmdq_base: u64,
-    pub cmdq_prod: u32,
-    pub cmdq_cons: u32,
-    pub evtq_base: u64,
-    pub evtq_prod: u32,
-    pub evtq_cons: u32,
-    pub gerror_irq: IrqCfg,
-    pub evtq_irq: IrqCfg,
-}
-
-/// The emulated SMMUv3.
-///
-/// One per physical SMMU; the arch layer serialises calls (one lock around it) and feeds it every
-/// trapped access to the SMMU frame.
-#[derive(Debug)]
-pub struct EmulatedSmmu {
-    pub(super) physical: SmmuFeatures,
-    pub(super) host: SmmuFeatures,
-    idr: [u32; 6],
-    iidr: u32,
-    aidr: u32,
-    pub(super) regs: RegisterFile,
-    /// Every physical stream and what the emulation last made of it.
-    pub(super) streams: BTreeMap<StreamId, StreamState>,
-    pub(super) sync_stats: SyncStats,
-    /// The forwarded-command chunk of a host batch, kept from one batch to the next (empty in
-    /// between): a strict unmap's TLBI + CMD_SYNC then costs no heap allocation.
-    pub(super) command_scratch: Vec<Command>,
 }
 
 impl EmulatedSmmu {
@@ -695,10 +514,4 @@ fn decode_note(e: DecodeError, offset: usize, size: u8, write: bool) -> Note {
             write,
         },
     }
-}
-
-/// The queue base address of a `*Q_BASE` register value.
-pub(super) fn queue_base_addr(base: u64) -> Ipa {
-    let b = LocalRegisterCopy::<u64, QUEUE_BASE::Register>::new(base);
-    Ipa(b.read(QUEUE_BASE::ADDR) << QUEUE_BASE::ADDR.shift)
 }

@@ -21,36 +21,11 @@
 //! - records of features the host was not offered (ATS, PRI) and IMPLEMENTATION DEFINED records;
 //! - streams the emulation does not configure.
 
-use core::fmt;
-
 use super::HostMemory;
-use super::device::{EmulatedSmmu, Note, queue_base_addr};
+use super::state::{Delivery, EmulatedSmmu, Note, push_note, queue_base_addr};
 use crate::smmu::event::{EVENT_SIZE, Event};
 use crate::smmu::queue::{OutputQueueCons, OutputQueueProd, QueuePair};
 use crate::smmu::regs::CR0;
-
-/// What became of a record given to the host's Event queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    Written,
-    /// `CR0.EVENTQEN` is 0: dropped.
-    QueueDisabled,
-    /// The queue was full (or its indexes inconsistent): dropped, overflow signalled.
-    Overflow,
-    /// The queue lies where the host may not write: dropped, `GERROR.EVENTQ_ABT_ERR` active.
-    WriteAborted,
-}
-
-impl fmt::Display for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Written => "written",
-            Self::QueueDisabled => "event queue disabled",
-            Self::Overflow => "event queue full",
-            Self::WriteAborted => "event queue not writable",
-        })
-    }
-}
 
 /// Where a record from the physical Event queue goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +86,7 @@ impl EmulatedSmmu {
     ) {
         match self.deliver_event(event, mem) {
             Delivery::Written => {}
-            reason => super::device::push_note(
+            reason => push_note(
                 notes,
                 Note::EventLost {
                     event: event.id().0,

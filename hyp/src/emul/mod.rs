@@ -39,6 +39,7 @@ pub mod events;
 pub mod features;
 pub mod msi;
 pub mod registers;
+pub mod state;
 pub mod streams;
 
 #[cfg(any(test, feature = "testing"))]
@@ -46,9 +47,9 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use device::{EmulConfig, EmulError, EmulatedSmmu, MmioRead, Note};
-pub use events::{Delivery, EventRoute};
-pub use streams::StreamState;
+pub use device::{EmulConfig, EmulError, MmioRead};
+pub use events::EventRoute;
+pub use state::{Delivery, EmulatedSmmu, Note, StreamState};
 
 /// The host may not access (in its current CPU stage-2 policy) some byte of the range asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

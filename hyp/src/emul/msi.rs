@@ -48,8 +48,8 @@
 use alloc::vec::Vec;
 
 use super::commands::PhysBatch;
-use super::device::{EmulatedSmmu, Note, push_note};
 use super::registers::{IrqSource, Part, merge_part, read_part};
+use super::state::{EmulatedSmmu, IrqCfg, Note, SyncStats, push_note};
 use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::Ipa;
 use crate::smmu::cmd::{Sync, SyncSignal};
@@ -97,26 +97,6 @@ impl PendingMsis {
     pub fn clear(&mut self) {
         self.len = 0;
     }
-}
-
-/// How many CMD_SYNCs the host issued, by completion signal, and what became of their MSIs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    pub sig_none: u64,
-    pub sig_irq: u64,
-    pub sig_sev: u64,
-    /// Completion writes made.
-    pub msi_written: u64,
-    /// Completion writes refused (`GERROR.MSI_CMDQ_ABT_ERR`).
-    pub msi_aborted: u64,
-}
-
-/// The MSI configuration registers of one interrupt source, as the host wrote them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct IrqCfg {
-    pub cfg0: u64,
-    pub cfg1: u32,
-    pub cfg2: u32,
 }
 
 /// Whether a device of the host may write every byte of `[ipa, ipa + len)` under the DMA policy

@@ -41,8 +41,8 @@ use core::ops::RangeInclusive;
 use tock_registers::LocalRegisterCopy;
 
 use super::commands::{OutOfMemory, PhysBatch};
-use super::device::{EmulatedSmmu, Note, push_note};
-use super::{AccessDenied, HostMemory, PhysicalSmmu};
+use super::state::{EmulatedSmmu, Note, StreamState, Trigger, push_note, read_words};
+use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::event::{Event, Origin};
 use crate::smmu::regs::{GBPA, STRTAB_BASE, StallModel};
 use crate::smmu::ste::{
@@ -50,62 +50,6 @@ use crate::smmu::ste::{
     StreamTableError, StreamTableFormat, StreamTableLayout,
 };
 use crate::smmu::{Ipa, Pa, StreamId};
-
-/// What the emulation made of one physical stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamState {
-    /// SMMUEN = 0: GBPA applies (aborted, or stage 2 only).
-    Global { abort: bool },
-    /// The StreamID has no STE in the host's table.
-    NoSte(StreamTableError),
-    /// The host's table (or L1STD) lies where the host may not go: F_STE_FETCH.
-    FetchAborted { at: Ipa },
-    /// STE.V = 0.
-    Invalid,
-    /// The host's STE is ILLEGAL: C_BAD_STE.
-    Illegal(SteError),
-    /// The host's STE aborts the stream.
-    Abort,
-    /// The host's STE bypasses: stage 2 only.
-    Bypass,
-    /// The host's STE translates with stage 1: nested, with the host's CD table.
-    Stage1 { cd_table: Ipa },
-    /// A physical write failed: the physical STE is not known (treated as live).
-    Unknown,
-}
-
-impl StreamState {
-    /// Whether the physical STE of this state is [`Ste::abort`] whatever the policy and the
-    /// attributes (so that composing the same state again need not rewrite it).
-    pub fn aborts(&self) -> bool {
-        matches!(
-            self,
-            Self::Global { abort: true }
-                | Self::NoSte(_)
-                | Self::FetchAborted { .. }
-                | Self::Invalid
-                | Self::Illegal(_)
-                | Self::Abort
-        )
-    }
-
-    /// Whether the stream's device can reach memory through it.
-    pub fn is_live(&self) -> bool {
-        matches!(
-            self,
-            Self::Global { abort: false } | Self::Bypass | Self::Stage1 { .. } | Self::Unknown
-        )
-    }
-}
-
-/// Why a stream is being recomposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Trigger {
-    /// A CMD_CFGI_STE naming the stream.
-    Named,
-    /// A range or global invalidation, or a change of SMMUEN, GBPA or the DMA policy.
-    Bulk,
-}
 
 /// The level 1 descriptor read last while recomposing a range: 2^SPLIT consecutive StreamIDs
 /// share it, so a bulk invalidation reads each once instead of once per stream (a host batch is
@@ -137,23 +81,6 @@ impl Composition {
             event,
         }
     }
-}
-
-/// Reads `N` little-endian 64-bit words at `ipa`.
-pub(super) fn read_words<const N: usize, M: HostMemory>(
-    mem: &M,
-    ipa: Ipa,
-) -> Result<[u64; N], AccessDenied> {
-    let mut bytes = [0u8; 64];
-    let buf = &mut bytes[..N * 8];
-    mem.read(ipa, buf)?;
-    let mut words = [0u64; N];
-    for (word, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
-        let mut le = [0u8; 8];
-        le.copy_from_slice(chunk);
-        *word = u64::from_le_bytes(le);
-    }
-    Ok(words)
 }
 
 impl EmulatedSmmu {

@@ -22,6 +22,7 @@ pub mod model;
 pub mod queue;
 pub mod regs;
 pub mod ste;
+pub mod stream_set;
 
 pub use platform::addr::{Ipa, Pa};
 

@@ -19,6 +19,8 @@ pub mod policy;
 pub mod table;
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod inplace_tests;
 #[cfg(test)]
 mod tests;

@@ -370,6 +370,48 @@ impl Stage2Table {
         ))
     }
 
+    /// Whether the host may access `ipa` under this table: a write if `write`, an instruction
+    /// fetch if `exec`, else a read.
+    pub fn permits(&self, ipa: Ipa, write: bool, exec: bool) -> bool {
+        match self.translate(ipa) {
+            Some((
+                _,
+                Access::NormalMemory {
+                    read,
+                    write: w,
+                    exec: x,
+                },
+            )) => read && (w || !write) && (x || !exec),
+            Some((_, Access::Device)) => !exec,
+            _ => false,
+        }
+    }
+
+    /// Whether Portcullis may read (and, if `write`, write) `[ipa, ipa + len)` on the host's
+    /// behalf: every page it touches is identity-mapped normal memory the host itself may read
+    /// (and write). A range that wraps is refused.
+    pub fn is_host_memory(&self, ipa: Ipa, len: usize, write: bool) -> bool {
+        let Some(end) = ipa.0.checked_add(len as u64) else {
+            return false;
+        };
+        let mut page = ipa.0 & !(PAGE_SIZE - 1);
+        while page < end {
+            match self.translate(Ipa(page)) {
+                Some((
+                    pa,
+                    Access::NormalMemory {
+                        read: true,
+                        write: w,
+                        ..
+                    },
+                )) if pa.0 == page && (w || !write) => {}
+                _ => return false,
+            }
+            page += PAGE_SIZE;
+        }
+        true
+    }
+
     /// How many 4 KiB pages the tables take, bookkeeping copies included.
     pub fn table_pages(&self) -> usize {
         let root = self.idmap.root_address().0 as u64;

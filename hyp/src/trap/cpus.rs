@@ -24,7 +24,19 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+use platform::addr::{Pa, PhysRange};
+
 use super::psci::code;
+
+/// The affinity fields of `MPIDR_EL1` (Aff3, Aff2, Aff1, Aff0; ARM ARM D23.2 "MPIDR_EL1"): what
+/// the device tree's `reg` of a CPU and PSCI's `target_cpu` name.
+pub const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
+
+/// Whether a CPU may enter the host at `entry` (PSCI CPU_ON's entry point): inside host RAM and
+/// outside Portcullis' own memory; anything else is INVALID_ADDRESS.
+pub fn entry_allowed(ram: &[PhysRange], hyp: PhysRange, entry: u64) -> bool {
+    ram.iter().any(|r| r.contains(Pa(entry))) && !hyp.contains(Pa(entry))
+}
 
 /// Portcullis' index of a CPU (its EL2 stack, `TPIDR_EL2`, its entry in a [`CpuTable`]) from its
 /// position in the device tree: the boot CPU is 0 wherever the tree lists it, and the CPU listed
@@ -200,6 +212,42 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::vec::Vec;
+
+    #[test]
+    fn entry_only_in_host_ram_outside_portcullis() {
+        let ram = [
+            PhysRange::new(0x4000_0000, 0x4000_0000).expect("range"),
+            PhysRange::new(0x1_0000_0000, 0x1000_0000).expect("range"),
+        ];
+        let hyp = PhysRange::new(0x4020_0000, 0x200_0000).expect("range");
+        for ok in [
+            0x4000_0000,
+            0x401f_fffc,
+            0x4220_0000,
+            0x7fff_fffc,
+            0x1_0000_0000,
+        ] {
+            assert!(entry_allowed(&ram, hyp, ok), "{ok:#x}");
+        }
+        for bad in [
+            0,
+            0x0900_0000,
+            0x4020_0000,
+            0x421f_fffc,
+            0x8000_0000,
+            0x1_1000_0000,
+            u64::MAX,
+        ] {
+            assert!(!entry_allowed(&ram, hyp, bad), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn affinity_drops_mt_and_u_bits() {
+        // MPIDR_EL1 with RES1 (bit 31), U (bit 30) and MT (bit 24) set: Aff3.Aff2.Aff1.Aff0 only.
+        let mpidr: u64 = (1 << 31) | (1 << 30) | (1 << 24) | 0x7f_0012_0304;
+        assert_eq!(mpidr & MPIDR_AFFINITY, 0x7f_0012_0304);
+    }
 
     const E1: HostEntry = HostEntry {
         pc: 0x4008_0000,

@@ -1,4 +1,6 @@
-//! What a trap from the host means: syndrome decoding, PSCI/SMCCC calls, abort injection.
+//! What a trap from the host means: syndrome decoding, PSCI/SMCCC calls, abort injection. This is
+//! the decoder; the binary's dispatcher (`src/dispatch.rs`) reads the registers, calls it, and
+//! sends each trap where it is answered.
 //!
 //! Pure computation from the raw register values the arch layer reads on a trap to EL2, to the
 //! values it writes back:
