@@ -76,7 +76,7 @@ pub(super) struct PhysBatch {
     /// be rewritten, unchanged, on every one). Register writes and policy switches rewrite all.
     pub(super) skip_unchanged_aborts: bool,
     /// Completion MSIs of the batch's host CMD_SYNCs, made once the physical sync returns.
-    pub(super) msis: super::msi::PendingMsis,
+    pub(super) msis: super::state::PendingMsis,
 }
 
 impl PhysBatch {

@@ -49,55 +49,12 @@ use alloc::vec::Vec;
 
 use super::commands::PhysBatch;
 use super::registers::{IrqSource, Part, merge_part, read_part};
-use super::state::{EmulatedSmmu, IrqCfg, Note, SyncStats, push_note};
+use super::state::{EmulatedSmmu, IrqCfg, Note, SyncMsi, SyncStats, push_note};
 use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::Ipa;
 use crate::smmu::cmd::{Sync, SyncSignal};
 use crate::smmu::regs::{GERROR, IRQ_CTRL};
 use crate::stage2::{Access, Stage2Table};
-
-/// The `SIG_IRQ` completions one host batch holds before it completes them early.
-pub const MAX_PENDING: usize = 8;
-
-/// One completion write owed to the host.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct SyncMsi {
-    pub addr: Ipa,
-    pub data: u32,
-}
-
-/// The completion writes of the host CMD_SYNCs of a batch, in host order, not yet made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct PendingMsis {
-    held: [SyncMsi; MAX_PENDING],
-    len: usize,
-}
-
-impl PendingMsis {
-    pub fn is_full(&self) -> bool {
-        self.len == MAX_PENDING
-    }
-
-    /// Holds `msi`; the caller makes room first ([`is_full`](Self::is_full)).
-    fn push(&mut self, msi: SyncMsi) {
-        if let Some(slot) = self.held.get_mut(self.len) {
-            *slot = msi;
-            self.len += 1;
-        }
-    }
-
-    /// Hands out what is held, in order, and forgets it.
-    fn take(&mut self) -> impl Iterator<Item = SyncMsi> {
-        let (held, len) = (self.held, self.len);
-        self.len = 0;
-        held.into_iter().take(len)
-    }
-
-    /// Forgets what is held (the syncs did not complete).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-}
 
 /// Whether a device of the host may write every byte of `[ipa, ipa + len)` under the DMA policy
 /// `table` (identity-mapped Normal memory, writable), page by page as the SMMU's stage 2 would

@@ -5,7 +5,7 @@ use std::vec;
 use super::bringup::{cmd, reset_and_enable};
 use super::fakes::*;
 use crate::emul::Note;
-use crate::emul::msi::MAX_PENDING;
+use crate::emul::state::MAX_PENDING;
 use crate::smmu::regs::offset as o;
 
 /// CMD_SYNC, CS = SIG_IRQ, MSH inner shareable, MSIAttr Inner+Outer write-back (as Linux builds
