@@ -17,5 +17,7 @@
 
 pub mod cmdline;
 pub mod devices;
+pub mod heap;
 pub mod host_tree;
 pub mod layout;
+pub mod pci_scan;

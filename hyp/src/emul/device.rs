@@ -60,6 +60,11 @@ pub struct EmulConfig {
     /// `GBPA.ABORT` at reset. `false` (bypass, as QEMU resets it) matches Portcullis' boot state,
     /// where every stream is stage 2 only with the DMA policy.
     pub gbpa_abort: bool,
+    /// `Some(max)`: the physical Stream table gives StreamIDs up to `max` a slot on demand
+    /// ([`PhysicalSmmu::cover`](super::PhysicalSmmu::cover)), so a StreamID the host configures
+    /// to reach memory becomes a physical stream when it does. `None`: only the streams the
+    /// emulation is built with exist.
+    pub on_demand: Option<StreamId>,
 }
 
 impl EmulConfig {
@@ -73,6 +78,7 @@ impl EmulConfig {
             cmdq_log2: 8,
             evtq_log2: 8,
             gbpa_abort: false,
+            on_demand: None,
         }
     }
 }
@@ -137,6 +143,9 @@ pub enum Note {
     },
     /// Portcullis' heap could not hold the work of a command: CERROR_ABT.
     CommandOutOfMemory { index: u32 },
+    /// StreamIDs the host configured to reach memory that the physical Stream table could not
+    /// take (no memory or no budget for their level 2 tables): they stay refused.
+    StreamsRefused { count: u32 },
     /// More notes of the same access than are kept.
     MoreNotes { count: u64 },
 }
@@ -211,6 +220,11 @@ impl fmt::Display for Note {
             Self::Physical { operation, error } => {
                 write!(f, "physical SMMU {operation} failed: {error}")
             }
+            Self::StreamsRefused { count } => write!(
+                f,
+                "{count} configured StreamID(s) left without a physical STE (Stream table budget \
+                 spent): refused and recorded"
+            ),
             Self::CommandOutOfMemory { index } => {
                 write!(f, "CERROR_ABT at command {index}: no memory for its work")
             }
@@ -259,8 +273,11 @@ pub struct EmulatedSmmu {
     iidr: u32,
     aidr: u32,
     pub(super) regs: RegisterFile,
-    /// Every physical stream and what the emulation last made of it.
+    /// Every physical stream and what the emulation last made of it (only the streams that
+    /// exist or that the host made live: not every StreamID the table could hold).
     pub(super) streams: BTreeMap<StreamId, StreamState>,
+    /// See [`EmulConfig::on_demand`].
+    pub(super) on_demand: Option<StreamId>,
 }
 
 impl EmulatedSmmu {
@@ -305,6 +322,7 @@ impl EmulatedSmmu {
                 ..RegisterFile::default()
             },
             streams: streams.into_iter().map(|sid| (sid, initial)).collect(),
+            on_demand: config.on_demand,
         })
     }
 

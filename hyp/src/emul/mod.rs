@@ -93,8 +93,8 @@ pub trait HostMemory {
 /// - [`write_ste`](Self::write_ste): replace the STE of `sid` in Portcullis' physical Stream table
 ///   so that the SMMU never uses a torn entry (section 3.21.3: in place, or break-before-make) and
 ///   invalidate it (CMD_CFGI_STE); the new STE must be in effect at the latest when the next
-///   [`sync`](Self::sync) returns `Ok`. `sid` is always one of the streams the emulation was built
-///   with;
+///   [`sync`](Self::sync) returns `Ok`. `sid` is one of the streams the emulation was built with,
+///   or one it made a physical stream with [`cover`](Self::cover);
 /// - [`submit`](Self::submit): put the commands on the physical Command queue, in order, without
 ///   waiting for them;
 /// - [`sync`](Self::sync): issue one CMD_SYNC and wait for it (bounded): `Ok` means every STE
@@ -120,4 +120,13 @@ pub trait PhysicalSmmu {
 
     fn submit(&mut self, cmds: &[Command]) -> Result<(), Self::Error>;
     fn sync(&mut self) -> Result<(), Self::Error>;
+
+    /// Makes `sid` a physical stream (gives it a slot in the physical Stream table, within the
+    /// table's budget), before its first [`write_ste`](Self::write_ste); an error leaves it
+    /// without one, its transactions refused and recorded. Called only with on-demand streams
+    /// ([`EmulConfig::on_demand`]); the default has nothing to do.
+    fn cover(&mut self, sid: StreamId) -> Result<(), Self::Error> {
+        let _ = sid;
+        Ok(())
+    }
 }

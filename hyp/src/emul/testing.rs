@@ -160,6 +160,10 @@ pub struct FakePhys {
     /// takes).
     pub quiet: bool,
     pub stes_written: u64,
+    /// StreamIDs given a slot by [`PhysicalSmmu::cover`], in order.
+    pub covered: Vec<StreamId>,
+    /// `Some(n)`: `cover` fails once `n` StreamIDs were covered (the physical table's budget).
+    pub cover_budget: Option<usize>,
 }
 
 impl FakePhys {
@@ -173,6 +177,8 @@ impl FakePhys {
             largest_request: 0,
             quiet: false,
             stes_written: 0,
+            covered: Vec::new(),
+            cover_budget: None,
         }
     }
 
@@ -247,6 +253,14 @@ impl PhysicalSmmu for FakePhys {
             self.check_command(cmd);
         }
         self.log.push(PhysOp::Submit(cmds.to_vec()));
+        Ok(())
+    }
+
+    fn cover(&mut self, sid: StreamId) -> Result<(), Self::Error> {
+        if self.cover_budget.is_some_and(|n| self.covered.len() >= n) {
+            return Err("no level 2 table left in the budget");
+        }
+        self.covered.push(sid);
         Ok(())
     }
 

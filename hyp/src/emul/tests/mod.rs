@@ -2,6 +2,7 @@
 
 mod bounded;
 mod bringup;
+mod on_demand;
 mod props;
 
 /// The fakes, shared with the fuzz targets (`fuzz/`, feature `testing`).
