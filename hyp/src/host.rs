@@ -206,7 +206,8 @@ pub fn prepare(
         fault_report: report,
         disable: devices.to_disable(),
     };
-    let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
+    let tree =
+        host_tree::build_host_tree_from(incoming, machine, &params).map_err(HostError::Tree)?;
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
     let tree_at = layout::place_dtb(&machine.memory, &taken, tree.len() as u64)
         .map_err(HostError::TreePlacement)?;

@@ -255,13 +255,13 @@ mod image {
         file_end: u64,
         dtb_len: u64,
     ) -> PhysRange {
-        use portcullis::boot::devices::{Decision, DeviceMap};
         use portcullis::boot::heap;
         let needs = heap::Machine {
             cpus: machine.cpus.len() as u64,
             ram_bytes: portcullis::boot::layout::total_ram(&machine.memory),
             ram_banks: machine.memory.len() as u64,
-            device_ranges: 2 * DeviceMap::decide(machine).count(Decision::Allow) as u64 + 8,
+            // At most one range per device node, and the pages Portcullis traps.
+            device_ranges: machine.devices.len() as u64 + 8,
             dtb_bytes: dtb_len,
             ..firewall::heap_needs(machine)
         };
