@@ -146,7 +146,7 @@ mod tests {
         let r = reserve(&qemu());
         // 4 tables x (16 + 4 + 40) pages.
         assert_eq!(r.stage2, 4 * 60 * 4096);
-        assert_eq!(r.streams, 33 * (16 + 16) << 10);
+        assert_eq!(r.streams, (33 * (16 + 16)) << 10);
         assert!(r.total() < 3 * MIB, "{r:?} = {}", r.total());
         // More RAM, more CPUs: more reserve.
         let big = Machine {

@@ -362,7 +362,7 @@ fn behind_smmu_matches_every_requester_id() {
         for bus_range in [(0u8, 0xffu8), (1, 1), (0, 0), (2, 0x7f)] {
             let host = PciHost {
                 path: "/pcie".to_string(),
-                ecam: r(0x4010_0000_00, 0x1000_0000),
+                ecam: r(0x40_1000_0000, 0x1000_0000),
                 bus_range,
                 domain: None,
                 windows: vec![],
