@@ -199,6 +199,17 @@ mod image {
         // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
         gic_mediation::init(&machine);
         let hyp = decide_heap(&machine, image, heap, file_end, dtb_len);
+        #[cfg(feature = "test-hooks")]
+        {
+            let tail = {
+                let mut g = HEAP.0.lock();
+                g.limit -= 4096;
+                g.limit
+            };
+            // SAFETY: the last page of Portcullis' memory, now above the heap's limit: nothing
+            // else uses it; the EL2 tables map all RAM read-write.
+            unsafe { crate::test_hooks::tail_canary(tail) };
+        }
         let (entry, map) = match host::prepare(&machine, hyp, dtb_range) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -255,13 +266,14 @@ mod image {
         file_end: u64,
         dtb_len: u64,
     ) -> PhysRange {
+        use portcullis::boot::devices::DeviceMap;
         use portcullis::boot::heap;
         let needs = heap::Machine {
             cpus: machine.cpus.len() as u64,
             ram_bytes: portcullis::boot::layout::total_ram(&machine.memory),
             ram_banks: machine.memory.len() as u64,
-            // At most one range per device node, and the pages Portcullis traps.
-            device_ranges: machine.devices.len() as u64 + 8,
+            // The device pages the host's stage 2 maps, and the pages Portcullis traps.
+            device_ranges: DeviceMap::decide(machine).allowed.len() as u64 + 8,
             dtb_bytes: dtb_len,
             ..firewall::heap_needs(machine)
         };

@@ -50,9 +50,9 @@ impl Reserve {
     }
 }
 
-/// Stage-2 tables Portcullis builds: the host's CPU stage 2 with its crash-mode subtrees (counted
-/// as two), the normal and the crash-mode DMA stage 2s.
-pub const STAGE2_TABLES: u64 = 4;
+/// Stage-2 tables Portcullis builds: the host's CPU stage 2, the dead kernel's (the fence swaps
+/// its subtrees in) and the capture kernel's, the normal and the crash-mode DMA stage 2s.
+pub const STAGE2_TABLES: u64 = 5;
 /// Heap per CPU beyond the boot CPU's: its trap-path work (PSCI, GIC mediation state).
 pub const PER_CPU: u64 = 16 << 10;
 /// The emulation's record of one physical stream (a `BTreeMap` entry, with node overhead).
@@ -90,7 +90,8 @@ pub struct HeapPlan {
 
 impl HeapPlan {
     /// The limit for a heap grown to `next` so far that needs `reserve` more, within the
-    /// `ceiling` the image reserves; page aligned. `None` if even the reserve does not fit.
+    /// `ceiling` the image reserves; page aligned. `false` if the reserve does not fit (the
+    /// limit is then the ceiling).
     pub fn decide(next: u64, reserve: u64, ceiling: u64) -> (Self, bool) {
         let want = next.saturating_add(reserve).next_multiple_of(4096);
         if want > ceiling {
@@ -144,8 +145,8 @@ mod tests {
     #[test]
     fn qemu_reserve_is_a_few_mib() {
         let r = reserve(&qemu());
-        // 4 tables x (16 + 4 + 40) pages.
-        assert_eq!(r.stage2, 4 * 60 * 4096);
+        // 5 tables x (16 + 4 + 40) pages.
+        assert_eq!(r.stage2, 5 * 60 * 4096);
         assert_eq!(r.streams, (33 * (16 + 16)) << 10);
         assert!(r.total() < 3 * MIB, "{r:?} = {}", r.total());
         // More RAM, more CPUs: more reserve.
