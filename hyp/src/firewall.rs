@@ -324,6 +324,14 @@ impl PhysicalSmmu for Phys<'_> {
         self.driver.submit(&cmds)
     }
 
+    /// After the fence no default applies: a device that was not a physical stream of the dead
+    /// kernel stays refused (recorded), whatever the capture kernel's GBPA.
+    fn set_default(&mut self, ste: Option<&Ste>) -> Result<(), SmmuError> {
+        self.flush()?;
+        let ste = if self.fenced.is_some() { None } else { ste };
+        self.driver.set_default_ste(ste)
+    }
+
     /// A level 2 table for `sid` if it has none, within [`ON_DEMAND_L2_TABLES`].
     fn cover(&mut self, sid: StreamId) -> Result<(), SmmuError> {
         if self.driver.covers(sid) {
@@ -459,6 +467,10 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         .install_streams(sids.iter().copied(), &ste)
         .map_err(FirewallError::Smmu)?;
     drv.set_l2_budget(drv.l2_tables() + ON_DEMAND_L2_TABLES);
+    // The host's SMMU resets disabled with GBPA bypass: every other StreamID too is stage 2 only
+    // (one shared level 2 table), until the host enables its SMMU.
+    drv.set_default_ste(Some(&ste))
+        .map_err(FirewallError::Smmu)?;
     log::info!(
         "DMA firewall up: {} StreamIDs present on the root bus {sids:x?} stage 2 only, VMID 2, \
          {ipa_bits} IPA bits, fault recording on; StreamIDs up to {max_sid:#x} get an STE when the \
@@ -899,7 +911,9 @@ pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStat
     fw.fence = FenceStats {
         window_ns,
         commands: fence::in_place_commands(VMID_DMA_NORMAL).len() as u64 + 1,
-        streams: fenced.len(),
+        // The StreamIDs without a physical STE of their own that followed the default (the
+        // dead kernel's SMMU disabled, GBPA bypass) were cut with the same stage 2.
+        streams: fenced.len() + fw.driver.default_streams(),
         live: fw.emul.live_streams().count() as u64,
         stores,
         restaged: if restaged.is_ok() {

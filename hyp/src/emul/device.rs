@@ -38,6 +38,7 @@ use crate::smmu::queue::{QueueIndex, clamp_log2_size};
 use crate::smmu::regs::{
     CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, QUEUE_BASE, SmmuFeatures,
 };
+use crate::smmu::ste::Ste;
 use crate::smmu::{Ipa, StreamId};
 
 /// How the emulated SMMU is set up at boot.
@@ -588,6 +589,15 @@ impl EmulatedSmmu {
         notes: &mut Vec<Note>,
     ) {
         let mut batch = PhysBatch::unbuffered_fallback();
+        if self.on_demand.is_some() {
+            // The StreamIDs that are not physical streams follow GBPA too: a device the host
+            // numbered behind a bridge since boot DMAs, stage 2 only, while GBPA bypasses.
+            let bypass = !self.smmu_enabled() && self.regs.gbpa & GBPA::ABORT::SET.value == 0;
+            let ste = bypass.then(|| Ste::stage2(&phys.stage2(), &self.gbpa_overrides()));
+            if let Err(e) = phys.set_default(ste.as_ref()) {
+                notes.push(Note::physical("default STE", &e));
+            }
+        }
         // With the fallback, only a physical failure can stop it, and that is noted.
         let _ = self.recompose(
             0..=StreamId::MAX,

@@ -129,4 +129,12 @@ pub trait PhysicalSmmu {
         let _ = sid;
         Ok(())
     }
+
+    /// What every StreamID that is not a physical stream gets: `Some(ste)` (stage 2 only, while
+    /// the host's SMMU is disabled with GBPA bypass) or `None` (refused and recorded). Called
+    /// only with on-demand streams, whenever SMMUEN or GBPA change; the default does nothing.
+    fn set_default(&mut self, ste: Option<&Ste>) -> Result<(), Self::Error> {
+        let _ = ste;
+        Ok(())
+    }
 }

@@ -169,7 +169,7 @@ impl EmulatedSmmu {
     }
 
     /// The GBPA attributes as STE overrides the physical SMMU implements.
-    fn gbpa_overrides(&self) -> AttrOverrides {
+    pub(super) fn gbpa_overrides(&self) -> AttrOverrides {
         let g = LocalRegisterCopy::<u32, GBPA::Register>::new(self.regs.gbpa);
         AttrOverrides {
             mtcfg: g.is_set(GBPA::MTCFG),

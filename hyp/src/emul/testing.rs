@@ -164,6 +164,8 @@ pub struct FakePhys {
     pub covered: Vec<StreamId>,
     /// `Some(n)`: `cover` fails once `n` StreamIDs were covered (the physical table's budget).
     pub cover_budget: Option<usize>,
+    /// Every [`PhysicalSmmu::set_default`], in order.
+    pub defaults: Vec<Option<Ste>>,
 }
 
 impl FakePhys {
@@ -179,6 +181,7 @@ impl FakePhys {
             stes_written: 0,
             covered: Vec::new(),
             cover_budget: None,
+            defaults: Vec::new(),
         }
     }
 
@@ -261,6 +264,14 @@ impl PhysicalSmmu for FakePhys {
             return Err("no level 2 table left in the budget");
         }
         self.covered.push(sid);
+        Ok(())
+    }
+
+    fn set_default(&mut self, ste: Option<&Ste>) -> Result<(), Self::Error> {
+        if let Some(ste) = ste {
+            self.check_ste(0, ste);
+        }
+        self.defaults.push(ste.copied());
         Ok(())
     }
 

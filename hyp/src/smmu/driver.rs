@@ -590,6 +590,12 @@ struct StreamTable {
     l2: BTreeMap<usize, DmaBlock>,
     /// Two-level: at most this many level 2 tables (the heap's budget for them).
     l2_budget: usize,
+    /// Two-level: one level 2 table every L1STD without a table of its own points at while a
+    /// default STE applies (see [`SmmuDriver::set_default_ste`]): 16 KiB for any number of
+    /// StreamIDs.
+    shared: Option<DmaBlock>,
+    /// The STE every slot of `shared` holds, while L1STDs point at it.
+    default: Option<Ste>,
 }
 
 impl StreamTable {
@@ -745,6 +751,78 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             .is_some_and(|l| matches!(l.strtab.slot(sid), Ok(Some(_))))
     }
 
+    /// Sets what every StreamID without a level 2 table of its own gets (two-level tables only;
+    /// nothing for a linear one): `Some(ste)` points every such L1STD at one shared level 2
+    /// table whose STEs are all `ste` (the host's SMMU disabled with GBPA bypass: every device,
+    /// also one behind a bridge the host numbered since boot, gets stage 2 only); `None` makes
+    /// them invalid again (C_BAD_STREAMID). Each change is one CMD_CFGI_ALL and a CMD_SYNC; the
+    /// shared table is refilled only while no L1STD points at it (after the sync of the unlink).
+    pub fn set_default_ste(&mut self, ste: Option<&Ste>) -> Result<(), SmmuError> {
+        let strtab = &self.live_ref()?.strtab;
+        let Some(split) = strtab.split() else {
+            return Ok(());
+        };
+        if strtab.default.as_ref() == ste {
+            return Ok(());
+        }
+        let entries = strtab.layout.top_level_entries() as usize;
+        if strtab.default.is_some() {
+            let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+            for l1 in (0..entries).filter(|l1| !live.strtab.l2.contains_key(l1)) {
+                live.strtab.top.write(l1, 0);
+            }
+            live.strtab.default = None;
+            self.submit(&[Command::CfgiAll])?;
+        }
+        let Some(ste) = ste else {
+            return Ok(());
+        };
+        if self.live_ref()?.strtab.shared.is_none() {
+            let bytes = STE_SIZE << split;
+            let block = self.alloc(bytes, bytes)?;
+            self.live
+                .as_mut()
+                .ok_or(SmmuError::NotInitialized)?
+                .strtab
+                .shared = Some(block);
+        }
+        let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+        let Some(shared) = live.strtab.shared.as_ref() else {
+            panic!("SmmuDriver: the shared level 2 table vanished");
+        };
+        for i in 0..(1usize << split) {
+            for (w, word) in ste.0.iter().enumerate() {
+                shared.write(i * STE_SIZE / 8 + w, *word);
+            }
+        }
+        // The shared table is complete before any L1STD makes it reachable.
+        self.dma.wmb();
+        let desc = L1Std::<Pa> {
+            span: split + 1,
+            l2_table: shared.pa(),
+        }
+        .encode();
+        for l1 in (0..entries).filter(|l1| !live.strtab.l2.contains_key(l1)) {
+            live.strtab.top.write(l1, desc);
+        }
+        live.strtab.default = Some(*ste);
+        self.submit(&[Command::CfgiAll])
+    }
+
+    /// How many StreamIDs the default STE applies to now (0 without one).
+    pub fn default_streams(&self) -> u64 {
+        let Some(strtab) = self.live.as_ref().map(|l| &l.strtab) else {
+            return 0;
+        };
+        match (strtab.split(), strtab.default) {
+            (Some(split), Some(_)) => {
+                let shared = strtab.layout.top_level_entries() - strtab.l2.len() as u64;
+                shared << split
+            }
+            _ => 0,
+        }
+    }
+
     /// Gives `sid` a slot in the Stream table: with a two-level table, creates and links its
     /// level 2 table (every STE invalid) if it has none, within the budget. Fails, with nothing
     /// changed, for a StreamID beyond the table, without budget or without memory.
@@ -887,6 +965,8 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
                 top,
                 l2: BTreeMap::new(),
                 l2_budget: self.l2_budget,
+                shared: None,
+                default: None,
             },
             cmdq: CommandQueue {
                 mem: cmdq_mem,

@@ -26,7 +26,13 @@ fn rig(budget: usize) -> Rig {
 #[test]
 fn configured_streams_become_physical_within_the_budget() {
     let mut rig = rig(1);
+    // Boot state, GBPA bypass: every StreamID gets stage 2 only by default.
+    rig.smmu.recompose_all(&mut rig.mem, &mut rig.phys);
+    assert!(matches!(rig.phys.defaults.as_slice(), [Some(_)]));
+    rig.phys.take();
     reset_and_enable(&mut rig);
+    // Enabled: no default any more.
+    assert_eq!(rig.phys.defaults.last(), Some(&None));
     // The host's table is empty: no StreamID became a physical stream.
     assert!(rig.phys.covered.is_empty());
     assert_eq!(rig.smmu.streams().count(), 1);

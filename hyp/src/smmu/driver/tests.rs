@@ -565,6 +565,49 @@ fn level2_tables_only_for_existing_or_configured_streams() {
     assert_no_violations(&model);
 }
 
+/// The default STE (the host's SMMU disabled with GBPA bypass): every StreamID without a level 2
+/// table of its own gets it through one shared table, a device behind a bridge included; taken
+/// away, those StreamIDs are refused with C_BAD_STREAMID again. The tables written before they
+/// are linked (the model checks), one CMD_CFGI_ALL per change.
+#[test]
+fn default_ste_through_one_shared_level2_table() {
+    let f = features();
+    let (model, mut d) = up(f, 0xffff);
+    let t: &'static Stage2Table = Box::leak(Box::new(table(Mode::Normal, 40, 2)));
+    model.register_stage2(t);
+    let ste = stage2_ste(t, &f).expect("policy");
+    d.install_streams([8], &ste).expect("install");
+    let mark = model.executed().len();
+    d.set_default_ste(Some(&ste)).expect("default");
+    assert_eq!(executed_since(&model, mark), [Command::CfgiAll, SYNC]);
+    assert_eq!(d.default_streams(), 255 * 256);
+    assert_eq!(d.l2_tables(), 1);
+    let landed = |sid| {
+        matches!(
+            model.transact(sid, 0x5000_0000, true),
+            model::Transaction::Landed(_)
+        )
+    };
+    assert!(landed(0x105) && landed(0xffff) && landed(8));
+    // The root bus's own table: its other StreamIDs have no device and no STE.
+    assert!(!landed(9));
+    // Setting it again changes nothing.
+    let mark = model.executed().len();
+    d.set_default_ste(Some(&ste)).expect("default");
+    assert!(executed_since(&model, mark).is_empty());
+    // A StreamID the host configures later gets a table of its own.
+    d.write_ste(0x205, &Ste::abort()).expect("write");
+    assert_eq!(d.default_streams(), 254 * 256);
+    assert!(!landed(0x205) && landed(0x105));
+    d.set_default_ste(None).expect("no default");
+    assert_eq!(d.default_streams(), 0);
+    assert!(!landed(0x105) && landed(8));
+    let mut ids = Vec::new();
+    d.drain_events(&mut |r| ids.push(r.id())).expect("drain");
+    assert_eq!(ids.last(), Some(&EventId::C_BAD_STREAMID));
+    assert_no_violations(&model);
+}
+
 /// The states a watched STE went through and the commands, from the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
