@@ -680,7 +680,9 @@ impl Platform {
 
 /// One node of the index over the tree.
 struct TreeNode<'a> {
-    node: FdtNode<'a>,
+    /// The node's properties (name, value), read once: looking one up in the flattened tree
+    /// walks the node's properties again each time, and boot looks up thousands.
+    props: Vec<(String, &'a [u8])>,
     name: &'a str,
     parent: Option<usize>,
     children: Vec<usize>,
@@ -784,8 +786,11 @@ impl<'a> Tree<'a> {
 
             // Property names are borrowed from a temporary through the `Property` trait, so they
             // are copied for the check.
-            let mut prop_names: Vec<String> =
-                node.properties().map(|p| String::from(p.name())).collect();
+            let props: Vec<(String, &'a [u8])> = node
+                .properties()
+                .filter_map(|p| Some((String::from(p.name()), p.value_as::<&'a [u8]>().ok()?)))
+                .collect();
+            let mut prop_names: Vec<String> = props.iter().map(|(n, _)| n.clone()).collect();
             if let Some(dup) = first_duplicate(&mut prop_names) {
                 return Err(DtError::Duplicate {
                     path,
@@ -807,7 +812,7 @@ impl<'a> Tree<'a> {
                 p.children.push(idx);
             }
             nodes.push(TreeNode {
-                node,
+                props,
                 name,
                 parent,
                 children: Vec::new(),
@@ -851,9 +856,10 @@ impl<'a> Tree<'a> {
 
     fn raw(&self, idx: usize, name: &str) -> Option<&'a [u8]> {
         self.nodes[idx]
-            .node
-            .property(name)
-            .and_then(|p| p.value_as::<&'a [u8]>().ok())
+            .props
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
     }
 
     fn has(&self, idx: usize, name: &str) -> bool {
