@@ -460,7 +460,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let table =
         Stage2Table::build(&regions, ipa_bits, VMID_DMA_NORMAL).map_err(FirewallError::Policy)?;
     for r in &regions {
-        log::info!("DMA policy (normal): {} {:?}", r.range, r.access);
+        log::debug!("DMA policy (normal): {} {:?}", r.range, r.access);
     }
     let ste = driver::stage2_ste(&table, drv.features()).map_err(FirewallError::Smmu)?;
     let written = drv
@@ -474,10 +474,11 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     log::info!(
         "DMA firewall up: {} StreamIDs present on the root bus {sids:x?} stage 2 only, VMID 2, \
          {ipa_bits} IPA bits, fault recording on; StreamIDs up to {max_sid:#x} get an STE when the \
-         host configures them ({} more level 2 tables at most); {written:?}",
+         host configures them ({} more level 2 tables at most)",
         sids.len(),
         ON_DEMAND_L2_TABLES,
     );
+    log::debug!("physical STEs at boot: {written:?}");
     let stage2 = driver::stage2_config(&table, drv.features()).map_err(FirewallError::Smmu)?;
     let mut config = EmulConfig::new(*drv.features(), map.ipa_bits as u8);
     config.iidr = drv.mmio().read32(offset::IIDR);
@@ -808,7 +809,7 @@ fn prepare_crash_side(
         .map_err(FirewallError::Policy)?;
     let dma_stage2 = driver::stage2_config(&dma, drv.features()).map_err(FirewallError::Smmu)?;
     for r in &regions {
-        log::info!("DMA policy (crash): {} {:?}", r.range, r.access);
+        log::debug!("DMA policy (crash): {} {:?}", r.range, r.access);
     }
     Ok(CrashSide {
         _dma: dma,

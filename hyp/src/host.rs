@@ -307,14 +307,16 @@ fn log_device_map(map: &DeviceMap) {
         map.count(Decision::Withhold),
         map.count(Decision::Mediated)
     );
-    log::info!(
+    // The table is debug: at info it was most of the boot's console output, and the console
+    // (a trap into the UART model per byte under QEMU) most of the boot's time.
+    log::debug!(
         "  {:<36} {:<8} {:<44} reason",
         "device",
         "decision",
         "ranges"
     );
     for entry in &map.entries {
-        log::info!("  {entry}");
+        log::debug!("  {entry}");
     }
     for c in &map.conflicts {
         log::warn!(
