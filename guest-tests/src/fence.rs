@@ -637,8 +637,9 @@ pub fn dead_kernel_with(
 }
 
 /// The command-line option (`/chosen/bootargs`) with which A configures every StreamID the SMMU
-/// offers before the crash (bypass, but for its edus' stage 1): the fence then meets 65 536 live
-/// streams instead of one (`scripts/bench` compares the two windows).
+/// offers before the crash (bypass, but for its edus' stage 1): the fence then meets every live
+/// stream Portcullis' physical Stream table takes (the root bus's and 32 more buses', 8 448; the
+/// other StreamIDs stay refused) instead of one (`scripts/bench` compares the two windows).
 pub const ALL_STREAMS: &str = "fence.all-streams";
 
 /// Whether the command line asks for [`ALL_STREAMS`].

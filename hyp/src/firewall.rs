@@ -19,7 +19,6 @@ use core::fmt;
 use core::ptr::NonNull;
 use platform::addr::{Pa, PhysRange};
 use platform::devtree::{PciHost, Platform};
-use portcullis::boot::streams;
 use portcullis::diag::counters::COUNTERS;
 use portcullis::emul::{
     Delivery, EmulConfig, EmulatedSmmu, EventRoute, Note, PhysicalSmmu, StreamState,
@@ -342,6 +341,23 @@ impl PhysicalSmmu for Phys<'_> {
         self.dma
             .is_some_and(|t| portcullis::emul::msi::device_write_allowed(t, ipa, len))
     }
+
+    /// After the fence no default applies: a device that was not a physical stream of the dead
+    /// kernel stays refused (recorded), whatever the capture kernel's GBPA.
+    fn set_default(&mut self, ste: Option<&Ste>) -> Result<(), SmmuError> {
+        self.flush()?;
+        let ste = if self.fenced.is_some() { None } else { ste };
+        self.driver.set_default_ste(ste)
+    }
+
+    /// A level 2 table for `sid` if it has none, within [`ON_DEMAND_L2_TABLES`].
+    fn cover(&mut self, sid: StreamId) -> Result<(), SmmuError> {
+        if self.driver.covers(sid) {
+            return Ok(());
+        }
+        self.flush()?;
+        self.driver.reserve_stream(sid)
+    }
 }
 
 /// Commands the held-command scratch vector keeps room for between traps.
@@ -416,6 +432,32 @@ impl fmt::Display for FirewallError {
     }
 }
 
+/// Level 2 Stream tables (16 KiB each, one per PCI bus with an identity `iommu-map`) the host's
+/// configurations may add beyond those of the devices found at boot: 32 buses behind bridges,
+/// 512 KiB. A host that configures StreamIDs on more buses (a dead kernel giving all 65 536 an
+/// STE) gets, for the rest, what an SMMU reports for a StreamID it cannot hold: no STE, its
+/// transactions refused with C_BAD_STREAMID, and a C_BAD_STREAMID record for a CMD_CFGI_STE
+/// naming it. Bounded, so that the heap is sized at boot and a host cannot exhaust it.
+pub const ON_DEMAND_L2_TABLES: usize = 32;
+
+/// The StreamIDs of the PCI functions on each root bus (read through ECAM, mapped in
+/// Portcullis' EL2 tables by `main`): the streams that exist before the host runs.
+fn present_stream_ids(machine: &Platform, smmu_phandle: Option<u32>) -> Vec<StreamId> {
+    use portcullis::boot::pci_scan;
+    pci_scan::present_stream_ids(&machine.pci, smmu_phandle, |host, offset| {
+        match pci_scan::root_bus_ecam(host) {
+            // SAFETY: the root bus's ECAM window is mapped as Device memory at EL2 (`main` maps
+            // every `root_bus_ecam`); `offset` is inside it (`bus_functions` reads at most
+            // device 31, function 7, register 0xc), 4-byte aligned; configuration reads of the
+            // ID and header-type words have no side effects.
+            Some(w) if offset + 4 <= w.size() => unsafe {
+                ((w.start.raw() + offset) as *const u32).read_volatile()
+            },
+            _ => u32::MAX,
+        }
+    })
+}
+
 /// Takes the physical SMMU and confines every stream to the normal-mode DMA policy.
 pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let smmu = machine.smmu.as_ref().ok_or(FirewallError::NoSmmu)?;
@@ -425,8 +467,9 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let mut drv = SmmuDriver::probe(frame, HeapDma).map_err(FirewallError::Smmu)?;
     log::info!("SMMU at {}: {}", smmu.regs, drv.features());
 
-    let sids = streams::stream_ids(machine, smmu.phandle);
-    let max_sid = *sids.last().ok_or(FirewallError::NoStreams)?;
+    let max_sid = portcullis::boot::pci_scan::max_stream_id(&machine.pci, smmu.phandle)
+        .ok_or(FirewallError::NoStreams)?;
+    let sids = present_stream_ids(machine, smmu.phandle);
     let report = drv.init(max_sid).map_err(FirewallError::Smmu)?;
     log::info!("{report}");
 
@@ -440,22 +483,30 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     let table =
         Stage2Table::build(&regions, ipa_bits, VMID_DMA_NORMAL).map_err(FirewallError::Policy)?;
     for r in &regions {
-        log::info!("DMA policy (normal): {} {:?}", r.range, r.access);
+        log::debug!("DMA policy (normal): {} {:?}", r.range, r.access);
     }
     let ste = driver::stage2_ste(&table, drv.features()).map_err(FirewallError::Smmu)?;
     let written = drv
         .install_streams(sids.iter().copied(), &ste)
         .map_err(FirewallError::Smmu)?;
+    drv.set_l2_budget(drv.l2_tables() + ON_DEMAND_L2_TABLES);
+    // The host's SMMU resets disabled with GBPA bypass: every other StreamID too is stage 2 only
+    // (one shared level 2 table), until the host enables its SMMU.
+    drv.set_default_ste(Some(&ste))
+        .map_err(FirewallError::Smmu)?;
     log::info!(
-        "DMA firewall up: {} StreamIDs ({:#x}..={max_sid:#x}) stage 2 only, VMID 2, {ipa_bits} IPA bits, \
-         fault recording on; {written:?}",
+        "DMA firewall up: {} StreamIDs present on the root bus {sids:x?} stage 2 only, VMID 2, \
+         {ipa_bits} IPA bits, fault recording on; StreamIDs up to {max_sid:#x} get an STE when the \
+         host configures them ({} more level 2 tables at most)",
         sids.len(),
-        sids.first().copied().unwrap_or(0),
+        ON_DEMAND_L2_TABLES,
     );
+    log::debug!("physical STEs at boot: {written:?}");
     let stage2 = driver::stage2_config(&table, drv.features()).map_err(FirewallError::Smmu)?;
     let mut config = EmulConfig::new(*drv.features(), map.ipa_bits as u8);
     config.iidr = drv.mmio().read32(offset::IIDR);
     config.aidr = drv.mmio().read32(offset::AIDR);
+    config.on_demand = Some(max_sid);
     let emul = EmulatedSmmu::new(&config, sids.iter().copied()).map_err(FirewallError::Emul)?;
     log::info!("emulated SMMU for the host: {}", emul.host_features());
     let crash = match map.crash {
@@ -828,7 +879,7 @@ fn prepare_crash_side(
         .map_err(FirewallError::Policy)?;
     let dma_stage2 = driver::stage2_config(&dma, drv.features()).map_err(FirewallError::Smmu)?;
     for r in &regions {
-        log::info!("DMA policy (crash): {} {:?}", r.range, r.access);
+        log::debug!("DMA policy (crash): {} {:?}", r.range, r.access);
     }
     Ok(CrashSide {
         dma,
@@ -944,7 +995,9 @@ pub fn after_fence(window_ns: u64, stores: u64, cpu_window_ns: u64) -> FenceStat
     fw.fence = FenceStats {
         window_ns,
         commands: fence_command_count(),
-        streams: fenced.len(),
+        // The StreamIDs without a physical STE of their own that followed the default (the
+        // dead kernel's SMMU disabled, GBPA bypass) were cut with the same stage 2.
+        streams: fenced.len() + fw.driver.default_streams(),
         live: fw.emul.live_streams().count() as u64,
         stores,
         restaged: if restaged.is_ok() {
@@ -1040,4 +1093,44 @@ pub fn fence_stats() -> FenceStats {
         .as_ref()
         .map(|fw| fw.fence)
         .unwrap_or_default()
+}
+
+/// What the SMMU's tables and queues will take, for the heap's reserve (read before the firewall
+/// is raised: the ID registers, the `iommu-map`s and the root buses). Zeros without an SMMU.
+pub fn heap_needs(machine: &Platform) -> portcullis::boot::heap::Machine {
+    use portcullis::smmu::ste::{STE_SIZE, StreamTableFormat};
+    let mut needs = portcullis::boot::heap::Machine::default();
+    let Some(smmu) = machine.smmu.as_ref() else {
+        return needs;
+    };
+    let Some(max_sid) = portcullis::boot::pci_scan::max_stream_id(&machine.pci, smmu.phandle)
+    else {
+        return needs;
+    };
+    // SAFETY: as in `init`: the SMMU frame is mapped as Device memory at EL2; ID registers only
+    // are read, before the driver takes the frame.
+    let mut frame = unsafe { SmmuFrame::new(smmu.regs.start.raw(), smmu.regs.size()) };
+    let f = portcullis::smmu::regs::SmmuFeatures::from_idr(
+        frame.read32(offset::IDR0),
+        frame.read32(offset::IDR1),
+        frame.read32(offset::IDR3),
+        frame.read32(offset::IDR5),
+    );
+    needs.queue_bytes = (portcullis::smmu::cmd::COMMAND_SIZE
+        << f.cmdq_log2.min(driver::CMDQ_MAX_LOG2)) as u64
+        + (portcullis::smmu::event::EVENT_SIZE << f.evtq_log2.min(driver::EVTQ_MAX_LOG2)) as u64;
+    let Ok(layout) = driver::stream_table_layout(&f, max_sid) else {
+        return needs;
+    };
+    needs.strtab_top_bytes = layout.top_level_bytes();
+    if let StreamTableFormat::TwoLevel { split } = layout.format {
+        let mut groups: Vec<StreamId> = present_stream_ids(machine, smmu.phandle)
+            .iter()
+            .map(|sid| sid >> split)
+            .collect();
+        groups.dedup();
+        needs.l2_tables = (groups.len() + ON_DEMAND_L2_TABLES) as u64;
+        needs.l2_bytes = (STE_SIZE << split) as u64;
+    }
+    needs
 }

@@ -191,7 +191,8 @@ pub fn prepare(
         fault_report: report,
         disable: devices.to_disable(),
     };
-    let tree = host_tree::build_host_tree(incoming, &params).map_err(HostError::Tree)?;
+    let tree =
+        host_tree::build_host_tree_from(incoming, machine, &params).map_err(HostError::Tree)?;
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
     let tree_at = layout::place_dtb(&machine.memory, &taken, tree.len() as u64)
         .map_err(HostError::TreePlacement)?;
@@ -277,14 +278,16 @@ fn log_device_map(map: &DeviceMap) {
         map.count(Decision::Withhold),
         map.count(Decision::Mediated)
     );
-    log::info!(
+    // The table is debug: at info it was most of the boot's console output, and the console
+    // (a trap into the UART model per byte under QEMU) most of the boot's time.
+    log::debug!(
         "  {:<36} {:<8} {:<44} reason",
         "device",
         "decision",
         "ranges"
     );
     for entry in &map.entries {
-        log::info!("  {entry}");
+        log::debug!("  {entry}");
     }
     for c in &map.conflicts {
         log::warn!(

@@ -37,29 +37,58 @@ mod image {
     use platform::addr::PhysRange;
     use spin::mutex::TicketMutex;
 
+    /// The buddy heap and the room it grows into: `[next, limit)` is not in the heap yet.
+    struct Growing {
+        heap: Heap<32>,
+        next: u64,
+        limit: u64,
+    }
+
     /// The buddy heap behind a ticket lock: every CPU allocating on a trap path gets its turn.
-    struct TicketHeap(TicketMutex<Heap<32>>);
+    /// It starts empty and takes memory from the image's heap room when an allocation needs it
+    /// (`portcullis::boot::heap`), up to a limit decided at boot from the machine.
+    struct TicketHeap(TicketMutex<Growing>);
 
     // SAFETY: allocation and deallocation are serialised by the lock and delegated to the buddy
-    // allocator, which hands out non-overlapping blocks of at least the requested layout.
+    // allocator, which hands out non-overlapping blocks of at least the requested layout; the
+    // memory it is given is the image's heap room, each byte added once.
     unsafe impl GlobalAlloc for TicketHeap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            self.0
-                .lock()
-                .alloc(layout)
-                .map_or(ptr::null_mut(), NonNull::as_ptr)
+            let mut g = self.0.lock();
+            loop {
+                if let Ok(p) = g.heap.alloc(layout) {
+                    return p.as_ptr();
+                }
+                let Some(end) = portcullis::boot::heap::grow_step(
+                    g.next,
+                    g.limit,
+                    layout.size() as u64,
+                    layout.align() as u64,
+                ) else {
+                    return ptr::null_mut();
+                };
+                let start = g.next;
+                // SAFETY: `[start, end)` is heap room (the linker script's `.heap`, below the
+                // limit), never added before: `next` only grows.
+                unsafe { g.heap.add_to_heap(start as usize, end as usize) };
+                g.next = end;
+            }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             if let Some(p) = NonNull::new(ptr) {
                 // SAFETY: the caller returns a block this allocator gave out, with its layout.
-                unsafe { self.0.lock().dealloc(p, layout) }
+                unsafe { self.0.lock().heap.dealloc(p, layout) }
             }
         }
     }
 
     #[global_allocator]
-    static HEAP: TicketHeap = TicketHeap(TicketMutex::new(Heap::empty()));
+    static HEAP: TicketHeap = TicketHeap(TicketMutex::new(Growing {
+        heap: Heap::empty(),
+        next: 0,
+        limit: 0,
+    }));
 
     fn symbol(s: &u8) -> u64 {
         s as *const u8 as u64
@@ -76,7 +105,7 @@ mod image {
     }
 
     #[unsafe(no_mangle)]
-    extern "C" fn primary_main(dtb: u64, _load_base: u64) -> ! {
+    extern "C" fn primary_main(dtb: u64, _load_base: u64, entry_counter: u64) -> ! {
         // SAFETY: linker-script symbols; only their addresses are used.
         let (image, text_end, rodata_end, heap) = unsafe {
             (
@@ -90,12 +119,12 @@ mod image {
         let dtb_range = PhysRange::from_bounds(dtb, dtb + dtb_len);
         // SAFETY: primary CPU, MMU off, nothing else running; image and tree are in RAM.
         unsafe { mmu::enable_boot_tables(&[image, dtb_range]) };
-        // SAFETY: the heap range is reserved by the linker script for this allocator alone.
-        unsafe {
-            HEAP.0
-                .lock()
-                .init(heap.start.raw() as usize, heap.size() as usize)
-        };
+        {
+            // The heap room is reserved by the linker script for this allocator alone.
+            let mut g = HEAP.0.lock();
+            g.next = heap.start.raw();
+            g.limit = heap.end.raw();
+        }
 
         // SAFETY: the tree lies at `dtb` with the size its header gives, in RAM mapped by the boot
         // tables, and nothing writes to it while Portcullis reads it.
@@ -125,12 +154,6 @@ mod image {
             machine.model.as_deref().unwrap_or("no model"),
             machine.compatible
         );
-        log::info!(
-            "memory: {} KiB reserved (image file {} KiB, heap {} KiB, stacks, bss, alignment)",
-            image.size() >> 10,
-            (file_end - image.start.raw()) >> 10,
-            heap.size() >> 10
-        );
         for w in &options.warnings {
             log::warn!("portcullis,bootargs: {w}");
         }
@@ -142,6 +165,13 @@ mod image {
         if let Some(smmu) = &machine.smmu {
             devices.push(smmu.regs);
         }
+        // Each PCI root bus's configuration space: the firewall finds the devices there.
+        devices.extend(
+            machine
+                .pci
+                .iter()
+                .filter_map(portcullis::boot::pci_scan::root_bus_ecam),
+        );
         // GIC mediation: the distributor (GICD_TYPER), redistributors and ITSs.
         if let Some(gic) = &machine.gic {
             devices.push(gic.distributor);
@@ -173,7 +203,19 @@ mod image {
 
         // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
         let trapped = gic_mediation::init(&machine);
-        let (entry, map) = match host::prepare(&machine, image, dtb_range, trapped) {
+        let hyp = decide_heap(&machine, image, heap, file_end, dtb_len);
+        #[cfg(feature = "test-hooks")]
+        {
+            let tail = {
+                let mut g = HEAP.0.lock();
+                g.limit -= 4096;
+                g.limit
+            };
+            // SAFETY: the last page of Portcullis' memory, now above the heap's limit: nothing
+            // else uses it; the EL2 tables map all RAM read-write.
+            unsafe { crate::test_hooks::tail_canary(tail) };
+        }
+        let (entry, map) = match host::prepare(&machine, hyp, dtb_range, trapped) {
             Ok(prepared) => prepared,
             Err(e) => {
                 log::error!("cannot boot the host: {e}");
@@ -190,12 +232,81 @@ mod image {
         if cfg!(feature = "test-hooks") {
             log::warn!("test build: test-hooks hypervisor calls are answered");
         }
+        let (used, grown) = {
+            let g = HEAP.0.lock();
+            (
+                g.heap.stats_alloc_actual() as u64,
+                g.next - heap.start.raw(),
+            )
+        };
+        let hz = cpu::counter_hz().max(1);
+        let boot_us = cpu::counter()
+            .wrapping_sub(entry_counter)
+            .saturating_mul(1_000_000)
+            / hz;
+        log::info!(
+            "boot: {}.{:03} ms from Portcullis' EL2 entry (CNTPCT at its first instruction) to the \
+             host's entry; heap {} KiB in use, {} KiB taken of {} KiB kept",
+            boot_us / 1000,
+            boot_us % 1000,
+            used >> 10,
+            grown >> 10,
+            (hyp.end.raw() - heap.start.raw()) >> 10
+        );
         log::info!(
             "entering the host at {:#x} (EL1h) with its device tree at {:#x}",
             entry.pc,
             entry.x0
         );
         host::enter(cpu::index(), entry)
+    }
+
+    /// Decides where Portcullis' memory ends: the heap taken so far plus what the machine still
+    /// needs (`portcullis::boot::heap::reserve`), within the image's heap room; the rest of the
+    /// room goes to the host. Returns Portcullis' memory.
+    fn decide_heap(
+        machine: &platform::devtree::Platform,
+        image: PhysRange,
+        heap: PhysRange,
+        file_end: u64,
+        dtb_len: u64,
+    ) -> PhysRange {
+        use portcullis::boot::devices::DeviceMap;
+        use portcullis::boot::heap;
+        let needs = heap::Machine {
+            cpus: machine.cpus.len() as u64,
+            ram_bytes: portcullis::boot::layout::total_ram(&machine.memory),
+            ram_banks: machine.memory.len() as u64,
+            // The device pages the host's stage 2 maps, and the pages Portcullis traps.
+            device_ranges: DeviceMap::decide(machine).allowed.len() as u64 + 8,
+            dtb_bytes: dtb_len,
+            ..firewall::heap_needs(machine)
+        };
+        let reserve = heap::reserve(&needs);
+        let (plan, fits) = {
+            let mut g = HEAP.0.lock();
+            let (plan, fits) = heap::HeapPlan::decide(g.next, reserve.total(), heap.end.raw());
+            g.limit = plan.limit;
+            (plan, fits)
+        };
+        let hyp = PhysRange::from_bounds(image.start.raw(), plan.limit);
+        log::info!(
+            "memory: {} KiB reserved (image file {} KiB, heap {} KiB, stacks, bss, alignment); \
+             heap room {} KiB, the rest given to the host",
+            hyp.size() >> 10,
+            (file_end - image.start.raw()) >> 10,
+            (plan.limit - heap.start.raw()) >> 10,
+            heap.size() >> 10
+        );
+        log::debug!("heap reserve after the boot allocations: {reserve:?}");
+        if !fits {
+            log::error!(
+                "the heap reserve ({} KiB) does not fit the image's heap room: Portcullis keeps \
+                 all of it and may run short",
+                reserve.total() >> 10
+            );
+        }
+        hyp
     }
 
     #[unsafe(no_mangle)]

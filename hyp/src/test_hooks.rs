@@ -25,8 +25,8 @@
 //!
 //! The canary pages (`0xC600_0103`), each filled with a known pattern nothing in Portcullis writes
 //! after boot: 0 = a page of the image's `.data` (the `0xC600_0100` canary), 1 = a page allocated
-//! from the heap at boot, 2 = the last page of Portcullis' reserved region (the slack after the heap
-//! up to the 2 MiB-aligned image end; absent when the heap ends there).
+//! from the heap at boot, 2 = the last page of Portcullis' reserved region (kept out of the heap,
+//! whose limit ends below it).
 //!
 //! The report checksum after Portcullis' last write (`0xC600_0105`) lets a test tell Portcullis' own
 //! rewrites (every new fault in crash mode) from anyone else's: while nothing but Portcullis writes
@@ -83,7 +83,7 @@ const fn pattern() -> [u8; CANARY_SIZE] {
     p
 }
 
-/// Sets up the heap and tail canaries. Called once on the boot CPU, after the heap is initialised
+/// Sets up the heap canary. Called once on the boot CPU, after the heap is initialised
 /// and the final EL2 tables map the whole image, before the host runs.
 pub fn init() {
     let layout = core::alloc::Layout::from_size_align(CANARY_SIZE, CANARY_SIZE);
@@ -96,20 +96,18 @@ pub fn init() {
             HEAP_CANARY.store(page as u64, Ordering::SeqCst);
         }
     }
-    // SAFETY: linker-script symbols; only their addresses are used.
-    let (heap_end, image_end) = unsafe {
-        (
-            &head::__heap_end as *const u8 as u64,
-            &head::__image_end as *const u8 as u64,
-        )
-    };
-    if image_end - heap_end >= CANARY_SIZE as u64 {
-        let tail = image_end - CANARY_SIZE as u64;
-        // SAFETY: [tail, image_end) lies after the heap inside the image, which the EL2 tables map
-        // read-write; nothing else uses it.
-        unsafe { fill(tail as *mut u8) };
-        TAIL_CANARY.store(tail, Ordering::SeqCst);
-    }
+}
+
+/// Sets up the tail canary at `tail`: the last page of Portcullis' memory, which the heap is
+/// kept from (its limit ends below). Called once on the boot CPU, before the host runs.
+///
+/// # Safety
+/// `[tail, tail + 4 KiB)` must be Portcullis' memory that nothing else uses, mapped read-write
+/// at EL2.
+pub unsafe fn tail_canary(tail: u64) {
+    // SAFETY: per the caller's contract.
+    unsafe { fill(tail as *mut u8) };
+    TAIL_CANARY.store(tail, Ordering::SeqCst);
 }
 
 /// # Safety

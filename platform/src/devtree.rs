@@ -735,8 +735,11 @@ impl<'a> Tree<'a> {
 
             // Property names are borrowed from a temporary through the `Property` trait, so they
             // are copied for the check.
-            let mut prop_names: Vec<String> =
-                node.properties().map(|p| String::from(p.name())).collect();
+            let props: Vec<(String, &'a [u8])> = node
+                .properties()
+                .filter_map(|p| Some((String::from(p.name()), p.value_as::<&'a [u8]>().ok()?)))
+                .collect();
+            let mut prop_names: Vec<String> = props.iter().map(|(n, _)| n.clone()).collect();
             if let Some(dup) = first_duplicate(&mut prop_names) {
                 return Err(DtError::Duplicate {
                     path,

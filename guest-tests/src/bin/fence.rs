@@ -34,7 +34,7 @@
 //!
 //! With `fence.all-streams` on the command line (`--append "crashkernel=32M fence.all-streams"`),
 //! A first configures every StreamID the SMMU offers ([`guest::fence::ALL_STREAMS`]): the same
-//! checks, with 65 536 live streams at the fence (`scripts/bench` compares the windows).
+//! checks, with thousands of live streams at the fence (`scripts/bench` compares the windows).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]

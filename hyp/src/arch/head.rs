@@ -34,6 +34,7 @@ _start:
 
 .text
 primary_entry:
+    mrs     x21, cntpct_el0             /* Portcullis' boot starts: reported at the host's entry */
     mov     x19, x0                     /* the device tree */
     mrs     x9, CurrentEL
     cmp     x9, #(2 << 2)
@@ -57,6 +58,7 @@ primary_entry:
     isb
     mov     x0, x19
     mov     x1, x20
+    mov     x2, x21
     bl      primary_main
 .Lnot_el2:
     /* Not entered at EL2: nothing Portcullis can do, and no console yet. */

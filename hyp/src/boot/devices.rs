@@ -244,8 +244,25 @@ fn behind_smmu(host: &PciHost, smmu: Option<u32>) -> bool {
         return false;
     };
     let (first, last) = host.bus_range;
-    (u32::from(first) << 8..=(u32::from(last) << 8 | 0xff))
-        .all(|rid| map.map(rid).is_some_and(|(target, _)| target == smmu))
+    let (lo, hi) = (u32::from(first) << 8, u32::from(last) << 8 | 0xff);
+    let to_smmu = |rid: u32| map.map(rid).is_some_and(|(target, _)| target == smmu);
+    let span = (u64::from(hi) + 1).next_power_of_two() - 1;
+    if u64::from(map.mask) & span != span {
+        // A mask that folds requester IDs together: ask for each one.
+        return (lo..=hi).all(to_smmu);
+    }
+    // Between two consecutive entry bounds the first matching entry is the same for every
+    // requester ID, so one per stretch answers for all (65 536 lookups cost a few ms at boot).
+    let mut starts: Vec<u32> = map
+        .entries
+        .iter()
+        .flat_map(|e| [e.id_base, e.id_base.saturating_add(e.length)])
+        .filter(|&b| b > lo && b <= hi)
+        .collect();
+    starts.push(lo);
+    starts.sort_unstable();
+    starts.dedup();
+    starts.into_iter().all(to_smmu)
 }
 
 fn decide_one(

@@ -111,8 +111,18 @@ const BOOT_CPUID_OFFSET: usize = 28;
 /// Builds the host's device tree from the boot loader's (`input`, which may be longer than the
 /// tree).
 pub fn build_host_tree(input: &[u8], params: &HostTreeParams) -> Result<Vec<u8>, HostTreeError> {
+    let platform = Platform::parse(dtb_slice(input)?)?;
+    build_host_tree_from(input, &platform, params)
+}
+
+/// [`build_host_tree`] with the incoming tree already parsed into `platform` (at boot: parsing
+/// it again would double the most expensive step of Portcullis' boot).
+pub fn build_host_tree_from(
+    input: &[u8],
+    platform: &Platform,
+    params: &HostTreeParams,
+) -> Result<Vec<u8>, HostTreeError> {
     let input = dtb_slice(input)?;
-    let platform = Platform::parse(input)?;
     if subtract_ranges(&platform.memory, &[params.portcullis]).is_empty() {
         return Err(HostTreeError::NoMemoryLeft {
             portcullis: params.portcullis,
@@ -140,7 +150,7 @@ pub fn build_host_tree(input: &[u8], params: &HostTreeParams) -> Result<Vec<u8>,
         )?;
     }
 
-    rewrite_chosen(&mut tree.root, &platform, params.crash_region)?;
+    rewrite_chosen(&mut tree.root, platform, params.crash_region)?;
 
     for path in &params.disable {
         if let Some(node) = tree.find_node_mut(path) {

@@ -21,6 +21,7 @@
 pub mod address_map;
 pub mod cmdline;
 pub mod devices;
+pub mod heap;
 pub mod host_tree;
 pub mod layout;
-pub mod streams;
+pub mod pci_scan;

@@ -37,6 +37,7 @@ use crate::smmu::queue::{QueueIndex, clamp_log2_size};
 use crate::smmu::regs::{
     CMDQ_CONS, CR0, CR1, CR2, GBPA, GERROR, IRQ_CTRL, QUEUE_BASE, SmmuFeatures,
 };
+use crate::smmu::ste::Ste;
 
 /// How the emulated SMMU is set up at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,11 @@ pub struct EmulConfig {
     /// `GBPA.ABORT` at reset. `false` (bypass, as QEMU resets it) matches Portcullis' boot state,
     /// where every stream is stage 2 only with the DMA policy.
     pub gbpa_abort: bool,
+    /// `Some(max)`: the physical Stream table gives StreamIDs up to `max` a slot on demand
+    /// ([`PhysicalSmmu::cover`](super::PhysicalSmmu::cover)), so a StreamID the host configures
+    /// to reach memory becomes a physical stream when it does. `None`: only the streams the
+    /// emulation is built with exist.
+    pub on_demand: Option<StreamId>,
 }
 
 impl EmulConfig {
@@ -71,6 +77,7 @@ impl EmulConfig {
             cmdq_log2: 8,
             evtq_log2: 8,
             gbpa_abort: false,
+            on_demand: None,
         }
     }
 }
@@ -148,6 +155,7 @@ impl EmulatedSmmu {
             streams: streams.into_iter().map(|sid| (sid, initial)).collect(),
             sync_stats: SyncStats::default(),
             command_scratch: Vec::new(),
+            on_demand: config.on_demand,
         })
     }
 
@@ -423,6 +431,15 @@ impl EmulatedSmmu {
         notes: &mut Vec<Note>,
     ) {
         let mut batch = PhysBatch::unbuffered_fallback();
+        if self.on_demand.is_some() {
+            // The StreamIDs that are not physical streams follow GBPA too: a device the host
+            // numbered behind a bridge since boot DMAs, stage 2 only, while GBPA bypasses.
+            let bypass = !self.smmu_enabled() && self.regs.gbpa & GBPA::ABORT::SET.value == 0;
+            let ste = bypass.then(|| Ste::stage2(&phys.stage2(), &self.gbpa_overrides()));
+            if let Err(e) = phys.set_default(ste.as_ref()) {
+                notes.push(Note::physical("default STE", &e));
+            }
+        }
         // With the fallback, only a physical failure can stop it, and that is noted.
         let _ = self.recompose(
             0..=StreamId::MAX,

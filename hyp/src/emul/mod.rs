@@ -98,8 +98,8 @@ pub trait HostMemory {
 /// - [`write_ste`](Self::write_ste): replace the STE of `sid` in Portcullis' physical Stream table
 ///   so that the SMMU never uses a torn entry (section 3.21.3: in place, or break-before-make) and
 ///   invalidate it (CMD_CFGI_STE); the new STE must be in effect at the latest when the next
-///   [`sync`](Self::sync) returns `Ok`. `sid` is always one of the streams the emulation was built
-///   with;
+///   [`sync`](Self::sync) returns `Ok`. `sid` is one of the streams the emulation was built with,
+///   or one it made a physical stream with [`cover`](Self::cover);
 /// - [`submit`](Self::submit): put the commands on the physical Command queue, in order, without
 ///   waiting for them;
 /// - [`sync`](Self::sync): issue one CMD_SYNC and wait for it (bounded): `Ok` means every STE
@@ -134,5 +134,22 @@ pub trait PhysicalSmmu {
     fn device_may_write(&self, ipa: Ipa, len: usize) -> bool {
         let _ = (ipa, len);
         false
+    }
+
+    /// Makes `sid` a physical stream (gives it a slot in the physical Stream table, within the
+    /// table's budget), before its first [`write_ste`](Self::write_ste); an error leaves it
+    /// without one, its transactions refused and recorded. Called only with on-demand streams
+    /// ([`EmulConfig::on_demand`]); the default has nothing to do.
+    fn cover(&mut self, sid: StreamId) -> Result<(), Self::Error> {
+        let _ = sid;
+        Ok(())
+    }
+
+    /// What every StreamID that is not a physical stream gets: `Some(ste)` (stage 2 only, while
+    /// the host's SMMU is disabled with GBPA bypass) or `None` (refused and recorded). Called
+    /// only with on-demand streams, whenever SMMUEN or GBPA change; the default does nothing.
+    fn set_default(&mut self, ste: Option<&Ste>) -> Result<(), Self::Error> {
+        let _ = ste;
+        Ok(())
     }
 }

@@ -54,6 +54,8 @@ pub struct EmulatedSmmu {
     pub(super) regs: RegisterFile,
     /// Every physical stream and what the emulation last made of it.
     pub(super) streams: BTreeMap<StreamId, StreamState>,
+    /// See [`EmulConfig::on_demand`](super::EmulConfig::on_demand).
+    pub(super) on_demand: Option<StreamId>,
     pub(super) sync_stats: SyncStats,
     /// The forwarded-command chunk of a host batch, kept from one batch to the next (empty in
     /// between): a strict unmap's TLBI + CMD_SYNC then costs no heap allocation.
@@ -102,6 +104,9 @@ pub enum Note {
     /// The host enabled an interrupt with an MSI address: the emulation does not send it as an
     /// MSI (the host still gets the physical SMMU's wired interrupt).
     IrqMsiNotSent { source: IrqSource },
+    /// StreamIDs the host configured to reach memory that the physical Stream table could not
+    /// take (no memory or no budget for their level 2 tables): they stay refused.
+    StreamsRefused { count: u32 },
     /// More notes of the same access than are kept.
     MoreNotes { count: u64 },
 }
@@ -187,6 +192,11 @@ impl fmt::Display for Note {
             Self::IrqMsiNotSent { source } => write!(
                 f,
                 "{source:?} interrupt enabled with an MSI address: not sent as an MSI (wired only)"
+            ),
+            Self::StreamsRefused { count } => write!(
+                f,
+                "{count} configured StreamID(s) left without a physical STE (Stream table budget \
+                 spent): refused and recorded"
             ),
             Self::MoreNotes { count } => write!(f, "... and {count} more notes"),
         }

@@ -96,7 +96,7 @@ impl EmulatedSmmu {
     }
 
     /// The GBPA attributes as STE overrides the physical SMMU implements.
-    fn gbpa_overrides(&self) -> AttrOverrides {
+    pub(super) fn gbpa_overrides(&self) -> AttrOverrides {
         let g = LocalRegisterCopy::<u32, GBPA::Register>::new(self.regs.gbpa);
         AttrOverrides {
             mtcfg: g.is_set(GBPA::MTCFG),
@@ -223,6 +223,15 @@ impl EmulatedSmmu {
     /// Composes the physical STEs of the physical streams in `range` into `batch` (published a
     /// chunk at a time), recording their new state and writing any event into the host's Event
     /// queue. Fails only for want of memory, before the stream it could not hold is touched.
+    ///
+    /// With on-demand streams ([`EmulConfig::on_demand`](super::EmulConfig)) and SMMUEN = 1,
+    /// every StreamID of `range` the physical table can hold is composed, not only the physical
+    /// streams so far: one the host configures to reach memory becomes a physical stream
+    /// ([`PhysicalSmmu::cover`]); one it leaves aborted stays without a physical STE (a stray
+    /// device there is refused and recorded, C_BAD_STREAMID or C_BAD_STE). If the physical
+    /// table cannot take it (no memory, no budget), the stream stays refused and, for a
+    /// CMD_CFGI_STE naming it, the host gets the C_BAD_STREAMID record its own SMMU would make
+    /// for a StreamID it does not support.
     pub(super) fn recompose<M: HostMemory, P: PhysicalSmmu>(
         &mut self,
         range: RangeInclusive<StreamId>,
@@ -236,15 +245,35 @@ impl EmulatedSmmu {
         let mut l1_cache = L1Cache::default();
         let last = *range.end();
         let mut from = *range.start();
-        // StreamIDs are taken from the map a few at a time (one search per group, not per
-        // stream), into a small array on the stack.
+        let scan_to = match self.on_demand {
+            Some(max) if self.smmu_enabled() => Some(last.min(max)),
+            _ => None,
+        };
+        // StreamIDs are taken a few at a time (one map search per group, not per stream), into a
+        // small array on the stack; `None`: not a physical stream yet.
         const GROUP: usize = 64;
-        let mut group = [(0 as StreamId, StreamState::Unknown); GROUP];
+        let mut group = [(0 as StreamId, None::<StreamState>); GROUP];
+        let mut refused = 0u32;
         while from <= last {
             let mut n = 0;
-            for (&sid, &old) in self.streams.range(from..=last).take(GROUP) {
-                group[n] = (sid, old);
-                n += 1;
+            match scan_to {
+                Some(to) => {
+                    let mut sid = from;
+                    while n < GROUP && sid <= to {
+                        group[n] = (sid, self.streams.get(&sid).copied());
+                        n += 1;
+                        match sid.checked_add(1) {
+                            Some(next) => sid = next,
+                            None => break,
+                        }
+                    }
+                }
+                None => {
+                    for (&sid, &old) in self.streams.range(from..=last).take(GROUP) {
+                        group[n] = (sid, Some(old));
+                        n += 1;
+                    }
+                }
             }
             if n == 0 {
                 break;
@@ -252,6 +281,23 @@ impl EmulatedSmmu {
             // A stream's state changes only once it is composed below (a failed flush marks only
             // streams already composed), so `old` is still its state when its turn comes.
             for &(sid, old) in &group[..n] {
+                let Some(old) = old else {
+                    match self.compose_new(
+                        sid,
+                        &s2,
+                        trigger,
+                        mem,
+                        phys,
+                        batch,
+                        notes,
+                        &mut l1_cache,
+                    ) {
+                        Ok(true) => {}
+                        Ok(false) => refused += 1,
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                };
                 let buffered = match self.reserve_ste(batch, phys, notes) {
                     Ok(()) => true,
                     Err(e) if !batch.unbuffered_fallback => return Err(e),
@@ -281,7 +327,63 @@ impl EmulatedSmmu {
                 None => break,
             }
         }
+        if refused > 0 {
+            push_note(notes, Note::StreamsRefused { count: refused });
+        }
         Ok(())
+    }
+
+    /// [`recompose`](Self::recompose) of a StreamID that is not a physical stream yet: it becomes
+    /// one if the host lets it reach memory and the physical table can take it. Returns whether
+    /// the host's configuration is in effect (`false`: the physical table refused the stream).
+    #[allow(clippy::too_many_arguments)]
+    fn compose_new<M: HostMemory, P: PhysicalSmmu>(
+        &mut self,
+        sid: StreamId,
+        s2: &Stage2Config,
+        trigger: Trigger,
+        mem: &mut M,
+        phys: &mut P,
+        batch: &mut PhysBatch,
+        notes: &mut Vec<Note>,
+        l1_cache: &mut L1Cache,
+    ) -> Result<bool, OutOfMemory> {
+        let c = self.compose(sid, s2, trigger, mem, l1_cache);
+        if !c.state.is_live() {
+            // Its invalid physical STE refuses it already. Hardware records nothing for a
+            // StreamID no device uses, so only a CMD_CFGI_STE naming it gets its record.
+            if let Some(event) = c.event.filter(|_| trigger == Trigger::Named) {
+                self.deliver_event_noted(&event, mem, notes);
+            }
+            return Ok(true);
+        }
+        let buffered = match self.reserve_ste(batch, phys, notes) {
+            Ok(()) => true,
+            Err(e) if !batch.unbuffered_fallback => return Err(e),
+            Err(_) => false,
+        };
+        if phys.cover(sid).is_err() {
+            if trigger == Trigger::Named && self.recinvsid() {
+                let event = Event::BadStreamId {
+                    origin: Origin::stream(sid),
+                };
+                self.deliver_event_noted(&event, mem, notes);
+            }
+            return Ok(false);
+        }
+        let mut state = c.state;
+        if buffered {
+            batch.stes.push((sid, c.ste));
+        } else if let Err(e) = phys.write_stes(&[(sid, c.ste)]) {
+            push_note(notes, Note::physical("STE write", &e));
+            state = StreamState::Unknown;
+            batch.failed = true;
+        }
+        self.streams.insert(sid, state);
+        if let Some(event) = c.event {
+            self.deliver_event_noted(&event, mem, notes);
+        }
+        Ok(true)
     }
 }
 

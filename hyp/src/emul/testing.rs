@@ -163,6 +163,12 @@ pub struct FakePhys {
     /// What the live DMA policy lets the host's devices write ([`PhysicalSmmu::device_may_write`]):
     /// host RAM minus [`CRASH_REGION`] by default.
     pub dma_writable: Vec<Range<u64>>,
+    /// StreamIDs given a slot by [`PhysicalSmmu::cover`], in order.
+    pub covered: Vec<StreamId>,
+    /// `Some(n)`: `cover` fails once `n` StreamIDs were covered (the physical table's budget).
+    pub cover_budget: Option<usize>,
+    /// Every [`PhysicalSmmu::set_default`], in order.
+    pub defaults: Vec<Option<Ste>>,
 }
 
 impl FakePhys {
@@ -180,6 +186,9 @@ impl FakePhys {
                 HOST_RAM.start..CRASH_REGION.start,
                 CRASH_REGION.end..HOST_RAM.end
             ],
+            covered: Vec::new(),
+            cover_budget: None,
+            defaults: Vec::new(),
         }
     }
 
@@ -254,6 +263,22 @@ impl PhysicalSmmu for FakePhys {
             self.check_command(cmd);
         }
         self.log.push(PhysOp::Submit(cmds.to_vec()));
+        Ok(())
+    }
+
+    fn cover(&mut self, sid: StreamId) -> Result<(), Self::Error> {
+        if self.cover_budget.is_some_and(|n| self.covered.len() >= n) {
+            return Err("no level 2 table left in the budget");
+        }
+        self.covered.push(sid);
+        Ok(())
+    }
+
+    fn set_default(&mut self, ste: Option<&Ste>) -> Result<(), Self::Error> {
+        if let Some(ste) = ste {
+            self.check_ste(0, ste);
+        }
+        self.defaults.push(ste.copied());
         Ok(())
     }
 

@@ -24,6 +24,7 @@
 //!
 //! Interrupts stay off (`IRQ_CTRL = 0`): Portcullis drains the Event queue whenever it runs.
 
+use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -251,6 +252,8 @@ pub enum SmmuError {
     StreamTableTooLarge { sid_bits: u8 },
     /// The StreamID is beyond the Stream table.
     StreamIdOutOfRange { sid: StreamId, sid_bits: u8 },
+    /// The StreamID has no level 2 table and the budget of level 2 tables is spent.
+    StreamTableFull { sid: StreamId, tables: usize },
     /// A stage-2 table cannot be used by this SMMU: `what` is `value`, the SMMU allows `limit`.
     Stage2Mismatch {
         what: &'static str,
@@ -285,6 +288,10 @@ impl fmt::Display for SmmuError {
                     "StreamID {sid:#x} beyond the {sid_bits}-bit Stream table"
                 )
             }
+            Self::StreamTableFull { sid, tables } => write!(
+                f,
+                "no level 2 Stream table for StreamID {sid:#x}: all {tables} allowed are in use"
+            ),
             Self::Stage2Mismatch { what, value, limit } => {
                 write!(f, "stage 2 {what} {value:#x} beyond the SMMU's {limit:#x}")
             }
@@ -579,8 +586,17 @@ struct StreamTable {
     layout: StreamTableLayout,
     /// Linear: the STEs. Two-level: the L1STDs.
     top: DmaBlock,
-    /// Two-level: the level 2 table of each L1STD, once created.
-    l2: Vec<Option<DmaBlock>>,
+    /// Two-level: the level 2 tables created so far, by L1STD index (only the StreamIDs that
+    /// exist or that the host configures have one: every other L1STD stays invalid).
+    l2: BTreeMap<usize, DmaBlock>,
+    /// Two-level: at most this many level 2 tables (the heap's budget for them).
+    l2_budget: usize,
+    /// Two-level: one level 2 table every L1STD without a table of its own points at while a
+    /// default STE applies (see [`SmmuDriver::set_default_ste`]): 16 KiB for any number of
+    /// StreamIDs.
+    shared: Option<DmaBlock>,
+    /// The STE every slot of `shared` holds, while L1STDs point at it.
+    default: Option<Ste>,
 }
 
 impl StreamTable {
@@ -607,8 +623,9 @@ impl StreamTable {
             SteLocation::TwoLevel {
                 l1_offset,
                 l2_index,
-            } => self.l2[l1_offset as usize / L1STD_SIZE]
-                .as_ref()
+            } => self
+                .l2
+                .get(&(l1_offset as usize / L1STD_SIZE))
                 .map(|b| (b, l2_index as usize * STE_SIZE / 8)),
         })
     }
@@ -661,6 +678,8 @@ pub struct SmmuDriver<M: SmmuMmio, D: DmaMemory> {
     cr0: u32,
     poll_limit: u32,
     stats: DriverStats,
+    /// Level 2 tables the Stream table may have (see [`SmmuDriver::set_l2_budget`]).
+    l2_budget: usize,
 }
 
 impl<M: SmmuMmio, D: DmaMemory> fmt::Debug for SmmuDriver<M, D> {
@@ -709,7 +728,139 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             cr0: 0,
             poll_limit: POLL_LIMIT,
             stats: DriverStats::default(),
+            l2_budget: usize::MAX,
         })
+    }
+
+    /// Limits a two-level Stream table to `tables` level 2 tables (unlimited by default): a
+    /// write that would need one more fails with [`SmmuError::StreamTableFull`] before anything
+    /// is written, and the StreamIDs it names stay without an STE (C_BAD_STREAMID).
+    pub fn set_l2_budget(&mut self, tables: usize) {
+        self.l2_budget = tables;
+        if let Some(live) = self.live.as_mut() {
+            live.strtab.l2_budget = tables;
+        }
+    }
+
+    /// Level 2 tables created so far (0 for a linear Stream table).
+    pub fn l2_tables(&self) -> usize {
+        self.live.as_ref().map_or(0, |l| l.strtab.l2.len())
+    }
+
+    /// Whether `sid` has a slot in the Stream table (linear: within it; two-level: its level 2
+    /// table exists), so that [`write_ste`](Self::write_ste) needs no new table for it.
+    pub fn covers(&self, sid: StreamId) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| matches!(l.strtab.slot(sid), Ok(Some(_))))
+    }
+
+    /// Sets what every StreamID without a level 2 table of its own gets (two-level tables only;
+    /// nothing for a linear one): `Some(ste)` points every such L1STD at one shared level 2
+    /// table whose STEs are all `ste` (the host's SMMU disabled with GBPA bypass: every device,
+    /// also one behind a bridge the host numbered since boot, gets stage 2 only); `None` makes
+    /// them invalid again (C_BAD_STREAMID). Each change is one CMD_CFGI_ALL and a CMD_SYNC; the
+    /// shared table is refilled only while no L1STD points at it (after the sync of the unlink).
+    pub fn set_default_ste(&mut self, ste: Option<&Ste>) -> Result<(), SmmuError> {
+        let strtab = &self.live_ref()?.strtab;
+        let Some(split) = strtab.split() else {
+            return Ok(());
+        };
+        if strtab.default.as_ref() == ste {
+            return Ok(());
+        }
+        let entries = strtab.layout.top_level_entries() as usize;
+        if strtab.default.is_some() {
+            let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+            for l1 in (0..entries).filter(|l1| !live.strtab.l2.contains_key(l1)) {
+                live.strtab.top.write(l1, 0);
+            }
+            live.strtab.default = None;
+            self.submit(&[Command::CfgiAll])?;
+        }
+        let Some(ste) = ste else {
+            return Ok(());
+        };
+        if self.live_ref()?.strtab.shared.is_none() {
+            let bytes = STE_SIZE << split;
+            let block = self.alloc(bytes, bytes)?;
+            self.live
+                .as_mut()
+                .ok_or(SmmuError::NotInitialized)?
+                .strtab
+                .shared = Some(block);
+        }
+        let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+        let Some(shared) = live.strtab.shared.as_ref() else {
+            panic!("SmmuDriver: the shared level 2 table vanished");
+        };
+        for i in 0..(1usize << split) {
+            for (w, word) in ste.0.iter().enumerate() {
+                shared.write(i * STE_SIZE / 8 + w, *word);
+            }
+        }
+        // The shared table is complete before any L1STD makes it reachable.
+        self.dma.wmb();
+        let desc = L1Std::<Pa> {
+            span: split + 1,
+            l2_table: shared.pa(),
+        }
+        .encode();
+        for l1 in (0..entries).filter(|l1| !live.strtab.l2.contains_key(l1)) {
+            live.strtab.top.write(l1, desc);
+        }
+        live.strtab.default = Some(*ste);
+        self.submit(&[Command::CfgiAll])
+    }
+
+    /// How many StreamIDs the default STE applies to now (0 without one).
+    pub fn default_streams(&self) -> u64 {
+        let Some(strtab) = self.live.as_ref().map(|l| &l.strtab) else {
+            return 0;
+        };
+        match (strtab.split(), strtab.default) {
+            (Some(split), Some(_)) => {
+                let shared = strtab.layout.top_level_entries() - strtab.l2.len() as u64;
+                shared << split
+            }
+            _ => 0,
+        }
+    }
+
+    /// Gives `sid` a slot in the Stream table: with a two-level table, creates and links its
+    /// level 2 table (every STE invalid) if it has none, within the budget. Fails, with nothing
+    /// changed, for a StreamID beyond the table, without budget or without memory.
+    pub fn reserve_stream(&mut self, sid: StreamId) -> Result<(), SmmuError> {
+        let strtab = &self.live_ref()?.strtab;
+        strtab.check(sid)?;
+        let Some(split) = strtab.split() else {
+            return Ok(());
+        };
+        let l1 = (sid >> split) as usize;
+        if strtab.l2.contains_key(&l1) {
+            return Ok(());
+        }
+        if strtab.l2.len() >= strtab.l2_budget {
+            return Err(SmmuError::StreamTableFull {
+                sid,
+                tables: strtab.l2_budget,
+            });
+        }
+        let bytes = STE_SIZE << split;
+        let block = self.alloc(bytes, bytes)?;
+        // The zeroed table is complete before the L1STD makes it reachable.
+        self.dma.wmb();
+        let desc = L1Std::<Pa> {
+            span: split + 1,
+            l2_table: block.pa(),
+        };
+        let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+        live.strtab.top.write(l1, desc.encode());
+        live.strtab.l2.insert(l1, block);
+        self.submit(&[Command::CfgiSteRange {
+            sid: (l1 as StreamId) << split,
+            range: split - 1,
+        }])
     }
 
     /// Sets how many register reads a poll makes before it times out (default [`POLL_LIMIT`]).
@@ -785,10 +936,6 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
         let layout = stream_table_layout(&self.features, max_sid)?;
         let top_bytes = layout.top_level_bytes() as usize;
         let top = self.alloc(top_bytes, top_bytes.max(64))?;
-        let l2_count = match layout.format {
-            StreamTableFormat::Linear => 0,
-            StreamTableFormat::TwoLevel { .. } => layout.top_level_entries() as usize,
-        };
         let cmdq_log2 = self.features.cmdq_log2.min(CMDQ_MAX_LOG2);
         let evtq_log2 = self.features.evtq_log2.min(EVTQ_MAX_LOG2);
         let cmdq_bytes = super::cmd::COMMAND_SIZE << cmdq_log2;
@@ -820,7 +967,10 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             strtab: StreamTable {
                 layout,
                 top,
-                l2: (0..l2_count).map(|_| None).collect(),
+                l2: BTreeMap::new(),
+                l2_budget: self.l2_budget,
+                shared: None,
+                default: None,
             },
             cmdq: CommandQueue {
                 mem: cmdq_mem,
@@ -1106,7 +1256,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
                 self.dma.wmb();
                 let split = strtab.split().unwrap_or(0);
                 for &l1 in &plan.new_tables {
-                    let Some(l2) = strtab.l2[l1].as_ref() else {
+                    let Some(l2) = strtab.l2.get(&l1) else {
                         panic!("SmmuDriver: new level 2 table {l1} vanished");
                     };
                     let desc = L1Std::<Pa> {
@@ -1149,25 +1299,56 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
                 strtab.check(sid)?;
             }
         }
+        // Every level 2 table the batch needs fits the budget, or nothing is written. (`sids` is
+        // sorted, so the StreamIDs of one level 2 table are adjacent.)
+        {
+            let strtab = &self.live_ref()?.strtab;
+            if let Some(split) = strtab.split() {
+                let mut missing = 0;
+                let mut last = None;
+                for &sid in sids {
+                    let l1 = (sid >> split) as usize;
+                    if last != Some(l1) && !strtab.l2.contains_key(&l1) {
+                        missing += 1;
+                        if strtab.l2.len() + missing > strtab.l2_budget {
+                            return Err(SmmuError::StreamTableFull {
+                                sid,
+                                tables: strtab.l2_budget,
+                            });
+                        }
+                    }
+                    last = Some(l1);
+                }
+            }
+        }
         let mut plan = StePlan::default();
-        let mut is_new = Vec::new();
+        let mut is_new: Vec<usize> = Vec::new();
         let v = STE0::V::SET.value;
         for &sid in sids {
             if let Some(split) = self.live_ref()?.strtab.split() {
                 let l1 = (sid >> split) as usize;
-                if is_new.len() <= l1 {
-                    is_new.resize(l1 + 1, false);
-                }
-                if self.live_ref()?.strtab.l2[l1].is_none() {
+                if !self.live_ref()?.strtab.l2.contains_key(&l1) {
                     let bytes = STE_SIZE << split;
-                    let block = self.alloc(bytes, bytes)?;
-                    let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
-                    live.strtab.l2[l1] = Some(block);
+                    match self.alloc(bytes, bytes) {
+                        Ok(block) => {
+                            let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+                            live.strtab.l2.insert(l1, block);
+                        }
+                        Err(e) => {
+                            // Nothing is linked yet: forget this batch's tables, so that no
+                            // StreamID appears to have a slot the SMMU cannot reach.
+                            let live = self.live.as_mut().ok_or(SmmuError::NotInitialized)?;
+                            for t in &plan.new_tables {
+                                live.strtab.l2.remove(t);
+                            }
+                            return Err(e);
+                        }
+                    }
                     plan.new_tables.push(l1);
-                    is_new[l1] = true;
+                    is_new.push(l1);
                     report.new_tables += 1;
                 }
-                if is_new[l1] {
+                if is_new.last() == Some(&l1) {
                     self.live_ref()?.strtab.write(sid, &new.0, 0..8);
                     report.in_new_tables += 1;
                     continue;

@@ -120,6 +120,9 @@ pub struct Knobs {
     /// `None`: commands are consumed as soon as CMDQ_PROD is written. `Some(n)`: only when
     /// CMDQ_CONS is read, `n` at a time.
     pub cmdq_per_poll: Option<u32>,
+    /// DMA memory allocations that still succeed (`None`: all of them): the driver's heap runs
+    /// out after this many.
+    pub allocs_left: Option<u32>,
 }
 
 /// Which barrier.
@@ -1041,10 +1044,24 @@ impl Model {
                 w
             }
         };
+        let origin = super::event::Origin::stream(sid);
         let Some(words) = words else {
+            // Beyond the table, or no level 2 table (L1STD invalid): C_BAD_STREAMID, recorded
+            // when CR2.RECINVSID is set (IHI 0070 7.3.2).
+            let record = s.cr2 & super::regs::CR2::RECINVSID::SET.value != 0;
+            drop(s);
+            if record {
+                self.inject_event(super::event::Event::BadStreamId { origin }.encode());
+            }
             return Transaction::Aborted;
         };
         let ste = Ste(words);
+        if ste.0[0] & super::ste::STE0::V::SET.value == 0 {
+            // An invalid STE: C_BAD_STE (IHI 0070 7.3.4).
+            drop(s);
+            self.inject_event(super::event::Event::BadSte { origin }.encode());
+            return Transaction::Aborted;
+        }
         if ste.config() != super::ste::StreamConfig::Stage2 {
             return Transaction::Aborted;
         }
@@ -1118,7 +1135,12 @@ impl SmmuMmio for ModelMmio {
 
 impl DmaMemory for ModelDma {
     fn alloc_zeroed(&mut self, bytes: usize, align: usize) -> Option<DmaBlock> {
-        let ptr = self.0.borrow_mut().arena.alloc(bytes, align)?;
+        let mut s = self.0.borrow_mut();
+        if let Some(left) = s.knobs.allocs_left.as_mut() {
+            *left = left.checked_sub(1)?;
+        }
+        let ptr = s.arena.alloc(bytes, align)?;
+        drop(s);
         // SAFETY: the arena keeps the block allocated until the model's state is dropped, which
         // this `ModelDma` (held by the driver along with every block) keeps alive; only the
         // driver and the model (standing for the SMMU) access it.

@@ -420,6 +420,12 @@ impl Stage2Table {
         built + self.root.storage.len() / ENTRIES
     }
 
+    /// The level of the block (1: 1 GiB, 2: 2 MiB) or page (3) that maps `ipa`, if mapped.
+    #[cfg(test)]
+    pub(crate) fn leaf_level(&self, ipa: u64) -> Option<usize> {
+        self.leaf(ipa).map(|(_, level)| level)
+    }
+
     /// The leaf (block or page) descriptor for `ipa` and its level, if `ipa` is mapped.
     fn leaf(&self, ipa: u64) -> Option<(LocalRegisterCopy<u64, S2_DESCRIPTOR::Register>, usize)> {
         if ipa >= ipa_limit(self.ipa_bits) {

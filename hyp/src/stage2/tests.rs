@@ -284,6 +284,56 @@ fn qemu_tables_stay_small() {
     }
 }
 
+/// The block choice on QEMU virt with 2 GiB, as Portcullis boots it (its memory ends 4 KiB
+/// aligned, the crash region and RAM 2 MiB aligned, the report 64 KiB): 1 GiB blocks where a whole
+/// GiB has one policy, 2 MiB blocks where a 2 MiB stretch has, pages only at unaligned edges; a
+/// handful of tables for the whole map.
+#[test]
+fn largest_blocks_the_alignment_allows() {
+    let map = AddressMap {
+        ram: vec![r(0x4000_0000, 2 * GIB)],
+        hyp: r(0x4020_0000, 0x4f_8000),
+        crash: Some(r(0x4160_0000, 64 * MIB)),
+        report: Some(r(0x7fff_0000, 0x1_0000)),
+        ..qemu_map()
+    };
+    assert_eq!(map.validate(), Ok(()));
+    for (table, cpu) in [
+        (
+            Stage2Table::build(&cpu_policy(&map, Mode::Normal, true), 40, 1),
+            true,
+        ),
+        (
+            Stage2Table::build(&dma_policy(&map, Mode::Normal), 40, 2),
+            false,
+        ),
+    ] {
+        let table = table.expect("builds");
+        // [2 GiB, 3 GiB) is all host RAM: one 1 GiB block.
+        assert_eq!(table.leaf_level(0x8000_0000), Some(1));
+        assert_eq!(table.leaf_level(0xbfff_f000), Some(1));
+        // 2 MiB-aligned stretches of the first GiB: 2 MiB blocks.
+        assert_eq!(table.leaf_level(0x4000_0000), Some(2));
+        assert_eq!(table.leaf_level(0x5000_0000), Some(2));
+        assert_eq!(table.leaf_level(0x7fc0_0000), Some(2));
+        assert_eq!(table.leaf_level(0x7fe0_0000), Some(3));
+        // Portcullis' memory ends at 0x406f_8000: pages from there to the next 2 MiB.
+        assert_eq!(table.leaf_level(0x406f_7000), None);
+        assert_eq!(table.leaf_level(0x406f_8000), Some(3));
+        assert_eq!(table.leaf_level(0x407f_f000), Some(3));
+        assert_eq!(table.leaf_level(0x4080_0000), Some(2));
+        // The report's 64 KiB at the top of the first GiB: pages around it.
+        assert_eq!(table.leaf_level(0x7ffe_f000), Some(3));
+        assert_eq!(table.leaf_level(0x7fff_0000), None);
+        let crash = table.leaf_level(0x4160_0000);
+        // CPU: the crash region is mapped (execute-never) in 2 MiB blocks; DMA: unmapped.
+        assert_eq!(crash, if cpu { Some(2) } else { None });
+        // A dozen pages for 2 GiB and the devices (a page-by-page map would take over 1 000).
+        let pages = table.table_pages();
+        assert_eq!(pages, if cpu { 14 } else { 11 }, "cpu {cpu}");
+    }
+}
+
 #[test]
 fn several_ram_banks() {
     let map = AddressMap {

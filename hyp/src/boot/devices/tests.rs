@@ -335,3 +335,56 @@ fn disabled_nodes_are_withheld_and_left_as_they_are() {
     assert!(!mapped(&map, 0x0903_0000));
     let _ = vec![0u8];
 }
+
+/// `behind_smmu` looks at one requester ID per stretch between map entry bounds: the same answer
+/// as asking for every requester ID of the bus range, for overlapping entries (first wins),
+/// gaps, other targets and masks.
+#[test]
+fn behind_smmu_matches_every_requester_id() {
+    use platform::devtree::{IdMap, IdMapEntry};
+    let e = |id_base, target, length| IdMapEntry {
+        id_base,
+        target,
+        out_base: id_base,
+        length,
+    };
+    let maps = [
+        vec![e(0, 7, 0x1_0000)],
+        vec![e(0, 7, 0x8000), e(0x8000, 7, 0x8000)],
+        vec![e(0, 7, 0x8000), e(0x8001, 7, 0x8000)],
+        vec![e(0x100, 8, 0x10), e(0, 7, 0x1_0000)],
+        vec![e(0, 7, 0x1_0000), e(0x100, 8, 0x10)],
+        vec![e(0, 7, 0x100), e(0x200, 7, 0xfe00)],
+        vec![e(0, 7, 0x1_0000)],
+    ];
+    let masks = [0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0x00ff];
+    for (entries, mask) in maps.into_iter().zip(masks) {
+        for bus_range in [(0u8, 0xffu8), (1, 1), (0, 0), (2, 0x7f)] {
+            let host = PciHost {
+                path: "/pcie".to_string(),
+                ecam: r(0x40_1000_0000, 0x1000_0000),
+                bus_range,
+                domain: None,
+                windows: vec![],
+                iommu_map: Some(IdMap {
+                    entries: entries.clone(),
+                    mask,
+                }),
+                msi_map: None,
+                msi_parent: None,
+                dma_coherent: true,
+            };
+            let map = host.iommu_map.as_ref().unwrap();
+            let (lo, hi) = (
+                u32::from(bus_range.0) << 8,
+                u32::from(bus_range.1) << 8 | 0xff,
+            );
+            let every = (lo..=hi).all(|rid| map.map(rid).is_some_and(|(t, _)| t == 7));
+            assert_eq!(
+                behind_smmu(&host, Some(7)),
+                every,
+                "{entries:?} mask {mask:#x} buses {bus_range:?}"
+            );
+        }
+    }
+}

@@ -3,6 +3,7 @@
 mod bounded;
 mod bringup;
 mod msi;
+mod on_demand;
 mod props;
 
 /// The fakes, shared with the fuzz targets (`fuzz/`, feature `testing`).

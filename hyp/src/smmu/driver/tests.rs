@@ -474,6 +474,141 @@ fn two_level_table_only_where_needed() {
     );
 }
 
+/// The physical table of a machine with one device on the root bus (the edu at 00:01.0, SID 8):
+/// one level 2 table; a stray StreamID elsewhere is refused with C_BAD_STREAMID, one in the
+/// existing level 2 table with C_BAD_STE; a StreamID the host configures gets its level 2 table
+/// on demand, within the budget; past the budget, or without memory, nothing changes and the
+/// error says why.
+#[test]
+fn level2_tables_only_for_existing_or_configured_streams() {
+    let f = features();
+    let (model, mut d) = up(f, 0xffff);
+    let t: &'static Stage2Table = Box::leak(Box::new(table(Mode::Normal, 40, 2)));
+    model.register_stage2(t);
+    let ste = stage2_ste(t, &f).expect("policy");
+    let report = d.install_streams([8], &ste).expect("install");
+    assert_eq!((report.new_tables, d.l2_tables()), (1, 1));
+    d.set_l2_budget(2);
+    assert!(d.covers(8) && d.covers(0xff) && !d.covers(0x100));
+    assert!(matches!(
+        model.transact(8, 0x5000_0000, true),
+        model::Transaction::Landed(_)
+    ));
+
+    let mut drained = Vec::new();
+    let mut drain = |d: &mut Driver| {
+        drained.clear();
+        d.drain_events(&mut |r| drained.push(r.id()))
+            .expect("drain");
+        drained.clone()
+    };
+    assert_eq!(
+        model.transact(0x1234, 0x5000_0000, true),
+        model::Transaction::Aborted
+    );
+    assert_eq!(drain(&mut d), vec![EventId::C_BAD_STREAMID]);
+    assert_eq!(
+        model.transact(9, 0x5000_0000, true),
+        model::Transaction::Aborted
+    );
+    assert_eq!(drain(&mut d), vec![EventId::C_BAD_STE]);
+
+    // The host configures SID 0x105 (behind a bridge, bus 1): its level 2 table on demand.
+    d.reserve_stream(0x105).expect("within the budget");
+    assert!(d.covers(0x105) && d.covers(0x1ff));
+    assert_eq!(model.l1std(1).map(|l| l.span), Some(9));
+    d.write_ste(0x105, &ste).expect("write");
+    assert!(matches!(
+        model.transact(0x105, 0x5000_0000, false),
+        model::Transaction::Landed(_)
+    ));
+    assert_no_violations(&model);
+
+    // Past the budget: refused, nothing linked, the StreamID still refused with a record.
+    assert_eq!(
+        d.reserve_stream(0x205),
+        Err(SmmuError::StreamTableFull {
+            sid: 0x205,
+            tables: 2
+        })
+    );
+    assert_eq!(
+        d.write_ste(0x205, &ste),
+        Err(SmmuError::StreamTableFull {
+            sid: 0x205,
+            tables: 2
+        })
+    );
+    assert_eq!(model.l1std(2).map(|l| l.span), Some(0));
+    assert_eq!(d.l2_tables(), 2);
+    assert_eq!(
+        model.transact(0x205, 0x5000_0000, true),
+        model::Transaction::Aborted
+    );
+    assert_eq!(drain(&mut d), vec![EventId::C_BAD_STREAMID]);
+
+    // Within the budget but out of memory: refused the same way, nothing half-made.
+    d.set_l2_budget(4);
+    model.state().knobs.allocs_left = Some(0);
+    assert_eq!(
+        d.reserve_stream(0x305),
+        Err(SmmuError::OutOfMemory { bytes: 0x4000 })
+    );
+    assert_eq!(
+        d.write_stes(&[0x305, 0x405], &ste).map(|_| ()),
+        Err(SmmuError::OutOfMemory { bytes: 0x4000 })
+    );
+    assert!(!d.covers(0x305) && !d.covers(0x405));
+    assert_eq!(model.l1std(3).map(|l| l.span), Some(0));
+    model.state().knobs.allocs_left = None;
+    d.write_stes(&[0x305, 0x405], &ste).expect("memory again");
+    assert!(d.covers(0x305) && d.covers(0x405));
+    assert_no_violations(&model);
+}
+
+/// The default STE (the host's SMMU disabled with GBPA bypass): every StreamID without a level 2
+/// table of its own gets it through one shared table, a device behind a bridge included; taken
+/// away, those StreamIDs are refused with C_BAD_STREAMID again. The tables written before they
+/// are linked (the model checks), one CMD_CFGI_ALL per change.
+#[test]
+fn default_ste_through_one_shared_level2_table() {
+    let f = features();
+    let (model, mut d) = up(f, 0xffff);
+    let t: &'static Stage2Table = Box::leak(Box::new(table(Mode::Normal, 40, 2)));
+    model.register_stage2(t);
+    let ste = stage2_ste(t, &f).expect("policy");
+    d.install_streams([8], &ste).expect("install");
+    let mark = model.executed().len();
+    d.set_default_ste(Some(&ste)).expect("default");
+    assert_eq!(executed_since(&model, mark), [Command::CfgiAll, SYNC]);
+    assert_eq!(d.default_streams(), 255 * 256);
+    assert_eq!(d.l2_tables(), 1);
+    let landed = |sid| {
+        matches!(
+            model.transact(sid, 0x5000_0000, true),
+            model::Transaction::Landed(_)
+        )
+    };
+    assert!(landed(0x105) && landed(0xffff) && landed(8));
+    // The root bus's own table: its other StreamIDs have no device and no STE.
+    assert!(!landed(9));
+    // Setting it again changes nothing.
+    let mark = model.executed().len();
+    d.set_default_ste(Some(&ste)).expect("default");
+    assert!(executed_since(&model, mark).is_empty());
+    // A StreamID the host configures later gets a table of its own.
+    d.write_ste(0x205, &Ste::abort()).expect("write");
+    assert_eq!(d.default_streams(), 254 * 256);
+    assert!(!landed(0x205) && landed(0x105));
+    d.set_default_ste(None).expect("no default");
+    assert_eq!(d.default_streams(), 0);
+    assert!(!landed(0x105) && landed(8));
+    let mut ids = Vec::new();
+    d.drain_events(&mut |r| ids.push(r.id())).expect("drain");
+    assert_eq!(ids.last(), Some(&EventId::C_BAD_STREAMID));
+    assert_no_violations(&model);
+}
+
 /// The states a watched STE went through and the commands, from the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
