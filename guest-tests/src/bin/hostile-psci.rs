@@ -172,7 +172,7 @@ mod scenario {
 
     fn unknown_test_hooks(_env: &Env) -> Outcome {
         for id in [
-            0xc600_0107u32,
+            0xc600_0108u32,
             0xc600_01ff,
             0xc600_0200,
             0x8600_0100,
