@@ -79,6 +79,17 @@ fn lower_sync(frame: &mut TrapFrame) {
             COUNTERS.cause(Trap::Wfi);
             crate::crash::idle(&mut frame.elr, syndrome.instruction_length)
         }
+        // In crash mode, the capture kernel's virtual-timer accesses (see `crash::timer_access`).
+        Exception::SysReg(access)
+            if crate::crash::timer_access(
+                &mut frame.x,
+                &mut frame.elr,
+                &access,
+                syndrome.instruction_length,
+            ) =>
+        {
+            COUNTERS.cause(Trap::Timer)
+        }
         other => {
             limited!(
                 Warn,

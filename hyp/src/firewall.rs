@@ -4,8 +4,8 @@
 //! The portable driver (`portcullis::smmu::driver`) decides everything; this module gives it the
 //! register frame, identity-mapped heap memory and barriers, installs the policy at boot, and drains
 //! the event queue when something can have arrived (`portcullis::emul::drain`: the host reading its
-//! event registers, every trap in crash mode, a backstop every few milliseconds otherwise), so
-//! faults are recorded without the host's cooperation.
+//! event registers, any trap a millisecond after the last drain in crash mode, a backstop every few
+//! milliseconds otherwise), so faults are recorded without the host's cooperation.
 
 use crate::arch::smmu_mmio::{self, SmmuFrame};
 use crate::arch::vectors::TrapFrame;
@@ -553,8 +553,9 @@ fn describe_stream(pci: &[PciHost], sid: StreamId) -> Option<platform::devtree::
 /// The counter at the last drain of the physical Event queue.
 static LAST_DRAIN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// The drain a trap owes first, if any (`portcullis::emul::drain::on_trap`: every trap in crash
-/// mode, otherwise at most every few milliseconds). No MMIO and no lock when none is due.
+/// The drain a trap owes first, if any (`portcullis::emul::drain::on_trap`: at most every
+/// millisecond in crash mode, every few milliseconds otherwise). No MMIO and no lock when none is
+/// due.
 pub fn poll_if_due() {
     let now = crate::arch::cpu::counter();
     let last = LAST_DRAIN.load(core::sync::atomic::Ordering::Relaxed);

@@ -318,7 +318,7 @@ pub fn enter(cpu_index: usize, entry: Entry) -> ! {
         vttbr,
     });
     if entry.capture {
-        cpu::trap_wfi();
+        cpu::capture_kernel_traps();
     }
     let mut frame = TrapFrame::default();
     frame.x[0] = entry.x0;

@@ -84,7 +84,9 @@ register_bitfields! [u64,
         /// Which counter bit's transitions generate the event stream.
         EVNTI OFFSET(4) NUMBITS(4) [],
         /// Event stream enable.
-        EVNTEN OFFSET(2) NUMBITS(1) []
+        EVNTEN OFFSET(2) NUMBITS(1) [],
+        /// Traps EL1 accesses to the EL1 virtual timer to EL2 (FEAT_ECV; RES0 without it).
+        EL1TVT OFFSET(13) NUMBITS(1) []
     ],
 
     /// SCTLR_EL1 as Portcullis hands it to the host at boot (MMU off).
@@ -141,6 +143,14 @@ pub fn hcr_el2_trap_wfi(hcr: u64) -> u64 {
 pub fn cnthctl_el2_event_stream(cnthctl: u64) -> u64 {
     let mut r = LocalRegisterCopy::<u64, CNTHCTL_EL2::Register>::new(cnthctl);
     r.modify(CNTHCTL_EL2::EVNTEN::SET + CNTHCTL_EL2::EVNTI.val(12));
+    r.get()
+}
+
+/// CNTHCTL_EL2 with EL1's accesses to the EL1 virtual timer trapped to EL2 (`EL1TVT`, FEAT_ECV);
+/// other fields kept.
+pub fn cnthctl_el2_trap_vtimer(cnthctl: u64) -> u64 {
+    let mut r = LocalRegisterCopy::<u64, CNTHCTL_EL2::Register>::new(cnthctl);
+    r.modify(CNTHCTL_EL2::EL1TVT::SET);
     r.get()
 }
 
@@ -287,6 +297,11 @@ mod tests {
         assert_eq!(
             cnthctl_el2_event_stream(0x3 | (0xf << 4)),
             0x3 | (1 << 2) | (12 << 4)
+        );
+        // EL1TVT is bit 13 of CNTHCTL_EL2 (E2H = 0 layout); the rest kept.
+        assert_eq!(
+            cnthctl_el2_trap_vtimer(0x3 | (1 << 2)),
+            0x3 | (1 << 2) | (1 << 13)
         );
     }
 

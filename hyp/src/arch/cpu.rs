@@ -6,6 +6,7 @@ use aarch64_cpu::registers::*;
 use core::arch::asm;
 use portcullis::sysregs::{self, CpuFeatures};
 use portcullis::trap::esr::{self, FaultStatus};
+use portcullis::trap::vtimer::VirtTimerReg;
 
 /// This CPU's index (0 = the boot CPU), kept in TPIDR_EL2 by the entry code.
 pub fn index() -> usize {
@@ -141,16 +142,65 @@ pub fn set_vttbr_fresh(vttbr: u64) {
     unsafe { asm!("msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack)) };
 }
 
-/// In crash mode, on a CPU of the capture kernel: WFI traps to EL2 (`HCR_EL2.TWI`), so that an
-/// idle capture kernel still lets Portcullis run (drain the SMMU's fault records into the report
-/// and the capture kernel's Event queue) at least once per [`idle_wait`]; and the EL2 event stream
-/// is on (`CNTHCTL_EL2.EVNTEN`, an event each time counter bit 12 changes: every 8192 ticks, 131
-/// us at QEMU's 62.5 MHz), which bounds each WFE of [`idle_wait`]. WFE is not trapped: Linux waits
-/// for spinlocks with it, and its idle loop uses WFI.
-pub fn trap_wfi() {
+/// In crash mode, on a CPU of the capture kernel, the traps that let Portcullis run (drain the
+/// SMMU's fault records into the report and the capture kernel's Event queue) within a bounded
+/// time whatever the capture kernel does (`crash::idle`, `crash::timer_access`):
+/// - WFI traps to EL2 (`HCR_EL2.TWI`): an idle capture kernel comes back at least once per
+///   [`idle_wait`]; and the EL2 event stream is on (`CNTHCTL_EL2.EVNTEN`, an event each time
+///   counter bit 12 changes: every 8192 ticks, 131 us at QEMU's 62.5 MHz), which bounds each WFE
+///   of [`idle_wait`]. WFE is not trapped: Linux waits for spinlocks with it, and its idle loop
+///   uses WFI;
+/// - where the CPU has FEAT_ECV, EL1 accesses to the EL1 virtual timer trap to EL2
+///   (`CNTHCTL_EL2.EL1TVT`): a busy capture kernel, which never executes WFI, reprograms that
+///   timer at every tick of its own.
+pub fn capture_kernel_traps() {
     HCR_EL2.set(sysregs::hcr_el2_trap_wfi(HCR_EL2.get()));
-    CNTHCTL_EL2.set(sysregs::cnthctl_el2_event_stream(CNTHCTL_EL2.get()));
+    let mut cnthctl = sysregs::cnthctl_el2_event_stream(CNTHCTL_EL2.get());
+    if has_ecv() {
+        cnthctl = sysregs::cnthctl_el2_trap_vtimer(cnthctl);
+    }
+    CNTHCTL_EL2.set(cnthctl);
     barrier::isb(barrier::SY);
+}
+
+/// ID_AA64MMFR0_EL1.ECV, bits [63:60]: FEAT_ECV (the EL1 timer traps of `CNTHCTL_EL2`).
+fn has_ecv() -> bool {
+    ID_AA64MMFR0_EL1.get() >> 60 != 0
+}
+
+/// Reads the EL1 virtual timer's `reg` for the host. At EL2 with `HCR_EL2.E2H` = 0, `CNTV_*_EL0`
+/// are the EL1 virtual timer's registers, and `CNTHCTL_EL2.EL1TVT` does not trap EL2's accesses.
+pub fn vtimer_read(reg: VirtTimerReg) -> u64 {
+    let value: u64;
+    // SAFETY: reading a timer register has no side effects.
+    unsafe {
+        match reg {
+            VirtTimerReg::Tval => {
+                asm!("mrs {}, cntv_tval_el0", out(reg) value, options(nomem, nostack))
+            }
+            VirtTimerReg::Ctl => {
+                asm!("mrs {}, cntv_ctl_el0", out(reg) value, options(nomem, nostack))
+            }
+            VirtTimerReg::Cval => {
+                asm!("mrs {}, cntv_cval_el0", out(reg) value, options(nomem, nostack))
+            }
+        }
+    }
+    value
+}
+
+/// Writes the EL1 virtual timer's `reg` for the host (see [`vtimer_read`]), then `ISB`, as the
+/// host's own `MSR` would be followed by the next instruction seeing it.
+pub fn vtimer_write(reg: VirtTimerReg, value: u64) {
+    // SAFETY: the host's own timer register, written as it asked; no effect on EL2.
+    unsafe {
+        match reg {
+            VirtTimerReg::Tval => asm!("msr cntv_tval_el0, {}", in(reg) value, options(nostack)),
+            VirtTimerReg::Ctl => asm!("msr cntv_ctl_el0, {}", in(reg) value, options(nostack)),
+            VirtTimerReg::Cval => asm!("msr cntv_cval_el0, {}", in(reg) value, options(nostack)),
+        }
+        asm!("isb", options(nostack));
+    }
 }
 
 /// A trapped WFI's wait, bounded: until an interrupt is pending for the host (`ISR_EL1`, which at

@@ -48,6 +48,8 @@ pub enum Trap {
     Gic,
     /// A trapped WFI/WFE (crash mode).
     Wfi,
+    /// A trapped access to the EL1 virtual timer (crash mode, `portcullis::trap::vtimer`).
+    Timer,
     /// The kexec trap (the fence).
     Kexec,
     /// A stage-2 fault retried (the fence's break-before-make, or a fault already resolved).
@@ -62,13 +64,14 @@ pub enum Trap {
 }
 
 impl Trap {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Smccc,
         Self::TestHook,
         Self::SmmuRead,
         Self::SmmuWrite,
         Self::Gic,
         Self::Wfi,
+        Self::Timer,
         Self::Kexec,
         Self::Retry,
         Self::AbortInjected,
@@ -85,6 +88,7 @@ impl Trap {
             Self::SmmuWrite => "trap.smmu_w",
             Self::Gic => "trap.gic",
             Self::Wfi => "trap.wfi",
+            Self::Timer => "trap.timer",
             Self::Kexec => "trap.kexec",
             Self::Retry => "trap.retry",
             Self::AbortInjected => "trap.abort",
@@ -309,7 +313,7 @@ mod tests {
         ] {
             assert!(line.contains(kv), "{kv} not in {line}");
         }
-        // 1 + 11 causes + 4 * 13 registers + 7 = 71 key=value pairs after `counters:`.
-        assert_eq!(line.split(' ').filter(|w| w.contains('=')).count(), 72);
+        // at= and traps=, 12 causes, 4 * 13 registers, 7 more: 73 key=value pairs.
+        assert_eq!(line.split(' ').filter(|w| w.contains('=')).count(), 73);
     }
 }

@@ -8,13 +8,15 @@
 //! - [`mmio`]: a data abort on an emulated frame as an [`MmioAccess`] (or why it cannot be one);
 //! - [`psci`]: an SMC / HVC classified as a [`Call`], and the [`Action`] Portcullis takes;
 //! - [`inject`]: the registers that inject a synchronous external abort into the host, and the
-//!   ELR that skips an emulated instruction.
+//!   ELR that skips an emulated instruction;
+//! - [`vtimer`]: a trapped access to the EL1 virtual timer (crash mode) and which register it names.
 
 pub mod cpus;
 pub mod esr;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
+pub mod vtimer;
 
 pub use esr::{DataAbort, Exception, FaultStatus, InstructionAbort, InstructionLength, Syndrome};
 pub use inject::{
