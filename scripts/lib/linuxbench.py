@@ -397,7 +397,10 @@ def table(kver, pairs, counts, say):
             else:
                 traps, smmu = b.traps.get(phase, {}), b.smmu.get(phase, 0)
             total = sum(traps.values())
-            causes = ", ".join(f"{c} {v / n:.2f}" for c, v in sorted(traps.items(), key=lambda x: -x[1]))
+            # Portcullis' counts are differences of brackets: a cause the phase did not use shows as
+            # the bracket's own jitter (a trap or so over the phase), left out.
+            causes = ", ".join(f"{c} {v / n:.2f}" for c, v in sorted(traps.items(), key=lambda x: -x[1])
+                               if abs(v / n) >= 0.005)
             parts.append(f"{side}: traps {total / n:.2f}{' (' + causes + ')' if causes else ''}, "
                          f"SMMU regs {smmu / n:.2f}")
             rows.append((kver, f"{disk} {mode} {bs_name(bs)} {side} traps/IO", total / n, None, None, None))
