@@ -19,9 +19,9 @@ pub fn init(base: u64) {
     BASE.store(base, Ordering::Relaxed);
     // SAFETY: `base` is the PL011 frame from the device tree; single-register loads and stores.
     unsafe {
-        let cr = crate::rt::mmio_read32(base + UARTCR);
+        let cr = crate::mmio::mmio_read32(base + UARTCR);
         if cr & CR_ENABLED != CR_ENABLED {
-            crate::rt::mmio_write32(base + UARTCR, cr | CR_ENABLED);
+            crate::mmio::mmio_write32(base + UARTCR, cr | CR_ENABLED);
         }
     }
 }
@@ -46,8 +46,8 @@ impl Write for Pl011 {
 fn put(base: u64, byte: u8) {
     // SAFETY: `base` is the PL011 frame from the device tree; single-register loads and stores.
     unsafe {
-        while crate::rt::mmio_read32(base + UARTFR) & FR_TXFF != 0 {}
-        crate::rt::mmio_write32(base + UARTDR, u32::from(byte));
+        while crate::mmio::mmio_read32(base + UARTFR) & FR_TXFF != 0 {}
+        crate::mmio::mmio_write32(base + UARTDR, u32::from(byte));
     }
 }
 

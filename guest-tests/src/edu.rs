@@ -23,8 +23,9 @@
 //! - it does not check the buffer range itself (it only logs): an out-of-range transfer would
 //!   overrun QEMU's own buffer. The driver refuses such a transfer before touching the device.
 
+use crate::mmio::{mmio_read32, mmio_write32, read64, write64};
 use crate::pci::Function;
-use crate::rt::{mmio_read32, mmio_write32, read64, tick_hz, ticks, ticks_to_ms, write64};
+use crate::rt::{tick_hz, ticks, ticks_to_ms};
 use aarch64_cpu::asm::barrier;
 use core::cell::Cell;
 use core::fmt;

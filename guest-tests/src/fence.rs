@@ -29,11 +29,11 @@ use crate::dt::{Reg, Tree};
 use crate::edu::{BUFFER_SIZE, Direction, Edu};
 use crate::hooks::{self, F_TRANSLATION, FenceMode};
 use crate::kexec::{self, Handoff};
+use crate::mmio::{read64, write64};
 use crate::pci::Function;
 use crate::report::{self, Report};
 use crate::rt::{
-    Caught, Context, ImageLayout, expect_exception, image_layout, read64, tick_hz, ticks,
-    ticks_to_ms, write64,
+    Caught, Context, ImageLayout, expect_exception, image_layout, tick_hz, ticks, ticks_to_ms,
 };
 use crate::smmu::{
     Command, Deadline, Event, MAX_SID_BITS, SPLIT, Smmu, SmmuError, SmmuMemory, Stage1Tables, Ste,

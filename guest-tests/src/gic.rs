@@ -8,7 +8,8 @@
 //! cache maintenance needed on QEMU).
 
 use crate::dt::Tree;
-use crate::rt::{mmio_read32, mmio_write32, read64, tick_hz, ticks, write64};
+use crate::mmio::{mmio_read32, mmio_write32, read64, write64};
+use crate::rt::{tick_hz, ticks};
 use spec::gic::{gicr, gits};
 
 /// QEMU virt's GIC, as fallbacks when the tree does not say.
@@ -241,5 +242,5 @@ impl Its {
 pub fn enable_lpi(prop: u64, intid: u32) {
     let at = prop + u64::from(intid - LPI_BASE);
     // SAFETY: the caller's configuration table, host RAM.
-    unsafe { crate::rt::mmio_write8(at, 0xa1) };
+    unsafe { crate::mmio::mmio_write8(at, 0xa1) };
 }

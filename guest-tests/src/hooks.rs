@@ -2,34 +2,15 @@
 //! let a payload prove what it cannot see: that nothing landed in Portcullis' own memory, and that
 //! the SMMU recorded the transfers it refused.
 //!
-//! Both are SMCCC fast calls over HVC (owner: standard hypervisor service, 0xC600_01xx):
-//!
-//! | call | in | out |
-//! |---|---|---|
-//! | `PORTCULLIS_TEST_CANARY` | — | x0 = 0, x1 = base, x2 = size of a canary area in Portcullis' memory, x3 = a checksum of its contents now |
-//! | `PORTCULLIS_TEST_FAULTS` | x1 = StreamID | x0 = 0, x1 = fault events recorded for it since boot, x2 = input address of the latest, x3 = (event type << 8) \| 1 if it was a write (RnW = 0) |
-//! | `PORTCULLIS_TEST_MODE` | — | x0 = 0, x1 = 1 in crash mode (fence raised) else 0, x2 = the fence window in ns, x3 = streams terminated |
-//! | `PORTCULLIS_TEST_CANARIES` | x1 = index | x0 = 0, x1 = address, x2 = size of canary page *index* (0 = image `.data`, 1 = heap, 2 = the reserved region's last page), x3 = how many there are; x0 = -2 past the last |
-//! | `PORTCULLIS_TEST_INTEGRITY` | — | x0 = 0, x1 = checksum of Portcullis' text + rodata, x2 = of all canary pages, x3 = bit *i* set if canary *i* lost its pattern |
-//! | `PORTCULLIS_TEST_REPORT` | — | x0 = 0, x1 = checksum of the fault report region now, x2 = right after Portcullis last wrote it, x3 = how many times it did |
-//! | `PORTCULLIS_TEST_PROFILE` | x1 = 0 or *n* | 0: zeroes Portcullis' trap-path profile; *n*: Portcullis logs it, per stage, in ns per *n* operations (empty unless built with the `profile` feature) |
-//! | `PORTCULLIS_TEST_COUNTERS` | — | logs Portcullis' `counters:` line; x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses, x3 = CMD_SYNC MSIs aborted << 32 \| written |
+//! SMCCC fast calls over HVC; their IDs and what each returns: `spec::test_hook` (one table,
+//! shared with the hypervisor). The functions below are named after them.
 //!
 //! x0 = -1 (NOT_SUPPORTED) from a Portcullis built without the feature.
 
+use crate::psci::NOT_SUPPORTED;
 use crate::rt::expect_exception;
 use core::fmt;
-
-pub const PORTCULLIS_TEST_CANARY: u32 = 0xC600_0100;
-pub const PORTCULLIS_TEST_FAULTS: u32 = 0xC600_0101;
-pub const PORTCULLIS_TEST_MODE: u32 = 0xC600_0102;
-pub const PORTCULLIS_TEST_CANARIES: u32 = 0xC600_0103;
-pub const PORTCULLIS_TEST_INTEGRITY: u32 = 0xC600_0104;
-pub const PORTCULLIS_TEST_REPORT: u32 = 0xC600_0105;
-pub const PORTCULLIS_TEST_PROFILE: u32 = 0xC600_0106;
-pub const PORTCULLIS_TEST_COUNTERS: u32 = 0xC600_0107;
-
-use crate::psci::NOT_SUPPORTED;
+use spec::test_hook;
 
 /// SMMUv3 event type codes (IHI 0070, event record `EVENT_TYPE`) the tests look for.
 pub use spec::smmu_event::{F_ACCESS, F_ADDR_SIZE, F_PERMISSION, F_TRANSLATION};
@@ -105,9 +86,9 @@ fn call(function: u32, x1: u64) -> Result<[u64; 4], HookError> {
     }
 }
 
-/// `PORTCULLIS_TEST_CANARY`.
+/// `test_hook::CANARY`.
 pub fn canary() -> Result<Canary, HookError> {
-    let r = call(PORTCULLIS_TEST_CANARY, 0)?;
+    let r = call(test_hook::CANARY, 0)?;
     Ok(Canary {
         base: r[1],
         size: r[2],
@@ -115,9 +96,9 @@ pub fn canary() -> Result<Canary, HookError> {
     })
 }
 
-/// `PORTCULLIS_TEST_FAULTS` for `stream_id`.
+/// `test_hook::FAULTS` for `stream_id`.
 pub fn faults(stream_id: u32) -> Result<Faults, HookError> {
-    let r = call(PORTCULLIS_TEST_FAULTS, u64::from(stream_id))?;
+    let r = call(test_hook::FAULTS, u64::from(stream_id))?;
     Ok(Faults {
         count: r[1],
         last_addr: r[2],
@@ -126,7 +107,7 @@ pub fn faults(stream_id: u32) -> Result<Faults, HookError> {
     })
 }
 
-/// What `PORTCULLIS_TEST_MODE` says about the crash fence.
+/// What `test_hook::MODE` says about the crash fence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FenceMode {
     /// Portcullis is in crash mode: the fence has been raised.
@@ -137,9 +118,9 @@ pub struct FenceMode {
     pub streams_terminated: u64,
 }
 
-/// `PORTCULLIS_TEST_MODE`.
+/// `test_hook::MODE`.
 pub fn fence_mode() -> Result<FenceMode, HookError> {
-    let r = call(PORTCULLIS_TEST_MODE, 0)?;
+    let r = call(test_hook::MODE, 0)?;
     Ok(FenceMode {
         crash: r[1] == 1,
         window_ns: r[2],
@@ -147,7 +128,7 @@ pub fn fence_mode() -> Result<FenceMode, HookError> {
     })
 }
 
-/// Most canary pages `PORTCULLIS_TEST_CANARIES` names.
+/// Most canary pages `test_hook::CANARIES` names.
 pub const MAX_CANARIES: usize = 4;
 
 /// Portcullis' canary pages: addresses (the first `count`) and the size of each.
@@ -164,14 +145,14 @@ impl CanaryPages {
     }
 }
 
-/// `PORTCULLIS_TEST_CANARIES` for every index.
+/// `test_hook::CANARIES` for every index.
 pub fn canary_pages() -> Result<CanaryPages, HookError> {
-    let first = call(PORTCULLIS_TEST_CANARIES, 0)?;
+    let first = call(test_hook::CANARIES, 0)?;
     let count = (first[3] as usize).min(MAX_CANARIES);
     let mut pages = [0u64; MAX_CANARIES];
     pages[0] = first[1];
     for (i, page) in pages.iter_mut().enumerate().take(count).skip(1) {
-        *page = call(PORTCULLIS_TEST_CANARIES, i as u64)?[1];
+        *page = call(test_hook::CANARIES, i as u64)?[1];
     }
     Ok(CanaryPages {
         pages,
@@ -180,7 +161,7 @@ pub fn canary_pages() -> Result<CanaryPages, HookError> {
     })
 }
 
-/// What `PORTCULLIS_TEST_INTEGRITY` says about Portcullis' memory.
+/// What `test_hook::INTEGRITY` says about Portcullis' memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Integrity {
     /// Checksum of Portcullis' text and read-only data.
@@ -191,9 +172,9 @@ pub struct Integrity {
     pub damaged: u64,
 }
 
-/// `PORTCULLIS_TEST_INTEGRITY`.
+/// `test_hook::INTEGRITY`.
 pub fn integrity() -> Result<Integrity, HookError> {
-    let r = call(PORTCULLIS_TEST_INTEGRITY, 0)?;
+    let r = call(test_hook::INTEGRITY, 0)?;
     Ok(Integrity {
         code: r[1],
         canaries: r[2],
@@ -201,7 +182,7 @@ pub fn integrity() -> Result<Integrity, HookError> {
     })
 }
 
-/// What `PORTCULLIS_TEST_REPORT` says about the fault report region.
+/// What `test_hook::REPORT` says about the fault report region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReportSums {
     /// Checksum of the region now.
@@ -219,7 +200,7 @@ impl ReportSums {
     }
 }
 
-/// What `PORTCULLIS_TEST_COUNTERS` returns.
+/// What `test_hook::COUNTERS` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Counters {
     pub traps: u64,
@@ -228,9 +209,9 @@ pub struct Counters {
     pub msi_aborted: u32,
 }
 
-/// `PORTCULLIS_TEST_COUNTERS` (also logs Portcullis' counters line).
+/// `test_hook::COUNTERS` (also logs Portcullis' counters line).
 pub fn counters() -> Result<Counters, HookError> {
-    let r = call(PORTCULLIS_TEST_COUNTERS, 0)?;
+    let r = call(test_hook::COUNTERS, 0)?;
     Ok(Counters {
         traps: r[1],
         physical_accesses: r[2],
@@ -239,9 +220,9 @@ pub fn counters() -> Result<Counters, HookError> {
     })
 }
 
-/// `PORTCULLIS_TEST_REPORT`.
+/// `test_hook::REPORT`.
 pub fn report_sums() -> Result<ReportSums, HookError> {
-    let r = call(PORTCULLIS_TEST_REPORT, 0)?;
+    let r = call(test_hook::REPORT, 0)?;
     Ok(ReportSums {
         now: r[1],
         written: r[2],
@@ -249,8 +230,8 @@ pub fn report_sums() -> Result<ReportSums, HookError> {
     })
 }
 
-/// `PORTCULLIS_TEST_PROFILE`: zeroes Portcullis' trap-path profile (`ops` = 0) or has Portcullis log
+/// `test_hook::PROFILE`: zeroes Portcullis' trap-path profile (`ops` = 0) or has Portcullis log
 /// it, in ns per `ops` operations.
 pub fn profile(ops: u64) -> Result<(), HookError> {
-    call(PORTCULLIS_TEST_PROFILE, ops).map(|_| ())
+    call(test_hook::PROFILE, ops).map(|_| ())
 }

@@ -320,7 +320,7 @@ pub fn expect_refused(addr: u64, what: &str, f: impl FnOnce()) -> Outcome {
 pub fn device_reachable(addr: u64) -> bool {
     // SAFETY: a device register, or an address whose abort is caught.
     expect_exception(|| unsafe {
-        let _ = crate::rt::mmio_read32(addr);
+        let _ = crate::mmio::mmio_read32(addr);
     })
     .is_none()
 }
@@ -360,15 +360,15 @@ pub fn fw_cfg_dma(target: u64, descriptor: Option<u64>) -> bool {
         let w0 = u64::from(control.to_be()) | u64::from(4u32.to_be()) << 32;
         // SAFETY: the payload's own descriptor.
         unsafe {
-            crate::rt::write64(own, w0);
-            crate::rt::write64(own + 8, target.to_be());
+            crate::mmio::write64(own, w0);
+            crate::mmio::write64(own + 8, target.to_be());
         }
     }
     // SAFETY: fw_cfg's DMA register (reachable, checked above): high word, then the low word
     // that starts the transfer.
     let caught = expect_exception(|| unsafe {
-        crate::rt::mmio_write32(FW_CFG_DMA, ((at >> 32) as u32).to_be());
-        crate::rt::mmio_write32(FW_CFG_DMA + 4, (at as u32).to_be());
+        crate::mmio::mmio_write32(FW_CFG_DMA, ((at >> 32) as u32).to_be());
+        crate::mmio::mmio_write32(FW_CFG_DMA + 4, (at as u32).to_be());
     });
     caught.is_none()
 }

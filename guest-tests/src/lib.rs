@@ -24,6 +24,8 @@ pub mod hostile;
 #[cfg(target_os = "none")]
 pub mod kexec;
 #[cfg(target_os = "none")]
+pub mod mmio;
+#[cfg(target_os = "none")]
 pub mod pci;
 #[cfg(target_os = "none")]
 pub mod psci;

@@ -11,7 +11,7 @@
 //! Every configuration access is a single plain load or store of its natural size.
 
 use crate::dt::{PciHost, PciWindow};
-use crate::rt::{mmio_read8, mmio_read16, mmio_read32, mmio_write8, mmio_write16, mmio_write32};
+use crate::mmio::{mmio_read8, mmio_read16, mmio_read32, mmio_write8, mmio_write16, mmio_write32};
 use core::fmt;
 
 /// Most functions [`scan`] records.

@@ -12,7 +12,8 @@
 //! as the emulation needs). Fields of registers, STEs, CDs, descriptors, commands and event records
 //! are [`Field`]s, named as in the specification.
 
-use crate::rt::{mmio_read32, mmio_write32, read64, tick_hz, ticks, ticks_to_ms, write64};
+use crate::mmio::{mmio_read32, mmio_write32, read64, write64};
+use crate::rt::{tick_hz, ticks, ticks_to_ms};
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};

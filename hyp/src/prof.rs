@@ -4,7 +4,7 @@
 //! A lap timer over the physical counter: [`begin`] at the top of the trap handler, then
 //! [`lap`]`(stage)` at the end of each stage adds the ticks since the previous mark to that stage.
 //! The sums are global, not per CPU: profile with one CPU (`scripts/run --smp 1`). The
-//! `bench-cmdq` guest payload reads them through a test hook (`0xC600_0106`) around its batches.
+//! `bench-cmdq` guest payload reads them through a test hook (`spec::test_hook::PROFILE`) around its batches.
 
 /// A stage of the trap path, in the order a `CMDQ_PROD` write goes through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,51 +3,25 @@
 //! report, and which faults the SMMU recorded. A release image answers them NOT_SUPPORTED like any
 //! unknown call.
 //!
-//! | function id   | x1        | returns                                                          |
-//! |---------------|-----------|------------------------------------------------------------------|
-//! | `0xC600_0100` | —         | x0 = 0, x1 = base, x2 = size of the image canary, x3 = checksum   |
-//! | `0xC600_0101` | StreamID  | x0 = 0, x1 = faults recorded for it, x2 = latest input address,  |
-//! |               |           | x3 = (event type << 8) \| 1 if that access was a write            |
-//! | `0xC600_0102` | —         | x0 = 0, x1 = 1 in crash mode (fence raised) else 0,               |
-//! |               |           | x2 = fence window in ns, x3 = streams terminated                   |
-//! | `0xC600_0103` | index *i* | x0 = 0, x1 = address of canary page *i*, x2 = its size,           |
-//! |               |           | x3 = number of canary pages; x0 = -2 if *i* is out of range        |
-//! | `0xC600_0104` | —         | x0 = 0, x1 = checksum of Portcullis' text + rodata, x2 = checksum |
-//! |               |           | of every canary page, x3 = bit *i* set if canary *i* lost its pattern |
-//! | `0xC600_0105` | —         | x0 = 0, x1 = checksum of the fault report region now, x2 = its    |
-//! |               |           | checksum right after Portcullis last wrote it, x3 = how many times |
-//! |               |           | Portcullis wrote it (0 and x1 = x2 = 0 without a report region)    |
-//! | `0xC600_0106` | 0 or *n*  | 0: zeroes the trap-path profile; *n*: logs it per stage, in ns per |
-//! |               |           | *n* operations (x0 = 0; zeros without the `profile` feature)        |
-//! | `0xC600_0107` | —         | logs the counters line (`at=hook`, `portcullis::diag::counters`); |
-//! |               |           | x0 = 0, x1 = traps so far, x2 = physical SMMU register accesses,  |
-//! |               |           | x3 = CMD_SYNC MSIs aborted << 32 \| MSIs written                  |
+//! The calls and what they return: `spec::test_hook` (one table, shared with the guest payloads).
 //!
-//! The canary pages (`0xC600_0103`), each filled with a known pattern nothing in Portcullis writes
-//! after boot: 0 = a page of the image's `.data` (the `0xC600_0100` canary), 1 = a page allocated
-//! from the heap at boot, 2 = the last page of Portcullis' reserved region (kept out of the heap,
-//! whose limit ends below it).
+//! The canary pages (`test_hook::CANARIES`), each filled with a known pattern nothing in Portcullis
+//! writes after boot: 0 = a page of the image's `.data` (the `test_hook::CANARY` canary), 1 = a page
+//! allocated from the heap at boot, 2 = the last page of Portcullis' reserved region (kept out of
+//! the heap, whose limit ends below it).
 //!
-//! The report checksum after Portcullis' last write (`0xC600_0105`) lets a test tell Portcullis' own
-//! rewrites (every new fault in crash mode) from anyone else's: while nothing but Portcullis writes
-//! the region, x1 = x2.
+//! The report checksum after Portcullis' last write (`test_hook::REPORT`) lets a test tell
+//! Portcullis' own rewrites (every new fault in crash mode) from anyone else's: while nothing but
+//! Portcullis writes the region, x1 = x2.
 
 use crate::arch::head;
 use crate::arch::vectors::TrapFrame;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use report::checksum;
+use spec::test_hook;
 
 pub mod report;
-
-pub const TEST_CANARY: u32 = 0xc600_0100;
-pub const TEST_FAULTS: u32 = 0xc600_0101;
-pub const TEST_MODE: u32 = 0xc600_0102;
-pub const TEST_CANARIES: u32 = 0xc600_0103;
-pub const TEST_INTEGRITY: u32 = 0xc600_0104;
-pub const TEST_REPORT: u32 = 0xc600_0105;
-pub const TEST_PROFILE: u32 = 0xc600_0106;
-pub const TEST_COUNTERS: u32 = 0xc600_0107;
 
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
 const CANARY_SIZE: usize = 4096;
@@ -140,7 +114,7 @@ fn present_canaries() -> ([u64; MAX_CANARIES], usize) {
     (out, n)
 }
 
-/// FNV-1a over the image canary, byte by byte (the `0xC600_0100` checksum, unchanged).
+/// FNV-1a over the image canary, byte by byte (the `test_hook::CANARY` checksum, unchanged).
 fn canary_checksum() -> u64 {
     let base = CANARY.0.get() as *const u8;
     (0..CANARY_SIZE).fold(0xcbf2_9ce4_8422_2325u64, |h, i| {
@@ -159,7 +133,7 @@ fn intact(page: u64) -> bool {
     })
 }
 
-/// x1..x3 of `0xC600_0104`.
+/// x1..x3 of `test_hook::INTEGRITY`.
 fn integrity() -> (u64, u64, u64) {
     // SAFETY: linker-script symbols; only their addresses are used.
     let (start, rodata_end) = unsafe {
@@ -184,7 +158,7 @@ fn integrity() -> (u64, u64, u64) {
 /// Answers a test hook, or returns false if `frame.x[0]` is not one.
 pub fn handle(frame: &mut TrapFrame) -> bool {
     match frame.x[0] as u32 {
-        TEST_COUNTERS => {
+        test_hook::COUNTERS => {
             use portcullis::diag::counters::COUNTERS;
             crate::firewall::log_counters("hook");
             let sync = crate::firewall::sync_stats();
@@ -194,14 +168,14 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = (sync.msi_aborted << 32) | (sync.msi_written & 0xffff_ffff);
             true
         }
-        TEST_CANARY => {
+        test_hook::CANARY => {
             frame.x[0] = 0;
             frame.x[1] = CANARY.0.get() as u64;
             frame.x[2] = CANARY_SIZE as u64;
             frame.x[3] = canary_checksum();
             true
         }
-        TEST_FAULTS => {
+        test_hook::FAULTS => {
             let sid = frame.x[1] as u32;
             let (count, addr, info) = crate::firewall::fault_summary(sid);
             frame.x[0] = 0;
@@ -210,7 +184,7 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = info;
             true
         }
-        TEST_MODE => {
+        test_hook::MODE => {
             let f = crate::firewall::fence_stats();
             frame.x[0] = 0;
             frame.x[1] = u64::from(crate::host::in_crash_mode());
@@ -218,7 +192,7 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = f.streams;
             true
         }
-        TEST_CANARIES => {
+        test_hook::CANARIES => {
             let (pages, n) = present_canaries();
             match pages[..n].get(frame.x[1] as usize) {
                 Some(&page) => {
@@ -231,7 +205,7 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = n as u64;
             true
         }
-        TEST_INTEGRITY => {
+        test_hook::INTEGRITY => {
             let (code, sums, damaged) = integrity();
             frame.x[0] = 0;
             frame.x[1] = code;
@@ -239,7 +213,7 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = damaged;
             true
         }
-        TEST_REPORT => {
+        test_hook::REPORT => {
             let r = report::watched();
             frame.x[0] = 0;
             frame.x[1] = r.now;
@@ -247,7 +221,7 @@ pub fn handle(frame: &mut TrapFrame) -> bool {
             frame.x[3] = r.writes;
             true
         }
-        TEST_PROFILE => {
+        test_hook::PROFILE => {
             match frame.x[1] {
                 0 => portcullis::prof::reset(),
                 n => log_profile(n),

@@ -17,12 +17,15 @@ Times:
 - I/O: in the guest, the kernel's monotonic clock around the dd alone (no console latency, no shell
   start-up in the window).
 
-Counts (one extra boot per side and kernel, not timed: the logging slows QEMU down): traps per I/O =
-exceptions taken from EL1 to EL2 (QEMU `-d int`) between the phase's start and end lines, by cause;
-physical SMMU register accesses per I/O = QEMU's smmuv3_read_mmio / smmuv3_write_mmio trace events in
-the same window (natively Linux's own accesses; under Portcullis, Portcullis' accesses to the real
-SMMU: the host's accesses trap and are emulated). When Portcullis counts its traps by cause itself
-(branch `msi`), `portcullis_trap_counters` is the hook to read them instead.
+Counts (one extra boot per side and kernel, not timed, with `bench.count=1`: init-bench.sh brackets
+every read phase with scripts/linux/count-mark.sh, a CPU1 offline/online after a `COUNT-MARK:` line):
+- under Portcullis, Portcullis' own counters (hyp/src/diag/counters.rs), which it logs at each PSCI
+  CPU_OFF: traps per I/O by cause (`trap.*`) and its accesses to the physical SMMU's registers per
+  I/O (`phys`), the phase's bracket minus the `null` bracket (the offline/online itself; parsed by
+  scripts/lib/counters.py, as scripts/linux/counters-per-io does for the smoke test);
+- natively, QEMU's logs (the logging slows QEMU down): exceptions taken from EL1 to EL2 (`-d int`;
+  none without a hypervisor) between the phase's start and end lines, by cause, and QEMU's
+  smmuv3_read_mmio / smmuv3_write_mmio trace events in the same window (Linux's own accesses).
 
 Load: every run records the machine's busy CPU time (/proc/stat) and its own QEMU's (rusage) and
 flags runs where other processes used more than LOAD_FLAG of the machine.
@@ -36,6 +39,7 @@ import statistics
 import subprocess
 import time
 
+import counters
 import kdumprun
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,15 +91,16 @@ def media(tmp, kernel_tag, kernel, capture):
 
 def append(count):
     n1m, n4k = (COUNT_N1M, COUNT_N4K) if count else (N1M, N4K)
-    extra = f"iommu.strict=1 bench.n1m={n1m} bench.n4k={n4k}" + (" bench.nocrash=1" if count else "")
+    extra = f"iommu.strict=1 bench.n1m={n1m} bench.n4k={n4k}" + (" bench.nocrash=1 bench.count=1" if count else "")
     return extra
 
 
 def qemu_command(side, kernel, initrd, disks, tar, count):
     """(QEMU argv, files to delete afterwards) for one boot. side: "native" or "portcullis"."""
     common = dict(append=append(count), bps=0)
-    trace = ["-d", "int", "-trace", "smmuv3_read_mmio", "-trace", "smmuv3_write_mmio"] if count else []
     if side == "native":
+        # Under Portcullis its own counters count (bench.count=1); natively QEMU's logs.
+        trace = ["-d", "int", "-trace", "smmuv3_read_mmio", "-trace", "smmuv3_write_mmio"] if count else []
         cmd = kdumprun.native_command(kernel, initrd, disks, tar, **common)
         return cmd[cmd.index("qemu-system-aarch64"):] + trace, []
     run = kdumprun.command(kernel, initrd, disks, tar, **common)
@@ -103,7 +108,7 @@ def qemu_command(side, kernel, initrd, disks, tar, count):
     out = subprocess.run(run[:sep] + ["--dry-run"] + run[sep:], check=True, capture_output=True, text=True)
     cmd = shlex.split(out.stdout.strip().splitlines()[-1])
     dtbs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-dtb"]
-    return cmd + trace, dtbs
+    return cmd, dtbs
 
 
 def cpu_busy():
@@ -119,10 +124,11 @@ def children_cpu():
 
 
 class Boot:
-    """One boot: console lines with host timestamps, the figures in them, and with `count` the traps
-    and physical SMMU accesses inside each I/O phase."""
+    """One boot: console lines with host timestamps, the figures in them, and in a counting boot the
+    traps and physical SMMU accesses inside each I/O phase (from QEMU's logs where the command has
+    them) and the COUNT-MARK and Portcullis `counters:` lines."""
 
-    def __init__(self, side, kernel_tag, cmd, log_path, timeout):
+    def __init__(self, side, kernel_tag, cmd, log_path, timeout, counting=False):
         self.side, self.kernel_tag, self.cmd, self.log_path, self.timeout = side, kernel_tag, cmd, log_path, timeout
         self.t = {}           # marker -> seconds since QEMU start
         self.io = {}          # (mode, disk, bs) -> (ns, bytes, n)
@@ -135,7 +141,8 @@ class Boot:
         self._phase = None
         self._cause = "?"     # the name in QEMU's last `Taking exception` line
         self._text = b""      # console text after the last newline
-        self.counting = "-d" in cmd
+        self.counting = counting
+        self.count_lines = []  # COUNT-MARK and Portcullis' `counters: at=` lines, in order
 
     def go(self):
         os.makedirs(LOGS, exist_ok=True)
@@ -196,6 +203,8 @@ class Boot:
 
     def _line(self, line, now, log):
         log.write(f"[{now:8.2f}] {line}\n")
+        if self.counting and ("COUNT-MARK:" in line or "counters: at=" in line):
+            self.count_lines.append(line)
         if "init" in self.t and CRASH.search(line):
             # The kernel prints this at the crash itself; the init's own `crashing` line may still be
             # in the tty buffer then, and lost.
@@ -259,11 +268,23 @@ class Boot:
 
 
 def portcullis_trap_counters(boot):
-    """The hook for Portcullis' own per-cause trap counters (branch `msi`): once Portcullis prints or
-    exposes them, read them here (per phase, like Boot.traps) and return them; None keeps QEMU's
-    exception log as the source."""
-    del boot
-    return None
+    """Portcullis' own counters in a counting boot, per I/O phase: ({phase: {trap cause: count}},
+    {phase: physical SMMU register accesses}), like Boot.traps and Boot.smmu, each phase's
+    COUNT-MARK bracket minus the null bracket; None without them (no complete null bracket)."""
+    per_bracket = counters.brackets(counters.marks(boot.count_lines))
+    if per_bracket is None:
+        return None
+    traps, smmu = {}, {}
+    for name, delta in per_bracket.items():
+        # init-bench.sh names the brackets MODE-DISK-BS (the disk's name has a dash).
+        mode, _, rest = name.partition("-")
+        disk, _, bs = rest.rpartition("-")
+        if not bs.isdigit():
+            continue
+        phase = (mode, disk, int(bs))
+        traps[phase] = {k[len("trap."):]: v for k, v in delta.items() if k.startswith("trap.") and v}
+        smmu[phase] = delta.get("phys", 0)
+    return traps, smmu
 
 
 def summary(b):
@@ -322,11 +343,13 @@ def run(kernels, runs, timeout, tmp, say):
             cmd, rm = qemu_command(side, kernel, first, disks, tar, count=True)
             log = os.path.join(LOGS, f"bench-{kver}-{side}-count.log")
             try:
-                counts[side] = Boot(side, k, cmd, log, timeout * 3).go()
+                counts[side] = Boot(side, k, cmd, log, timeout * 3, counting=True).go()
             finally:
                 for f in rm:
                     if os.path.exists(f):
                         os.remove(f)
+            if side == "portcullis" and portcullis_trap_counters(counts[side]) is None:
+                counts[side].fails.append("no COUNT-MARK brackets with Portcullis' counters lines")
             if counts[side].fails:
                 say(f"  counting boot {side} FAILED: {'; '.join(counts[side].fails)} (log {log})")
         rows += table(kver, pairs, counts, say)
@@ -356,7 +379,8 @@ def table(kver, pairs, counts, say):
     for _, name, nat, pc, ratio, rng in rows:
         spread = f"({rng[0]:.2f}-{rng[1]:.2f})" if rng else ""
         say(f"  {name:34} {fmt(nat):>9} {fmt(pc):>10} {fmt(ratio):>10}  {spread}")
-    say("  per I/O (counting boots: QEMU -d int, EL1->EL2 exceptions by cause; smmuv3_*_mmio trace events):")
+    say("  per I/O (counting boots; natively QEMU -d int, EL1->EL2 exceptions by cause, and smmuv3_*_mmio trace "
+        "events; under Portcullis its own counters, trap.* and phys, each phase's bracket minus the null one):")
     pc_counts = counts.get("portcullis")
     hooked = portcullis_trap_counters(pc_counts) if pc_counts else None
     for phase in PHASES:
@@ -368,13 +392,19 @@ def table(kver, pairs, counts, say):
             if not b or not n:
                 parts.append(f"{side} -")
                 continue
-            traps = ((hooked if side == "portcullis" else None) or b.traps).get(phase, {})
+            if side == "portcullis" and hooked:
+                traps, smmu = hooked[0].get(phase, {}), hooked[1].get(phase, 0)
+            else:
+                traps, smmu = b.traps.get(phase, {}), b.smmu.get(phase, 0)
             total = sum(traps.values())
-            causes = ", ".join(f"{c} {v / n:.2f}" for c, v in sorted(traps.items(), key=lambda x: -x[1]))
+            # Portcullis' counts are differences of brackets: a cause the phase did not use shows as
+            # the bracket's own jitter (a trap or so over the phase), left out.
+            causes = ", ".join(f"{c} {v / n:.2f}" for c, v in sorted(traps.items(), key=lambda x: -x[1])
+                               if abs(v / n) >= 0.005)
             parts.append(f"{side}: traps {total / n:.2f}{' (' + causes + ')' if causes else ''}, "
-                         f"SMMU regs {b.smmu.get(phase, 0) / n:.2f}")
+                         f"SMMU regs {smmu / n:.2f}")
             rows.append((kver, f"{disk} {mode} {bs_name(bs)} {side} traps/IO", total / n, None, None, None))
-            rows.append((kver, f"{disk} {mode} {bs_name(bs)} {side} SMMU regs/IO", b.smmu.get(phase, 0) / n,
+            rows.append((kver, f"{disk} {mode} {bs_name(bs)} {side} SMMU regs/IO", smmu / n,
                          None, None, None))
         say(f"    {disk} {mode} {bs_name(bs)}: " + "; ".join(parts))
     return rows

@@ -14,6 +14,9 @@ echo "LINUX-BENCH: init"
 #   bench.n1m=N      1 MiB reads per disk and mode (default 128)
 #   bench.n4k=N      4 KiB reads per disk and mode (default 2048)
 #   bench.nocrash=1  power off after the reads (the counting runs)
+#   bench.count=1    bracket every read phase with `count_mark MODE-DISK-BS-start|end`
+#                    (scripts/linux/count-mark.sh: Portcullis logs its counters line at the CPU_OFF
+#                    it makes), after a `null` bracket; needs 2 CPUs (the counting runs)
 # Lines: `LINUX-BENCH: io MODE DISK BS start`, then `LINUX-BENCH: io MODE DISK BS end ns=NS bytes=B
 # n=N` (NS from the kernel's monotonic clock, /proc/timer_list, around the dd alone).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -44,11 +47,13 @@ now_ns() {
 n1m=128
 n4k=2048
 nocrash=0
+count=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         bench.n1m=*) n1m=${arg#*=} ;;
         bench.n4k=*) n4k=${arg#*=} ;;
         bench.nocrash=1) nocrash=1 ;;
+        bench.count=1) count=1 ;;
     esac
 done
 
@@ -89,6 +94,15 @@ group_of() {
     return 1
 }
 
+# mark NAME: Portcullis' counters at this point (bench.count=1), else nothing.
+mark() { :; }
+if [ "$count" = 1 ]; then
+    . /lib/count-mark.sh
+    mark() { count_mark "$1"; }
+    mark null-start
+    mark null-end
+fi
+
 reads() {
     mode=$1
     for d in $VD $NV; do
@@ -96,11 +110,13 @@ reads() {
         for spec in 1048576:$n1m 4096:$n4k; do
             bs=${spec%:*}
             n=${spec#*:}
+            mark "$mode-$name-$bs-start"
             say "io $mode $name $bs start"
             t0=$(now_ns)
             dd if=/dev/$d of=/dev/null bs=$bs count=$n iflag=direct 2>/dev/null || say "dd $d bs=$bs failed"
             t1=$(now_ns)
             say "io $mode $name $bs end ns=$((t1 - t0)) bytes=$((bs * n)) n=$n"
+            mark "$mode-$name-$bs-end"
         done
     done
 }

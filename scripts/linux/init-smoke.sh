@@ -148,23 +148,19 @@ done
 echo "LINUX-SMOKE: $tested block device(s) tested"
 
 # Portcullis' counters around known I/O (smoke.count=1).
-mark() {
-    echo "COUNT-MARK: $1"
-    echo 0 > /sys/devices/system/cpu/cpu1/online
-    echo 1 > /sys/devices/system/cpu/cpu1/online
-}
 if [ "$count" = 1 ]; then
-    mark null-start
-    mark null-end
+    . /lib/count-mark.sh
+    count_mark null-start
+    count_mark null-end
     for d in /dev/vda /dev/nvme0n1; do
         [ -b "$d" ] || continue
         n=$(basename "$d")
-        mark "$n-4k-start"
+        count_mark "$n-4k-start"
         dd if="$d" of=/dev/null bs=4k count=1024 iflag=direct 2>/dev/null
-        mark "$n-4k-end"
-        mark "$n-1m-start"
+        count_mark "$n-4k-end"
+        count_mark "$n-1m-start"
         dd if="$d" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
-        mark "$n-1m-end"
+        count_mark "$n-1m-end"
     done
 fi
 

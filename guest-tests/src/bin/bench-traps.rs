@@ -28,7 +28,7 @@ mod scenario {
         let t0 = rt::ticks();
         for _ in 0..N {
             // SAFETY: a load of this payload's own stack word.
-            unsafe { rt::read64(ram) };
+            unsafe { guest::mmio::read64(ram) };
         }
         let load = per_op_ns(rt::ticks() - t0);
 
@@ -41,7 +41,7 @@ mod scenario {
         let t0 = rt::ticks();
         for _ in 0..N {
             // SAFETY: IDR0 of the (emulated) SMMU: a plain 32-bit load.
-            unsafe { rt::mmio_read32(smmu) };
+            unsafe { guest::mmio::mmio_read32(smmu) };
         }
         let emul = per_op_ns(rt::ticks() - t0);
 

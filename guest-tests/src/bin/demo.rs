@@ -3,7 +3,8 @@
 
 #[cfg(target_os = "none")]
 mod scenario {
-    use guest::rt::{Context, expect_exception, read64};
+    use guest::mmio::read64;
+    use guest::rt::{Context, expect_exception};
     use guest::{Outcome, println, psci};
 
     guest::scenario!("demo", run);

@@ -23,7 +23,8 @@ mod scenario {
     use dtoolkit::{Node, Property};
     use guest::dma::{canary, hypervisor_region};
     use guest::hooks;
-    use guest::rt::{Caught, Context, expect_exception, mmio_read32, mmio_write32, write64};
+    use guest::mmio::{mmio_read32, mmio_write32, write64};
+    use guest::rt::{Caught, Context, expect_exception};
     use guest::{Failure, Outcome, println};
 
     guest::scenario!("devmap", run);

@@ -26,7 +26,8 @@ mod scenario {
     use guest::dma::{PROBE, fill_memory, memory_changed};
     use guest::dt::Reg;
     use guest::fence::{self, DeadKernel, DeadSetup, Findings, PAGE};
-    use guest::rt::{Context, write64};
+    use guest::mmio::write64;
+    use guest::rt::Context;
     use guest::smmu::{Command, Ste, SyncSignal, attr, cd, desc};
     use guest::{Failure, Outcome, check, println};
 

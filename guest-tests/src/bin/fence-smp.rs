@@ -115,10 +115,10 @@ mod scenario {
         let args = WORDS.addr() + 8;
         // SAFETY: the payload's own page; CPU 1 only reads the arguments once started.
         unsafe {
-            rt::write64(dump, 0);
-            rt::write64(args, dump);
-            rt::write64(args + 8, crash_word(setup.crash));
-            rt::write64(crash_word(setup.crash), 0);
+            guest::mmio::write64(dump, 0);
+            guest::mmio::write64(args, dump);
+            guest::mmio::write64(args + 8, crash_word(setup.crash));
+            guest::mmio::write64(crash_word(setup.crash), 0);
         }
         let r = psci::cpu_on(other, fence_smp_storer as *const () as u64, args);
         check!(
@@ -127,7 +127,7 @@ mod scenario {
         );
         let start = rt::ticks();
         // SAFETY: the payload's own word and a crash-region word, both RAM.
-        while unsafe { rt::read64(dump) } < 1000 {
+        while unsafe { guest::mmio::read64(dump) } < 1000 {
             check!(
                 rt::ticks_to_ms(rt::ticks().wrapping_sub(start)) < 2000,
                 "A: CPU {other:#x} does not store (its counter stays below 1000 for 2 s)"
@@ -147,7 +147,7 @@ mod scenario {
         let dump = WORDS.addr() - rt::image_layout().start + dead.image.start;
         let cword = crash_word(crash);
         // SAFETY: A's word (the dump: readable) and a crash-region word (B's: readable).
-        let read = || unsafe { (rt::read64(dump), rt::read64(cword)) };
+        let read = || unsafe { (guest::mmio::read64(dump), guest::mmio::read64(cword)) };
         let (d0, c0) = read();
         let since = rt::ticks_to_ms(rt::ticks().wrapping_sub(dead.jumped));
         println!(

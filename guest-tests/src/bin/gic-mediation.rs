@@ -18,8 +18,9 @@
 #[cfg(target_os = "none")]
 mod scenario {
     use core::cell::UnsafeCell;
+    use guest::mmio::{mmio_read32, mmio_write32, read64, write64};
     use guest::rt;
-    use guest::rt::{Context, mmio_read32, mmio_write32, read64, write64};
+    use guest::rt::Context;
     use guest::{Failure, Outcome, check, hooks, println, psci};
 
     guest::scenario!("gic-mediation", run);

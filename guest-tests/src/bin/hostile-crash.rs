@@ -26,7 +26,8 @@ mod scenario {
     use guest::hostile::{
         self, Attack, Env, PAGE, attempt, dc_zva, device_reachable, expect_refused, fw_cfg_dma,
     };
-    use guest::rt::{self, Context, image_layout, read64, write64};
+    use guest::mmio::{read64, write64};
+    use guest::rt::{self, Context, image_layout};
     use guest::smmu::{Command, SyncSignal, cr0, reg};
     use guest::{Failure, Outcome, check, println, psci};
 
@@ -144,7 +145,7 @@ hostile_storer_vectors:
         // The UART's transmitter off: Portcullis must not wait for it before the fence.
         if let Some(uart) = ctx.dtb.stdout_base() {
             // SAFETY: the PL011's control register; the host owns the UART.
-            unsafe { rt::mmio_write32(uart + UARTCR, 0) };
+            unsafe { guest::mmio::mmio_write32(uart + UARTCR, 0) };
         }
         Ok(())
     }
@@ -237,7 +238,7 @@ hostile_storer_vectors:
             .map_err(|e| Failure::new(format_args!("PORTCULLIS_TEST_MODE: {e}")))?;
         let page = EXEC_PAGE.addr();
         // SAFETY: B's own page: `ret`.
-        unsafe { rt::mmio_write32(page, 0xd65f_03c0) };
+        unsafe { guest::mmio::mmio_write32(page, 0xd65f_03c0) };
         // SAFETY: the page holds a single `ret`.
         let f: extern "C" fn() = unsafe { core::mem::transmute(page as usize) };
         core::sync::atomic::fence(Ordering::SeqCst);
@@ -381,7 +382,7 @@ hostile_storer_vectors:
     fn capture_kernel(ctx: &Context, _crash: Reg, dead: &DeadKernel) -> Outcome {
         if let Some(uart) = ctx.dtb.stdout_base() {
             // SAFETY: the PL011's control register: UARTEN, TXE, RXE.
-            unsafe { rt::mmio_write32(uart + UARTCR, 0x301) };
+            unsafe { guest::mmio::mmio_write32(uart + UARTCR, 0x301) };
         }
         DEAD.call_once(|| *dead);
         let mut env = Env::new(ctx)?;

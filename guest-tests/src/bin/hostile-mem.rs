@@ -11,7 +11,8 @@ mod scenario {
         self, Attack, Env, attempt, dc_ivac, dc_zva, expect_refused, fw_cfg_dma, ldp, stp,
         str_post, watch_page,
     };
-    use guest::rt::{Context, read64, write64};
+    use guest::mmio::{read64, write64};
+    use guest::rt::Context;
     use guest::{Outcome, check, println};
 
     guest::scenario!("hostile-mem", run);

@@ -14,6 +14,7 @@ mod scenario {
     use guest::psci::{CPU_SUSPEND, SYSTEM_SUSPEND};
     use guest::rt::{self, Context};
     use guest::{Failure, Outcome, check, println, psci};
+    use spec::test_hook;
 
     guest::scenario!("hostile-psci", run);
 
@@ -172,7 +173,7 @@ mod scenario {
 
     fn unknown_test_hooks(_env: &Env) -> Outcome {
         for id in [
-            0xc600_0108u32,
+            test_hook::END,
             0xc600_01ff,
             0xc600_0200,
             0x8600_0100,
@@ -190,15 +191,15 @@ mod scenario {
         for index in [3u64, 255, u64::MAX] {
             let mut args = [0u64; 17];
             args[0] = index;
-            let r = smccc::hvc64(0xc600_0103, args)[0] as i64;
+            let r = smccc::hvc64(test_hook::CANARIES, args)[0] as i64;
             check!(
                 r == INVALID_PARAMETERS,
-                "PORTCULLIS_TEST_CANARIES({index:#x}) returned {r}"
+                "test_hook::CANARIES({index:#x}) returned {r}"
             );
         }
         let mut args = [0u64; 17];
         args[0] = u64::MAX;
-        let _ = smccc::hvc64(0xc600_0101, args);
+        let _ = smccc::hvc64(test_hook::FAULTS, args);
         Ok(())
     }
 

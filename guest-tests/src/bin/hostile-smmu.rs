@@ -15,9 +15,8 @@
 mod scenario {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use guest::hostile::{self, Attack, Env, attempt, ldp, str_post};
-    use guest::rt::{
-        self, Context, mmio_read16, mmio_read32, mmio_write8, mmio_write32, read64, write64,
-    };
+    use guest::mmio::{mmio_read16, mmio_read32, mmio_write8, mmio_write32, read64, write64};
+    use guest::rt::{self, Context};
     use guest::smmu::{
         Command, Smmu, SmmuError, SmmuMemory, SyncSignal, cmd, cmdq_cons, cr0, queue_base, reg,
         strtab,

@@ -4,7 +4,8 @@
 
 #[cfg(target_os = "none")]
 mod scenario {
-    use guest::rt::{Context, expect_exception, read64, write64};
+    use guest::mmio::{read64, write64};
+    use guest::rt::{Context, expect_exception};
     use guest::{Outcome, check, println, psci};
 
     guest::scenario!("isolation", run);

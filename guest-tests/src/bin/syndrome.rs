@@ -6,7 +6,8 @@
 #[cfg(target_os = "none")]
 mod scenario {
     use core::arch::asm;
-    use guest::rt::{Context, expect_exception, mmio_read32};
+    use guest::mmio::mmio_read32;
+    use guest::rt::{Context, expect_exception};
     use guest::{Outcome, check, println, psci};
 
     guest::scenario!("syndrome", run);

@@ -21,7 +21,7 @@
 //!
 //! The line is printed when the host calls PSCI CPU_OFF (`at=cpu-off`: from Linux user space,
 //! `echo 0 > /sys/devices/system/cpu/cpuN/online`), SYSTEM_OFF or SYSTEM_RESET (`at=system-off`,
-//! `at=system-reset`), and, in test builds, on the test hook `0xC600_0107` (`at=hook`). A
+//! `at=system-reset`), and, in test builds, on the test hook `spec::test_hook::COUNTERS` (`at=hook`). A
 //! benchmark brackets a run with two CPU_OFFs (taking a CPU offline and online again between
 //! runs costs a few dozen traps, which the line before and after the run shows) and subtracts.
 //! The line is rate-limited (20 a second; a suppressed one is simply missing, and the next says how

@@ -1,4 +1,4 @@
-//! The fault report region as Portcullis last wrote it, for the `0xC600_0105` test hook: a leaf
+//! The fault report region as Portcullis last wrote it, for the `spec::test_hook::REPORT` test hook: a leaf
 //! the firewall records into (`firewall::write_report`) and `test_hooks` reads, so neither
 //! imports the other.
 
@@ -19,7 +19,7 @@ pub fn written(base: u64, size: u64) {
     REPORT_WRITES.fetch_add(1, Ordering::SeqCst);
 }
 
-/// What `0xC600_0105` returns.
+/// What `spec::test_hook::REPORT` returns.
 pub struct Watched {
     /// The region's checksum now (0 without a report region).
     pub now: u64,
