@@ -140,7 +140,7 @@ mod image {
         };
         boot_clock::mark("parse");
         // An unknown UART (or none) gets no console: Portcullis logs to nothing.
-        if let Ok(device) = platform::console::from_tree(blob, machine.uart.as_ref()) {
+        if let Ok(device) = platform::console::from_uart(machine.uart.as_ref()) {
             // SAFETY: the boot tables map every non-RAM block as Device memory; the UART is
             // Portcullis' console from now on (the host shares it: both only ever write whole bytes).
             unsafe { console::init(device) };

@@ -324,6 +324,10 @@ pub struct Uart {
     /// What followed the `:` in `stdout-path`, e.g. `115200n8`.
     pub options: Option<String>,
     pub compatible: Vec<String>,
+    /// `reg-shift` and `reg-io-width` (8250 bindings) as one cell each; `None` if absent or not
+    /// one cell. [`crate::console`] decides what they mean.
+    pub reg_shift: Option<u32>,
+    pub reg_io_width: Option<u32>,
 }
 
 /// The type of a GIC interrupt.
@@ -914,6 +918,11 @@ impl<'a> Tree<'a> {
             })
     }
 
+    /// A one-cell property; `None` if absent or not one cell.
+    fn u32_lenient(&self, idx: usize, name: &str) -> Option<u32> {
+        self.prop(idx, name).and_then(|p| p.value_as::<u32>().ok())
+    }
+
     /// A list of cells; `None` if absent, `Err` if not whole cells.
     fn u32_list(&self, idx: usize, name: &'static str) -> Result<Option<Vec<u32>>, DtError> {
         self.prop(idx, name)
@@ -1475,6 +1484,8 @@ impl<'a> Tree<'a> {
             base: self.first_reg(idx)?,
             options,
             compatible: self.strings(idx, "compatible"),
+            reg_shift: self.u32_lenient(idx, "reg-shift"),
+            reg_io_width: self.u32_lenient(idx, "reg-io-width"),
         }))
     }
 
