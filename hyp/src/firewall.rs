@@ -465,13 +465,15 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     // tables, unmapped for the host, and only this driver touches it.
     let frame = unsafe { SmmuFrame::new(smmu.regs.start.raw(), smmu.regs.size()) };
     let mut drv = SmmuDriver::probe(frame, HeapDma).map_err(FirewallError::Smmu)?;
-    log::info!("SMMU at {}: {}", smmu.regs, drv.features());
+    log::debug!("SMMU at {}: {}", smmu.regs, drv.features());
+    crate::boot_clock::mark("smmu-probe");
 
     let max_sid = portcullis::boot::pci_scan::max_stream_id(&machine.pci, smmu.phandle)
         .ok_or(FirewallError::NoStreams)?;
     let sids = present_stream_ids(machine, smmu.phandle);
     let report = drv.init(max_sid).map_err(FirewallError::Smmu)?;
     log::info!("{report}");
+    crate::boot_clock::mark("smmu-init");
 
     let ias = driver::ias_bits(drv.features());
     let ipa_bits = fence::dma_ipa_bits(map.ipa_bits, u32::from(ias));
@@ -485,6 +487,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     for r in &regions {
         log::debug!("DMA policy (normal): {} {:?}", r.range, r.access);
     }
+    crate::boot_clock::mark("dma-s2");
     let ste = driver::stage2_ste(&table, drv.features()).map_err(FirewallError::Smmu)?;
     let written = drv
         .install_streams(sids.iter().copied(), &ste)
@@ -508,7 +511,8 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     config.aidr = drv.mmio().read32(offset::AIDR);
     config.on_demand = Some(max_sid);
     let emul = EmulatedSmmu::new(&config, sids.iter().copied()).map_err(FirewallError::Emul)?;
-    log::info!("emulated SMMU for the host: {}", emul.host_features());
+    log::debug!("emulated SMMU for the host: {}", emul.host_features());
+    crate::boot_clock::mark("emul");
     let crash = match map.crash {
         Some(region) => Some(prepare_crash_side(&mut drv, &dma_map, region)?),
         None => None,
@@ -517,7 +521,7 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     // without the firewall's lock: it lives for ever, outside the lock.
     let table: &'static Stage2Table = alloc::boxed::Box::leak(alloc::boxed::Box::new(table));
     let top = table.valid_top_entries();
-    log::info!(
+    log::debug!(
         "fence armed: {} top-level entries of the normal DMA stage 2 ({} GiB each) to invalidate in place",
         top.len(),
         table.top_entry_size() >> 30
@@ -1067,12 +1071,22 @@ pub fn write_report() {
     let [first, closing] = fence::report_write_steps(&text, len);
     let mut from = 0;
     for to in [first, closing, end] {
-        for i in from..to {
+        let mut i = from;
+        while i < to {
+            // The padding after the text (the whole region at boot) a word at a time where aligned.
+            if i >= len && i.is_multiple_of(8) && i + 8 <= to {
+                // SAFETY: as below; `base + i` is 8-byte aligned and `i + 8 <= end`, inside the
+                // region.
+                unsafe { base.add(i).cast::<u64>().write_volatile(0) };
+                i += 8;
+                continue;
+            }
             let b = if i < len { text.as_bytes()[i] } else { 0 };
             // SAFETY: the report region is host RAM reserved for Portcullis (no-map in the host's
             // tree, read-only or unmapped for the host, never mapped for DMA), identity-mapped at
             // EL2.
             unsafe { base.add(i).write_volatile(b) };
+            i += 1;
         }
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         from = to;

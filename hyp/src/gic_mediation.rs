@@ -171,7 +171,7 @@ pub fn init(machine: &Platform) -> Vec<PhysRange> {
         }
     }
     trapped.sort_unstable();
-    log::info!(
+    log::debug!(
         "GIC mediation: {} redistributors ({id_bits} interrupt ID bits), {} ITS; {} frames trapped",
         frames.len(),
         units.len(),
@@ -237,7 +237,7 @@ fn take_its(base: u64, frames: &[redist::RdFrame]) -> Option<Its> {
     hw.clean = kept.read(GITS_CBASER::Shareability) == 0;
     hw.write64(gits::CWRITER, 0);
     let pta = LocalRegisterCopy::<u64, GITS_TYPER::Register>::new(typer).is_set(GITS_TYPER::PTA);
-    log::info!(
+    log::debug!(
         "ITS at {base:#x}: GITS_TYPER {typer:#x}; Portcullis' device table {devices} entries, \
          collection table {collections}, command queue {QUEUE_BYTES} bytes at {:#x}",
         hw.queue

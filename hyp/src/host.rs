@@ -137,11 +137,12 @@ pub fn prepare(
     if footprint.overlaps(&hyp) {
         return Err(HostError::KernelOverlapsPortcullis(footprint));
     }
-    log::info!(
+    log::debug!(
         "host kernel: {footprint} (text_offset {:#x})",
         header.text_offset
     );
 
+    crate::boot_clock::mark("kernel");
     // The crash region: placed as the host asked, or none (with the reason on the console).
     let address_map::Placement {
         placed,
@@ -180,9 +181,11 @@ pub fn prepare(
             incoming_dtb.size() as usize,
         )
     };
+    crate::boot_clock::mark("place");
     // Default-deny device map: what the host may touch directly, what it is kept away from.
     let devices = DeviceMap::decide(machine);
     log_device_map(&devices);
+    crate::boot_clock::mark("devmap");
     let params = host_tree::HostTreeParams {
         portcullis: hyp,
         crash_region: crash,
@@ -193,6 +196,7 @@ pub fn prepare(
     };
     let tree =
         host_tree::build_host_tree_from(incoming, machine, &params).map_err(HostError::Tree)?;
+    crate::boot_clock::mark("host-tree");
     taken.retain(|t| t.kind != TakenKind::IncomingDtb);
     let tree_at = layout::place_dtb(&machine.memory, &taken, tree.len() as u64)
         .map_err(HostError::TreePlacement)?;
@@ -201,12 +205,13 @@ pub fn prepare(
     unsafe {
         core::ptr::copy_nonoverlapping(tree.as_ptr(), tree_at.start.raw() as *mut u8, tree.len())
     };
-    log::info!(
+    log::debug!(
         "host device tree: {} bytes at {}",
         tree.len(),
         tree_at.start
     );
 
+    crate::boot_clock::mark("tree-copy");
     // The host's CPU stage 2.
     let (pa_field, pa_bits) = cpu::pa_range();
     let map = address_map::assemble(machine, &devices, &placed, trapped, pa_bits)
@@ -232,8 +237,9 @@ pub fn prepare(
         ),
         None => (None, None),
     };
+    crate::boot_clock::mark("host-s2");
     let vtcr = table.vtcr(pa_field, cpu::vmid16());
-    log::info!(
+    log::debug!(
         "host stage 2: {} IPA bits, VMID 1, {} regions, {} table pages; Portcullis' memory {hyp} unmapped",
         map.ipa_bits,
         regions.len(),
@@ -254,7 +260,7 @@ pub fn prepare(
     let h = host();
     if let Some(dead) = &h.dead_stage2 {
         let swap = h.stage2.swap_plan(dead).map_err(HostError::Policy)?;
-        log::info!(
+        log::debug!(
             "fence armed (CPU side): {} top-level entries of the host stage 2 to swap to crash mode",
             swap.len()
         );
@@ -272,7 +278,7 @@ pub fn prepare(
 
 /// The device map as a table on the console, one line per device.
 fn log_device_map(map: &DeviceMap) {
-    log::info!(
+    log::debug!(
         "device map: {} allowed, {} withheld, {} mediated; anything else unmapped (default-deny)",
         map.count(Decision::Allow),
         map.count(Decision::Withhold),

@@ -9,6 +9,8 @@
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod boot_clock;
+#[cfg(target_os = "none")]
 mod crash;
 #[cfg(target_os = "none")]
 mod dispatch;
@@ -30,7 +32,7 @@ mod window;
 #[cfg(target_os = "none")]
 mod image {
     use crate::arch::{console, cpu, firmware, head, mmu};
-    use crate::{firewall, gic_mediation, host};
+    use crate::{boot_clock, firewall, gic_mediation, host};
     use buddy_system_allocator::Heap;
     use core::alloc::{GlobalAlloc, Layout};
     use core::ptr::{self, NonNull};
@@ -106,6 +108,7 @@ mod image {
 
     #[unsafe(no_mangle)]
     extern "C" fn primary_main(dtb: u64, _load_base: u64, entry_counter: u64) -> ! {
+        boot_clock::mark("head");
         // SAFETY: linker-script symbols; only their addresses are used.
         let (image, text_end, rodata_end, heap) = unsafe {
             (
@@ -119,6 +122,7 @@ mod image {
         let dtb_range = PhysRange::from_bounds(dtb, dtb + dtb_len);
         // SAFETY: primary CPU, MMU off, nothing else running; image and tree are in RAM.
         unsafe { mmu::enable_boot_tables(&[image, dtb_range]) };
+        boot_clock::mark("mmu");
         {
             // The heap room is reserved by the linker script for this allocator alone.
             let mut g = HEAP.0.lock();
@@ -134,8 +138,9 @@ mod image {
             // No console without a tree: nothing to report to. Park the CPU.
             Err(_) => halt(),
         };
+        boot_clock::mark("parse");
         // An unknown UART (or none) gets no console: Portcullis logs to nothing.
-        if let Ok(device) = platform::console::from_tree(blob, machine.uart.as_ref()) {
+        if let Ok(device) = platform::console::from_uart(machine.uart.as_ref()) {
             // SAFETY: the boot tables map every non-RAM block as Device memory; the UART is
             // Portcullis' console from now on (the host shares it: both only ever write whole bytes).
             unsafe { console::init(device) };
@@ -148,7 +153,7 @@ mod image {
             "Portcullis {} at EL2: image {image}, device tree at {dtb:#x} ({dtb_len} bytes)",
             env!("CARGO_PKG_VERSION")
         );
-        log::info!(
+        log::debug!(
             "board: {:?} ({}; root compatible {:?})",
             platform::boards::Board::identify(&machine.compatible),
             machine.model.as_deref().unwrap_or("no model"),
@@ -157,6 +162,7 @@ mod image {
         for w in &options.warnings {
             log::warn!("portcullis,bootargs: {w}");
         }
+        boot_clock::mark("console");
 
         let mut devices = alloc::vec::Vec::new();
         if let Some(uart) = &machine.uart {
@@ -187,6 +193,7 @@ mod image {
         });
         // Live for ever: secondaries and every trap run on it.
         core::mem::forget(el2_map);
+        boot_clock::mark("el2-tables");
         log::debug!("EL2 stage-1 tables installed");
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::init();
@@ -203,7 +210,9 @@ mod image {
 
         // Before the host's stage 2 is built: it leaves the mediated GIC pages unmapped.
         let trapped = gic_mediation::init(&machine);
+        boot_clock::mark("gic");
         let hyp = decide_heap(&machine, image, heap, file_end, dtb_len);
+        boot_clock::mark("heap");
         #[cfg(feature = "test-hooks")]
         {
             let tail = {
@@ -222,13 +231,16 @@ mod image {
                 firmware::system_off()
             }
         };
+        boot_clock::mark("host");
         gic_mediation::set_policy(&map);
         if let Err(e) = firewall::init(&machine, &map) {
             // The SMMU keeps refusing DMA (GBPA abort, invalid STEs) if it got that far; the host
             // boots either way, and the console says plainly what is not protected.
             log::error!("DMA firewall not raised: {e}");
         }
+        boot_clock::mark("firewall");
         firewall::write_report();
+        boot_clock::mark("report");
         if cfg!(feature = "test-hooks") {
             log::warn!("test build: test-hooks hypervisor calls are answered");
         }
@@ -252,6 +264,10 @@ mod image {
             used >> 10,
             grown >> 10,
             (hyp.end.raw() - heap.start.raw()) >> 10
+        );
+        log::debug!(
+            "boot phases (ms): {}",
+            boot_clock::phases().report(entry_counter, hz)
         );
         log::info!(
             "entering the host at {:#x} (EL1h) with its device tree at {:#x}",

@@ -9,9 +9,6 @@
 
 use alloc::string::String;
 
-use dtoolkit::fdt::Fdt;
-use dtoolkit::{Node, Property};
-
 use crate::addr::{Pa, PhysRange};
 use crate::devtree::Uart;
 
@@ -114,22 +111,11 @@ pub fn select(
 }
 
 /// The console for the UART the tree's `stdout-path` named (`uart`, from
-/// [`crate::devtree::Platform`]), with `reg-shift` and `reg-io-width` read from `dtb`.
-pub fn from_tree(dtb: &[u8], uart: Option<&Uart>) -> Result<ConsoleDevice, NoConsole> {
+/// [`crate::devtree::Platform`], which read its `reg-shift` and `reg-io-width`).
+pub fn from_uart(uart: Option<&Uart>) -> Result<ConsoleDevice, NoConsole> {
     let uart = uart.ok_or(NoConsole::NoStdout)?;
-    let node = Fdt::new(dtb).ok().and_then(|fdt| fdt.find_node(&uart.path));
-    let u32_prop = |name: &str| {
-        node.as_ref()
-            .and_then(|n| n.property(name))
-            .and_then(|p| p.value_as::<u32>().ok())
-    };
     let compatible: alloc::vec::Vec<&str> = uart.compatible.iter().map(String::as_str).collect();
-    select(
-        &compatible,
-        uart.base,
-        u32_prop("reg-shift"),
-        u32_prop("reg-io-width"),
-    )
+    select(&compatible, uart.base, uart.reg_shift, uart.reg_io_width)
 }
 
 #[cfg(test)]
@@ -138,6 +124,7 @@ mod tests {
     use super::*;
     use crate::devtree::Platform;
     use alloc::vec::Vec;
+    use dtoolkit::fdt::Fdt;
     use dtoolkit::model::{DeviceTree, DeviceTreeProperty};
 
     const QEMU: &[u8] = include_bytes!("../tests/fixtures/qemu-virt-smmuv3.dtb");
@@ -218,7 +205,7 @@ mod tests {
 
     fn console_of(dtb: &[u8]) -> Result<ConsoleDevice, NoConsole> {
         let p = Platform::parse(dtb).unwrap();
-        from_tree(dtb, p.uart.as_ref())
+        from_uart(p.uart.as_ref())
     }
 
     #[test]
@@ -265,6 +252,6 @@ mod tests {
         ));
         let none = edit(&[]);
         assert!(console_of(&none).is_ok());
-        assert_eq!(from_tree(QEMU, None), Err(NoConsole::NoStdout));
+        assert_eq!(from_uart(None), Err(NoConsole::NoStdout));
     }
 }

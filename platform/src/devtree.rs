@@ -324,6 +324,10 @@ pub struct Uart {
     /// What followed the `:` in `stdout-path`, e.g. `115200n8`.
     pub options: Option<String>,
     pub compatible: Vec<String>,
+    /// `reg-shift` and `reg-io-width` (8250 bindings) as one cell each; `None` if absent or not
+    /// one cell. [`crate::console`] decides what they mean.
+    pub reg_shift: Option<u32>,
+    pub reg_io_width: Option<u32>,
 }
 
 /// The type of a GIC interrupt.
@@ -681,10 +685,70 @@ impl Platform {
 
 /// One node of the index over the tree.
 struct TreeNode<'a> {
-    node: FdtNode<'a>,
+    node: Indexed<'a>,
     parent: Option<usize>,
     children: Vec<usize>,
     path: String,
+}
+
+/// A node with its name and properties read once. Looking a property up in the flattened tree
+/// walks the node's properties again, decoding each name from the strings block, and the boot
+/// looks up thousands: this was most of [`Platform::parse`]'s time. dtoolkit's own readers
+/// ([`NodeStandard`]: `compatible`, `status`, `#address-cells`, ...) work on it unchanged, through
+/// its [`Node`] implementation.
+struct Indexed<'a> {
+    fdt: FdtNode<'a>,
+    name: &'a str,
+    props: Vec<FdtProperty<'a>>,
+}
+
+impl<'a> Indexed<'a> {
+    fn new(fdt: FdtNode<'a>) -> Self {
+        Self {
+            fdt,
+            name: fdt.name(),
+            props: fdt.properties().collect(),
+        }
+    }
+}
+
+impl<'a> Node for Indexed<'a> {
+    type Property<'b>
+        = FdtProperty<'a>
+    where
+        Self: 'b;
+    type Child<'b>
+        = FdtNode<'a>
+    where
+        Self: 'b;
+    type Properties<'b>
+        = core::iter::Copied<core::slice::Iter<'b, FdtProperty<'a>>>
+    where
+        Self: 'b;
+    type Children<'b>
+        = <FdtNode<'a> as Node>::Children<'b>
+    where
+        Self: 'b;
+    type Name<'b>
+        = &'a str
+    where
+        Self: 'b;
+
+    fn name(&self) -> &'a str {
+        self.name
+    }
+
+    fn name_without_address(&self) -> &'a str {
+        self.name.split_once('@').map_or(self.name, |(n, _)| n)
+    }
+
+    fn properties(&self) -> Self::Properties<'_> {
+        self.props.iter().copied()
+    }
+
+    fn children(&self) -> Self::Children<'_> {
+        self.fdt.children()
+    }
 }
 
 /// The tree, indexed once so that parents, paths and phandles are cheap to find (dtoolkit's nodes
@@ -723,7 +787,8 @@ impl<'a> Tree<'a> {
         let mut stack: Vec<(FdtNode<'a>, Option<usize>, usize)> = vec![(fdt.root(), None, 0)];
         while let Some((node, parent, depth)) = stack.pop() {
             let idx = nodes.len();
-            let name = node.name();
+            let node = Indexed::new(node);
+            let name = node.name;
             let path = match parent.and_then(|p| nodes.get(p)) {
                 None => String::from("/"),
                 Some(p) if p.path == "/" => format!("/{name}"),
@@ -733,13 +798,7 @@ impl<'a> Tree<'a> {
                 return Err(DtError::TooDeep { path });
             }
 
-            // Property names are borrowed from a temporary through the `Property` trait, so they
-            // are copied for the check.
-            let props: Vec<(String, &'a [u8])> = node
-                .properties()
-                .filter_map(|p| Some((String::from(p.name()), p.value_as::<&'a [u8]>().ok()?)))
-                .collect();
-            let mut prop_names: Vec<String> = props.iter().map(|(n, _)| n.clone()).collect();
+            let mut prop_names: Vec<&str> = node.props.iter().map(|p| p.name()).collect();
             if let Some(dup) = first_duplicate(&mut prop_names) {
                 return Err(DtError::Duplicate {
                     path,
@@ -859,6 +918,11 @@ impl<'a> Tree<'a> {
             })
     }
 
+    /// A one-cell property; `None` if absent or not one cell.
+    fn u32_lenient(&self, idx: usize, name: &str) -> Option<u32> {
+        self.prop(idx, name).and_then(|p| p.value_as::<u32>().ok())
+    }
+
     /// A list of cells; `None` if absent, `Err` if not whole cells.
     fn u32_list(&self, idx: usize, name: &'static str) -> Result<Option<Vec<u32>>, DtError> {
         self.prop(idx, name)
@@ -909,7 +973,7 @@ impl<'a> Tree<'a> {
     /// (dtoolkit's `Node::child` rule, which alone would take `chosen@0` before `chosen`).
     fn child_named(&self, idx: usize, name: &str) -> Option<usize> {
         let children = &self.nodes[idx].children;
-        let find = |matches: &dyn Fn(&FdtNode<'a>) -> bool| {
+        let find = |matches: &dyn Fn(&Indexed<'a>) -> bool| {
             children
                 .iter()
                 .copied()
@@ -1005,7 +1069,7 @@ impl<'a> Tree<'a> {
         // The cells dtoolkit's reader takes, bounded.
         let (child_cells, size_cells) = self.cells(idx)?;
         let (parent_cells, _) = self.cells(parent)?;
-        match self.nodes[idx].node.ranges() {
+        match self.nodes[idx].node.fdt.ranges() {
             Ok(Some(ranges)) => Ok(Some(
                 ranges
                     .map(|r| {
@@ -1420,6 +1484,8 @@ impl<'a> Tree<'a> {
             base: self.first_reg(idx)?,
             options,
             compatible: self.strings(idx, "compatible"),
+            reg_shift: self.u32_lenient(idx, "reg-shift"),
+            reg_io_width: self.u32_lenient(idx, "reg-io-width"),
         }))
     }
 

@@ -25,3 +25,4 @@ pub mod heap;
 pub mod host_tree;
 pub mod layout;
 pub mod pci_scan;
+pub mod phases;
