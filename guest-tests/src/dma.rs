@@ -344,6 +344,20 @@ pub fn edus<const N: usize>(
     Ok((out, n))
 }
 
+/// The one edu device the scenario was started with (`-device edu,...`), enabled and checked
+/// alive, with its StreamID.
+pub fn one_edu(host: &PciHost, topology: &Topology, tree: &Tree) -> Result<(Edu, u32), Failure> {
+    let (edus, n) = edus::<1>(host, topology, tree)?;
+    check!(
+        n == 1,
+        "no edu (1234:11e8) on the PCI bus: run with -device edu,dma_mask=0xffffffffffffffff"
+    );
+    let [Some(found)] = edus else {
+        return Err(Failure::new(format_args!("edu list is inconsistent")));
+    };
+    Ok(found)
+}
+
 /// What Portcullis has recorded for the StreamID so far (taken before a transfer that should be
 /// refused; the error is only reported once the transfer has been checked for landing).
 pub fn faults_now(sid: u32) -> Result<Faults, Failure> {

@@ -92,14 +92,7 @@ mod scenario {
         check!(frame.is_some(), "no arm,smmu-v3 node in the tree");
         let frame = frame.map_or(0, |f| f.base);
         let (host, topology) = discover(tree)?;
-        let (edus, n) = dma::edus::<1>(&host, &topology, tree)?;
-        check!(
-            n == 1,
-            "no edu (1234:11e8) on the PCI bus: run with -device edu,dma_mask=0xffffffffffffffff"
-        );
-        let Some((edu, sid)) = &edus[0] else {
-            return Err(Failure::new(format_args!("edu list is inconsistent")));
-        };
+        let (edu, sid) = &dma::one_edu(&host, &topology, tree)?;
         let smmu = Smmu::probe(frame, &SMMU_MEMORY)
             .map_err(|e| smmu_failed(format_args!("probing the SMMU"), e))?;
         let f = smmu.features;

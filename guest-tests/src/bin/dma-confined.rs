@@ -23,7 +23,7 @@ mod scenario {
     use guest::dma::{self, DmaBuffer, PROBE, Staging, Subject, discover};
     use guest::edu::BUFFER_SIZE;
     use guest::rt::Context;
-    use guest::{Failure, Outcome, check, println};
+    use guest::{Outcome, println};
 
     guest::scenario!("dma-confined", run);
 
@@ -41,14 +41,7 @@ mod scenario {
         println!("crash region: {:#x}..{:#x}", crash.base, crash.end());
 
         let (host, topology) = discover(tree)?;
-        let (edus, n) = dma::edus::<1>(&host, &topology, tree)?;
-        check!(
-            n == 1,
-            "no edu (1234:11e8) on the PCI bus: run with -device edu,dma_mask=0xffffffffffffffff"
-        );
-        let Some((edu, sid)) = &edus[0] else {
-            return Err(Failure::new(format_args!("edu list is inconsistent")));
-        };
+        let (edu, sid) = &dma::one_edu(&host, &topology, tree)?;
         let staging = Staging {
             source: &SOURCE,
             readback: &READBACK,

@@ -187,14 +187,7 @@ mod scenario {
             !host.iommu_map().is_empty(),
             "the PCI host has no iommu-map: the host tree should map RIDs to the emulated SMMU"
         );
-        let (edus, n) = dma::edus::<1>(&host, &topology, tree)?;
-        check!(
-            n == 1,
-            "no edu (1234:11e8) on the PCI bus: run with -device edu,dma_mask=0xffffffffffffffff"
-        );
-        let Some((edu, sid)) = &edus[0] else {
-            return Err(Failure::new(format_args!("edu list is inconsistent")));
-        };
+        let (edu, sid) = &dma::one_edu(&host, &topology, tree)?;
         let canary = dma::canary(hyp)?;
         println!(
             "canary: {:#x}+{:#x}, checksum {:#x}",
