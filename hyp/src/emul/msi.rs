@@ -54,24 +54,15 @@ use super::{HostMemory, PhysicalSmmu};
 use crate::smmu::Ipa;
 use crate::smmu::cmd::{Sync, SyncSignal};
 use crate::smmu::regs::{GERROR, IRQ_CTRL};
-use crate::stage2::{Access, Stage2Table};
+use crate::stage2::Stage2Table;
 
 /// Whether a device of the host may write every byte of `[ipa, ipa + len)` under the DMA policy
 /// `table` (identity-mapped Normal memory, writable), page by page as the SMMU's stage 2 would
 /// decide it. For [`PhysicalSmmu::device_may_write`] implementations.
 pub fn device_write_allowed(table: &Stage2Table, ipa: Ipa, len: usize) -> bool {
-    let Some(end) = ipa.0.checked_add(len as u64) else {
-        return false;
-    };
-    let mut page = ipa.0 & !0xfff;
-    while page < end {
-        match table.translate(Ipa(page)) {
-            Some((pa, Access::NormalMemory { write: true, .. })) if pa.0 == page => {}
-            _ => return false,
-        }
-        page += 0x1000;
-    }
-    true
+    // The same page walk as the CPU side's checked path: identity-mapped normal memory, writable
+    // (DMA policies map no memory write-only, so requiring it readable changes nothing).
+    table.is_host_memory(ipa, len, true)
 }
 
 impl EmulatedSmmu {
