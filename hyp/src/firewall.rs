@@ -337,6 +337,12 @@ impl PhysicalSmmu for Phys<'_> {
         self.submit_pending()
     }
 
+    /// Straight to the physical queue (after anything held): no copy into the held commands.
+    fn submit_synced(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+        self.flush()?;
+        self.driver.submit(cmds)
+    }
+
     fn device_may_write(&self, ipa: portcullis::smmu::Ipa, len: usize) -> bool {
         self.dma
             .is_some_and(|t| portcullis::emul::msi::device_write_allowed(t, ipa, len))

@@ -33,13 +33,15 @@
 //! batch at once, which is indistinguishable for the host: it sees `CMDQ_CONS` move only when the
 //! trapped write returns. If the physical SMMU fails (an STE write, a submission or the sync),
 //! `CMDQ_CONS` stops at the first host CMD_SYNC of the batch: the host never sees a sync complete
-//! that did not, and retries it on its next `CMDQ_PROD` write.
+//! that did not, and retries it on its next `CMDQ_PROD` write. A batch that is only stage-1 TLB
+//! invalidations and one CMD_SYNC (a strict unmap's) takes a short path ([`super::fast`]): the
+//! same checks and translation, one physical submission with its sync, none of the batching.
 
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
 
 use super::state::{EmulatedSmmu, Note, Trigger, push_note, queue_base_addr, read_words};
-use super::{AccessDenied, HostMemory, PhysicalSmmu};
+use super::{AccessDenied, HostMemory, PhysicalSmmu, fast};
 use crate::prof::{self, Stage};
 use crate::smmu::cmd::{COMMAND_SIZE, Command, CommandError};
 use crate::smmu::queue::{CmdqCons, CommandQueueError, QueueIndex, QueuePair};
@@ -364,16 +366,23 @@ impl EmulatedSmmu {
             return;
         }
         let base = queue_base_addr(self.regs.cmdq_base);
+        let mut fetched = Fetched::default();
+        prof::lap(Stage::Register);
+        if let Some(done) =
+            self.short_batch(&mut fetched, mem, phys, base, cons_reg.rd, prod, notes)
+        {
+            cons_reg.rd = done;
+            self.regs.cmdq_cons = cons_reg.encode();
+            return;
+        }
         let mut batch = PhysBatch {
             skip_unchanged_aborts: true,
             cmds: core::mem::take(&mut self.command_scratch),
             ..PhysBatch::default()
         };
-        let mut fetched = Fetched::default();
         let mut cons = cons_reg.rd;
         let mut first_sync = None;
         let mut error = None;
-        prof::lap(Stage::Register);
         while cons != prod {
             let raw = match fetched.command(mem, base, cons, prod) {
                 Ok(raw) => raw,
@@ -446,6 +455,46 @@ impl EmulatedSmmu {
         }
     }
 
+    /// The short path ([`super::fast`]): a batch of at most [`fast::MAX_ENTRIES`] commands, read
+    /// in one host-memory access, that is stage-1 TLB invalidations and one CMD_SYNC goes to the
+    /// physical SMMU as one submission with its sync. Returns the new `CMDQ_CONS.RD` (past the
+    /// batch; at its CMD_SYNC if the physical SMMU failed, as on the general path), or `None`
+    /// for the general path, with what was read left in `fetched`.
+    #[allow(clippy::too_many_arguments)]
+    fn short_batch<M: HostMemory, P: PhysicalSmmu>(
+        &mut self,
+        fetched: &mut Fetched,
+        mem: &mut M,
+        phys: &mut P,
+        base: Ipa,
+        cons: QueueIndex,
+        prod: QueueIndex,
+        notes: &mut Vec<Note>,
+    ) -> Option<QueueIndex> {
+        let n = QueuePair::new(prod, cons).ok()?.len();
+        if n == 0 || n as usize > fast::MAX_ENTRIES {
+            return None;
+        }
+        fetched.command(mem, base, cons, prod).ok()?;
+        if fetched.first != cons.index() || fetched.len != n {
+            // Unreadable as one block, or wrapping at the queue's end.
+            return None;
+        }
+        prof::lap(Stage::HostRead);
+        let entries = &fetched.words[..n as usize];
+        let batch = fast::classify(entries, &self.host, phys.stage2().vmid)?;
+        let msi = self.count_sync(&batch.sync);
+        prof::lap(Stage::Execute);
+        if let Err(e) = phys.submit_synced(batch.commands()) {
+            push_note(notes, Note::physical("TLBI + CMD_SYNC", &e));
+            return Some(cons.advance(n - 1));
+        }
+        if let Some(msi) = msi {
+            self.complete_msi(msi, mem, phys, notes);
+        }
+        Some(prod)
+    }
+
     /// Executes one host command.
     fn execute<M: HostMemory, P: PhysicalSmmu>(
         &mut self,
@@ -455,12 +504,7 @@ impl EmulatedSmmu {
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
     ) -> Result<Executed, Stop> {
-        let cmd = Command::decode(raw)?;
-        // CMD_TLBI_NSNH_ALL is legal without stage 2 (it then invalidates all stage 1 entries);
-        // `check_host` classes it with the stage 2 maintenance the host may not issue.
-        if cmd != Command::TlbiNsnhAll {
-            cmd.check_host(&self.host)?;
-        }
+        let cmd = fast::decode_checked(raw, &self.host)?;
         let vmid = phys.stage2().vmid;
         let forward = match cmd {
             Command::PrefetchConfig { .. } | Command::PrefetchAddr { .. } => None,
@@ -484,17 +528,11 @@ impl EmulatedSmmu {
             Command::CfgiCd { sid, .. } | Command::CfgiCdAll { sid } => {
                 self.streams.contains_key(&sid).then_some(cmd)
             }
-            Command::TlbiNhAll { .. } | Command::TlbiNsnhAll => Some(Command::TlbiNhAll { vmid }),
-            Command::TlbiNhAsid { asid, .. } => Some(Command::TlbiNhAsid { vmid, asid }),
-            Command::TlbiNhVa {
-                asid, va, scope, ..
-            } => Some(Command::TlbiNhVa {
-                vmid,
-                asid,
-                va,
-                scope,
-            }),
-            Command::TlbiNhVaa { va, scope, .. } => Some(Command::TlbiNhVaa { vmid, va, scope }),
+            Command::TlbiNhAll { .. }
+            | Command::TlbiNsnhAll
+            | Command::TlbiNhAsid { .. }
+            | Command::TlbiNhVa { .. }
+            | Command::TlbiNhVaa { .. } => fast::forward_tlbi(&cmd, vmid),
             Command::Sync(sync) => {
                 self.note_sync(&sync, mem, phys, batch, notes);
                 return Ok(Executed::Sync);

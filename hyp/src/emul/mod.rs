@@ -36,6 +36,7 @@ pub mod commands;
 pub mod device;
 pub mod drain;
 pub mod events;
+pub mod fast;
 pub mod features;
 pub mod msi;
 pub mod registers;
@@ -125,6 +126,15 @@ pub trait PhysicalSmmu {
 
     fn submit(&mut self, cmds: &[Command]) -> Result<(), Self::Error>;
     fn sync(&mut self) -> Result<(), Self::Error>;
+
+    /// `cmds` and a CMD_SYNC, completed when it returns: a whole host batch of invalidations
+    /// ([`fast`]), after everything submitted before. The default is [`submit`](Self::submit) then
+    /// [`sync`](Self::sync); an implementation that holds commands until the sync may write
+    /// these straight to its queue instead.
+    fn submit_synced(&mut self, cmds: &[Command]) -> Result<(), Self::Error> {
+        self.submit(cmds)?;
+        self.sync()
+    }
 
     /// Whether a device of the host may write every byte of `[ipa, ipa + len)` under the **live
     /// DMA policy** (normal memory, writable, identity-mapped): the check a CMD_SYNC completion MSI

@@ -76,14 +76,9 @@ impl EmulatedSmmu {
         batch: &mut PhysBatch,
         notes: &mut Vec<Note>,
     ) {
-        match sync.signal {
-            SyncSignal::None => self.sync_stats.sig_none += 1,
-            SyncSignal::Sev => self.sync_stats.sig_sev += 1,
-            SyncSignal::Irq => self.sync_stats.sig_irq += 1,
-        }
-        if sync.signal != SyncSignal::Irq || sync.msi_addr == 0 {
+        let Some(msi) = self.count_sync(sync) else {
             return;
-        }
+        };
         if batch.msis.is_full() {
             self.flush(batch, phys, notes);
             if !batch.failed {
@@ -98,10 +93,7 @@ impl EmulatedSmmu {
             // After a failure the batch's syncs stay incomplete: nothing is written.
             batch.msis.clear();
         }
-        batch.msis.push(SyncMsi {
-            addr: Ipa(sync.msi_addr),
-            data: sync.msi_data,
-        });
+        batch.msis.push(msi);
     }
 
     /// Makes the held completion writes, in order: the syncs they belong to have completed (the
@@ -114,17 +106,43 @@ impl EmulatedSmmu {
         notes: &mut Vec<Note>,
     ) {
         for msi in batch.msis.take() {
-            let bytes = msi.data.to_le_bytes();
-            let written =
-                phys.device_may_write(msi.addr, bytes.len()) && mem.write(msi.addr, &bytes).is_ok();
-            if written {
-                self.sync_stats.msi_written += 1;
-            } else {
-                self.sync_stats.msi_aborted += 1;
-                self.raise_global_error(GERROR::MSI_CMDQ_ABT_ERR::SET.value);
-                push_note(notes, Note::SyncMsiAborted { ipa: msi.addr });
-            }
+            self.complete_msi(msi, mem, phys, notes);
         }
+    }
+
+    /// Makes one completion write, checked against the live DMA policy and the host's CPU policy
+    /// (module documentation); a refused one raises `GERROR.MSI_CMDQ_ABT_ERR`.
+    pub(super) fn complete_msi<M: HostMemory, P: PhysicalSmmu>(
+        &mut self,
+        msi: SyncMsi,
+        mem: &mut M,
+        phys: &mut P,
+        notes: &mut Vec<Note>,
+    ) {
+        let bytes = msi.data.to_le_bytes();
+        let written =
+            phys.device_may_write(msi.addr, bytes.len()) && mem.write(msi.addr, &bytes).is_ok();
+        if written {
+            self.sync_stats.msi_written += 1;
+        } else {
+            self.sync_stats.msi_aborted += 1;
+            self.raise_global_error(GERROR::MSI_CMDQ_ABT_ERR::SET.value);
+            push_note(notes, Note::SyncMsiAborted { ipa: msi.addr });
+        }
+    }
+
+    /// Counts a host CMD_SYNC by its completion signal; the completion write it owes, if any
+    /// (`SIG_IRQ` with an address).
+    pub(super) fn count_sync(&mut self, sync: &Sync) -> Option<SyncMsi> {
+        match sync.signal {
+            SyncSignal::None => self.sync_stats.sig_none += 1,
+            SyncSignal::Sev => self.sync_stats.sig_sev += 1,
+            SyncSignal::Irq => self.sync_stats.sig_irq += 1,
+        }
+        (sync.signal == SyncSignal::Irq && sync.msi_addr != 0).then_some(SyncMsi {
+            addr: Ipa(sync.msi_addr),
+            data: sync.msi_data,
+        })
     }
 
     /// The host's CMD_SYNCs so far, by signal, and their MSIs.

@@ -169,6 +169,9 @@ pub struct FakePhys {
     pub cover_budget: Option<usize>,
     /// Every [`PhysicalSmmu::set_default`], in order.
     pub defaults: Vec<Option<Ste>>,
+    /// [`PhysicalSmmu::submit_synced`] calls: host batches that took the short path
+    /// (`emul::fast`). Logged like a `submit` and a `sync`.
+    pub short_batches: u64,
 }
 
 impl FakePhys {
@@ -187,6 +190,7 @@ impl FakePhys {
                 CRASH_REGION.end..HOST_RAM.end
             ],
             covered: Vec::new(),
+            short_batches: 0,
             cover_budget: None,
             defaults: Vec::new(),
         }
@@ -289,6 +293,12 @@ impl PhysicalSmmu for FakePhys {
         self.log.push(PhysOp::Sync);
         Ok(())
     }
+    fn submit_synced(&mut self, cmds: &[Command]) -> Result<(), Self::Error> {
+        self.short_batches += 1;
+        self.submit(cmds)?;
+        self.sync()
+    }
+
     fn device_may_write(&self, ipa: Ipa, len: usize) -> bool {
         let Some(end) = ipa.0.checked_add(len as u64) else {
             return false;

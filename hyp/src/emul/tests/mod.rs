@@ -2,6 +2,7 @@
 
 mod bounded;
 mod bringup;
+mod fast;
 mod msi;
 mod on_demand;
 mod props;
