@@ -55,6 +55,10 @@ pub fn kexec_trap(vector: &Vector, vector_ticks: u64) -> bool {
 /// The IPA the host fetched, if a trap with syndrome `esr` (from the host, in normal mode) is the
 /// kexec event.
 fn kexec_ipa(esr: u64) -> Option<Ipa> {
+    // Every other trap stops here (the full decode is the dispatcher's).
+    if !esr::is_instruction_abort(esr) {
+        return None;
+    }
     let syndrome = esr::decode(esr);
     let Exception::InstructionAbort(abort) = syndrome.exception else {
         return None;

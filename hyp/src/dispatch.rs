@@ -41,10 +41,10 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
     portcullis::prof::lap(Stage::Kexec);
     // Portcullis owns the physical event queue: drained here in crash mode and as a backstop,
     // otherwise when the host reads its event registers (`portcullis::emul::drain`).
-    crate::firewall::poll_if_due();
+    let entered = crate::firewall::poll_if_due();
     portcullis::prof::lap(Stage::Poll);
     match (vector.kind, vector.aarch32) {
-        (ExceptionType::Sync, false) => lower_sync(frame),
+        (ExceptionType::Sync, false) => lower_sync(frame, entered),
         // EL1 is AArch64-only (HCR_EL2.RW); this is an AArch32 EL0 task doing something that
         // traps to EL2 (an SMC): refuse it like any unknown instruction.
         (ExceptionType::Sync, true) => inject_undefined(frame),
@@ -62,7 +62,7 @@ extern "C" fn handle_trap(frame: &mut TrapFrame, index: u64) {
     crate::crash::rehearse_once();
 }
 
-fn lower_sync(frame: &mut TrapFrame) {
+fn lower_sync(frame: &mut TrapFrame, entered: u64) {
     let esr = ESR_EL2.get();
     let syndrome = esr::decode(esr);
     match syndrome.exception {
@@ -72,7 +72,9 @@ fn lower_sync(frame: &mut TrapFrame) {
             frame.elr = inject::skip_instruction(frame.elr, syndrome.instruction_length);
             smccc_call(frame);
         }
-        Exception::DataAbort(abort) => data_abort(frame, &abort, syndrome.instruction_length),
+        Exception::DataAbort(abort) => {
+            data_abort(frame, &abort, syndrome.instruction_length, entered)
+        }
         Exception::InstructionAbort(abort) => instruction_abort(frame, &abort),
         // WFI traps only in crash mode (the capture kernel's idle: see `crash::idle`).
         Exception::Wfx(_) => {
@@ -158,7 +160,7 @@ fn counters_point(call: &psci::Call) -> Option<&'static str> {
     }
 }
 
-fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength) {
+fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLength, entered: u64) {
     let ipa = match fault_ipa(abort.s1ptw, abort.far_not_valid, abort.fault) {
         FaultIpa::Known(ipa) => ipa,
         FaultIpa::Retry => return,
@@ -227,7 +229,7 @@ fn data_abort(frame: &mut TrapFrame, abort: &DataAbort, len: esr::InstructionLen
                     Trap::SmmuRead
                 });
                 portcullis::prof::lap(Stage::Decode);
-                crate::firewall::emulated_access(frame, &access, host::smmu_base());
+                crate::firewall::emulated_access(frame, &access, host::smmu_base(), entered);
                 frame.elr = inject::skip_instruction(frame.elr, len);
                 portcullis::prof::lap(Stage::Return);
             }

@@ -565,14 +565,16 @@ static LAST_DRAIN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 
 /// The drain a trap owes first, if any (`portcullis::emul::drain::on_trap`: at most every
 /// millisecond in crash mode, every few milliseconds otherwise). No MMIO and no lock when none is
-/// due.
-pub fn poll_if_due() {
+/// due. Returns the counter it read (the trap's start, for [`emulated_access`]: one counter read
+/// per trap, which under an emulator is not free).
+pub fn poll_if_due() -> u64 {
     let now = crate::arch::cpu::counter();
     let last = LAST_DRAIN.load(core::sync::atomic::Ordering::Relaxed);
     let hz = crate::arch::cpu::counter_hz();
     if portcullis::emul::drain::on_trap(crate::host::in_crash_mode(), now, last, hz) {
         poll();
     }
+    now
 }
 
 /// Logs the counters line (`portcullis::diag::counters`: the interface benchmarks read), with the
@@ -761,8 +763,9 @@ fn log_notes(notes: &[Note]) {
     }
 }
 
-/// A host access to the emulated SMMU's register frame (`access.ipa` inside it).
-pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u64) {
+/// A host access to the emulated SMMU's register frame (`access.ipa` inside it), in a trap that
+/// started at counter `entered`.
+pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u64, entered: u64) {
     let mut guard = FIREWALL.lock();
     let Some(fw) = guard.as_mut() else {
         // No SMMU under Portcullis' control: the frame reads as zero and ignores writes.
@@ -802,13 +805,17 @@ pub fn emulated_access(frame: &mut TrapFrame, access: &MmioAccess, frame_base: u
             pending: &mut fw.pending,
         };
         portcullis::prof::lap(portcullis::prof::Stage::Lock);
-        let start = crate::arch::cpu::counter();
         let ste_ticks = STE_WRITE_TICKS.load(core::sync::atomic::Ordering::Relaxed);
+        let short = fw.emul.sync_stats().short_batches;
         let notes = fw
             .emul
             .write(offset, access.size_bytes, value, &mut HostRam, &mut phys);
         portcullis::prof::lap(portcullis::prof::Stage::Finish);
-        report_slow_write(offset, start, ste_ticks);
+        if fw.emul.sync_stats().short_batches == short {
+            // (A short-path batch is a few commands and one sync, bounded by the driver's own
+            // timeout: not timed, which spares a counter read on every strict unmap.)
+            report_slow_write(offset, entered, ste_ticks);
+        }
         if let Err(e) = phys.flush() {
             log::error!("emulated SMMU: physical commands failed: {e}");
         }

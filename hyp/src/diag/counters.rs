@@ -8,7 +8,7 @@
 //! **The interface the benchmarks read** (stable keys; one line, on the Portcullis console):
 //!
 //! ```text
-//! counters: at=<event> traps=<n> trap.psci=<n> ... emul.r.CMDQ_CONS=<n> ... phys.w.CMDQ_PROD=<n> ... phys=<n> drains=<n> sync.none=<n> sync.irq=<n> sync.sev=<n> msi.written=<n> msi.aborted=<n>
+//! counters: at=<event> traps=<n> trap.psci=<n> ... emul.r.CMDQ_CONS=<n> ... phys.w.CMDQ_PROD=<n> ... phys=<n> drains=<n> sync.none=<n> sync.irq=<n> sync.sev=<n> msi.written=<n> msi.aborted=<n> batch.short=<n>
 //! ```
 //!
 //! Every key is printed every time (zeros included), as `key=value` separated by single spaces,
@@ -17,7 +17,8 @@
 //! accesses to the emulated SMMU, by register; `other` for the rest), `phys.r.<reg>` /
 //! `phys.w.<reg>` (Portcullis' own accesses to the physical SMMU's registers), `phys` (their sum),
 //! `drains` (physical Event queue drains), and the host's CMD_SYNCs by completion signal and their
-//! MSIs (`sync.*`, `msi.*`, from the emulated SMMU).
+//! MSIs (`sync.*`, `msi.*`, from the emulated SMMU), and the host batches that took the short
+//! path of a strict unmap (`batch.short`: stage-1 TLBIs and one CMD_SYNC, `emul::fast`).
 //!
 //! The line is printed when the host calls PSCI CPU_OFF (`at=cpu-off`: from Linux user space,
 //! `echo 0 > /sys/devices/system/cpu/cpuN/online`), SYSTEM_OFF or SYSTEM_RESET (`at=system-off`,
@@ -246,14 +247,15 @@ impl Counters {
         }
         let _ = write!(
             s,
-            " phys={} drains={} sync.none={} sync.irq={} sync.sev={} msi.written={} msi.aborted={}",
+            " phys={} drains={} sync.none={} sync.irq={} sync.sev={} msi.written={} msi.aborted={} batch.short={}",
             self.physical_total(),
             get(&self.drains),
             sync.sig_none,
             sync.sig_irq,
             sync.sig_sev,
             sync.msi_written,
-            sync.msi_aborted
+            sync.msi_aborted,
+            sync.short_batches
         );
         s
     }

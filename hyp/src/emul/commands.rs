@@ -484,6 +484,7 @@ impl EmulatedSmmu {
         let entries = &fetched.words[..n as usize];
         let batch = fast::classify(entries, &self.host, phys.stage2().vmid)?;
         let msi = self.count_sync(&batch.sync);
+        self.sync_stats.short_batches += 1;
         prof::lap(Stage::Execute);
         if let Err(e) = phys.submit_synced(batch.commands()) {
             push_note(notes, Note::physical("TLBI + CMD_SYNC", &e));

@@ -12,8 +12,13 @@
 //! completion MSI of a `SIG_IRQ` sync goes through the same checked write as the general path's
 //! ([`EmulatedSmmu::complete_msi`](super::EmulatedSmmu)).
 
-use crate::smmu::cmd::{Command, CommandError, Sync};
+use crate::smmu::cmd::{
+    CMD0_SYNC, CMD0_TLBI, CMD1_SYNC, CMD1_TLBI, Command, CommandError, Sync, SyncSignal, TlbiScope,
+    opcode,
+};
 use crate::smmu::regs::SmmuFeatures;
+use tock_registers::RegisterLongName;
+use tock_registers::fields::Field;
 
 /// The most entries a short-path batch has: one host-memory read's worth (64 bytes).
 pub const MAX_ENTRIES: usize = 4;
@@ -50,6 +55,71 @@ pub fn decode_checked(raw: [u64; 2], host: &SmmuFeatures) -> Result<Command, Com
     Ok(cmd)
 }
 
+/// The bits of `f` in its register.
+const fn bits<R: RegisterLongName>(f: Field<u64, R>) -> u64 {
+    f.mask << f.shift
+}
+
+const OPCODE: u64 = bits(CMD0_TLBI::OPCODE);
+/// CMD_TLBI_NH_ASID: VMID and ASID; word 1 RES0.
+const NH_ASID_W0: u64 = OPCODE | bits(CMD0_TLBI::VMID) | bits(CMD0_TLBI::ASID);
+/// CMD_TLBI_NH_VA without a range (NUM = SCALE = 0, TG = TTL = 0): VMID, ASID; Leaf and the VA.
+const NH_VA_W0: u64 = NH_ASID_W0;
+const NH_VA_W1: u64 = bits(CMD1_TLBI::LEAF) | bits(CMD1_TLBI::VA);
+/// CMD_SYNC: every field but the Reserved CS encoding, checked apart.
+const SYNC_W0: u64 = OPCODE
+    | bits(CMD0_SYNC::CS)
+    | bits(CMD0_SYNC::MSH)
+    | bits(CMD0_SYNC::MSIATTR)
+    | bits(CMD0_SYNC::MSIDATA);
+const SYNC_W1: u64 = bits(CMD1_SYNC::MSIADDR);
+
+/// The commands of a strict unmap in their usual encodings -- CMD_TLBI_NH_VA without a range,
+/// CMD_TLBI_NH_ASID, CMD_SYNC -- decoded and checked with a few masks instead of the general
+/// decoder. `None` for any other opcode or encoding: [`decode_checked`] decides those. Whenever
+/// this returns a command, [`decode_checked`] returns the same one (tested over random words).
+pub fn decode_hot(raw: [u64; 2], host: &SmmuFeatures) -> Option<Command> {
+    let [w0, w1] = raw;
+    let field = |f: u64, shift: usize| (w0 & f) >> shift;
+    match (w0 & OPCODE) as u8 {
+        opcode::TLBI_NH_VA if host.stage1 && w0 & !NH_VA_W0 == 0 && w1 & !NH_VA_W1 == 0 => {
+            Some(Command::TlbiNhVa {
+                vmid: field(bits(CMD0_TLBI::VMID), CMD0_TLBI::VMID.shift) as u16,
+                asid: field(bits(CMD0_TLBI::ASID), CMD0_TLBI::ASID.shift) as u16,
+                va: w1 & bits(CMD1_TLBI::VA),
+                scope: TlbiScope::single(w1 & bits(CMD1_TLBI::LEAF) != 0),
+            })
+        }
+        opcode::TLBI_NH_ASID if host.stage1 && w0 & !NH_ASID_W0 == 0 && w1 == 0 => {
+            Some(Command::TlbiNhAsid {
+                vmid: field(bits(CMD0_TLBI::VMID), CMD0_TLBI::VMID.shift) as u16,
+                asid: field(bits(CMD0_TLBI::ASID), CMD0_TLBI::ASID.shift) as u16,
+            })
+        }
+        opcode::SYNC if w0 & !SYNC_W0 == 0 && w1 & !SYNC_W1 == 0 => {
+            let signal = match field(bits(CMD0_SYNC::CS), CMD0_SYNC::CS.shift) {
+                0b00 => SyncSignal::None,
+                0b01 => SyncSignal::Irq,
+                0b10 => SyncSignal::Sev,
+                _ => return None,
+            };
+            Some(Command::Sync(Sync {
+                signal,
+                msh: field(bits(CMD0_SYNC::MSH), CMD0_SYNC::MSH.shift) as u8,
+                msi_attr: field(bits(CMD0_SYNC::MSIATTR), CMD0_SYNC::MSIATTR.shift) as u8,
+                msi_data: field(bits(CMD0_SYNC::MSIDATA), CMD0_SYNC::MSIDATA.shift) as u32,
+                msi_addr: w1,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// [`decode_hot`], else the general decoder and checks.
+fn decode(raw: [u64; 2], host: &SmmuFeatures) -> Option<Command> {
+    decode_hot(raw, host).or_else(|| decode_checked(raw, host).ok())
+}
+
 /// A batch the short path takes: the translated invalidations, then the host's CMD_SYNC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlbiSync {
@@ -75,7 +145,7 @@ pub fn classify(entries: &[[u64; 2]], host: &SmmuFeatures, vmid: u16) -> Option<
     if entries.len() > MAX_ENTRIES {
         return None;
     }
-    let Ok(Command::Sync(sync)) = decode_checked(*last, host) else {
+    let Some(Command::Sync(sync)) = decode(*last, host) else {
         return None;
     };
     let mut out = TlbiSync {
@@ -84,7 +154,7 @@ pub fn classify(entries: &[[u64; 2]], host: &SmmuFeatures, vmid: u16) -> Option<
         sync,
     };
     for (slot, raw) in out.tlbis.iter_mut().zip(tlbis) {
-        *slot = forward_tlbi(&decode_checked(*raw, host).ok()?, vmid)?;
+        *slot = forward_tlbi(&decode(*raw, host)?, vmid)?;
     }
     out.len = tlbis.len();
     Some(out)
@@ -222,6 +292,93 @@ mod tests {
         let mut bad_sync = s;
         bad_sync[0] |= 1 << 10;
         assert_eq!(classify(&[t, bad_sync], &h, VMID), None);
+    }
+
+    #[test]
+    fn the_usual_encodings_are_decoded_hot() {
+        let h = host();
+        for raw in [
+            va(7, 0x4000_1000),
+            Command::TlbiNhVa {
+                vmid: 0,
+                asid: 0xffff,
+                va: 0xffff_ffff_ffff_f000,
+                scope: TlbiScope::single(false),
+            }
+            .encode(),
+            Command::TlbiNhAsid { vmid: 3, asid: 9 }.encode(),
+            sync(SyncSignal::None, 0),
+            sync(SyncSignal::Sev, 0),
+            sync(SyncSignal::Irq, 0x8000_1230),
+        ] {
+            let hot = decode_hot(raw, &h);
+            assert!(hot.is_some(), "{raw:x?}");
+            assert_eq!(hot, decode_checked(raw, &h).ok());
+        }
+        // A ranged TLBI is left to the general decoder.
+        let ranged = Command::TlbiNhVa {
+            vmid: 0,
+            asid: 1,
+            va: 0x1000,
+            scope: TlbiScope {
+                leaf: true,
+                granule: crate::smmu::cmd::TlbiGranule::K4,
+                ttl: 3,
+                num: 1,
+                scale: 0,
+            },
+        }
+        .encode();
+        assert_eq!(decode_hot(ranged, &h), None);
+        // Without stage 1 (never shown to a host, but the checks must agree), no TLBI.
+        let mut no_s1 = h;
+        no_s1.stage1 = false;
+        assert_eq!(decode_hot(va(1, 0x1000), &no_s1), None);
+    }
+
+    proptest::proptest! {
+        /// The hot decoder never accepts what the general one refuses, and agrees with it on what
+        /// it accepts: any bit of a usual encoding flipped, with and without stage 1.
+        #[test]
+        fn decode_hot_agrees_with_the_general_decoder(
+            which in 0usize..6,
+            asid: u16,
+            vmid: u16,
+            page in 0u64..(1 << 52),
+            data: u32,
+            flips in proptest::collection::vec(0u32..128, 0..3),
+            stage1: bool,
+        ) {
+            let mut h = host();
+            h.stage1 = stage1;
+            let mut raw = match which {
+                0 => va(asid, page << 12),
+                1 => Command::TlbiNhAsid { vmid, asid }.encode(),
+                2 => sync(SyncSignal::None, 0),
+                3 => sync(SyncSignal::Sev, 0),
+                4 => Command::Sync(Sync {
+                    signal: SyncSignal::Irq,
+                    msh: 3,
+                    msi_attr: 0xf,
+                    msi_data: data,
+                    msi_addr: (page << 2) & ((1 << 56) - 4),
+                })
+                .encode(),
+                _ => Command::TlbiNhVa {
+                    vmid,
+                    asid,
+                    va: page << 12,
+                    scope: TlbiScope::single(false),
+                }
+                .encode(),
+            };
+            for bit in flips {
+                raw[(bit / 64) as usize] ^= 1 << (bit % 64);
+            }
+            if let Some(hot) = decode_hot(raw, &h) {
+                proptest::prop_assert_eq!(Some(hot), decode_checked(raw, &h).ok(), "{:x?}", raw);
+            }
+        }
     }
 
     #[test]

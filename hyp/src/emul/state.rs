@@ -316,6 +316,8 @@ pub struct SyncStats {
     pub msi_written: u64,
     /// Completion writes refused (`GERROR.MSI_CMDQ_ABT_ERR`).
     pub msi_aborted: u64,
+    /// Host batches that took the short path (stage-1 TLBIs and one CMD_SYNC: `emul::fast`).
+    pub short_batches: u64,
 }
 
 /// The MSI configuration registers of one interrupt source, as the host wrote them.

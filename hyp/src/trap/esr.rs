@@ -323,6 +323,13 @@ pub enum Wfx {
     Wfet,
 }
 
+/// Whether `esr` is an instruction abort from a lower Exception level (EC 0x20): what
+/// [`decode`] makes an [`Exception::InstructionAbort`], told from the class alone (a check every
+/// trap makes for the kexec event, without decoding the rest).
+pub fn is_instruction_abort(esr: u64) -> bool {
+    LocalRegisterCopy::<u64, ESR::Register>::new(esr).matches_all(ESR::EC::InstructionAbortLowerEl)
+}
+
 /// Decodes a raw `ESR_EL2` value. Total: every value yields some [`Syndrome`].
 pub fn decode(esr: u64) -> Syndrome {
     let esr_reg = LocalRegisterCopy::<u64, ESR::Register>::new(esr);
@@ -711,11 +718,23 @@ mod tests {
         assert_eq!(ipa_from_par(0x4812_3000 | 1, 0), None);
     }
 
+    #[test]
+    fn instruction_aborts_told_from_the_class() {
+        assert!(is_instruction_abort(0x20 << 26 | 1 << 25 | 0x0f));
+        assert!(!is_instruction_abort(0x21 << 26 | 1 << 25 | 0x0f));
+        assert!(!is_instruction_abort(0x24 << 26 | 1 << 25 | 0x0f));
+        assert!(!is_instruction_abort(0x16 << 26));
+    }
+
     proptest! {
         #[test]
         fn decoders_are_total(esr_raw in any::<u64>(), hpfar in any::<u64>(), far in any::<u64>()) {
             let syndrome = decode(esr_raw);
             let ec = ((esr_raw >> 26) & 0x3f) as u8;
+            prop_assert_eq!(
+                is_instruction_abort(esr_raw),
+                matches!(syndrome.exception, Exception::InstructionAbort(_))
+            );
             match syndrome.exception {
                 Exception::DataAbort(_) => prop_assert_eq!(ec, 0x24),
                 Exception::InstructionAbort(_) => prop_assert_eq!(ec, 0x20),
