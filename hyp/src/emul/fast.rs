@@ -229,7 +229,8 @@ mod tests {
             scope: TlbiScope::single(true),
         }
         .encode();
-        let b = classify(&[all, nsnh, asid, sync(SyncSignal::Sev, 0)], &h, VMID).unwrap();
+        let b = classify(&[all, nsnh, asid, sync(SyncSignal::Sev, 0)], &h, VMID)
+            .expect("three TLBIs + sync");
         assert_eq!(
             b.commands(),
             &[
@@ -241,13 +242,14 @@ mod tests {
                 },
             ]
         );
-        let b = classify(&[vaa, sync(SyncSignal::Irq, 0x8000_0000)], &h, VMID).unwrap();
+        let b =
+            classify(&[vaa, sync(SyncSignal::Irq, 0x8000_0000)], &h, VMID).expect("VAA + MSI sync");
         assert!(matches!(
             b.commands(),
             [Command::TlbiNhVaa { vmid: VMID, .. }]
         ));
         assert_eq!(b.sync.msi_addr, 0x8000_0000);
-        let b = classify(&[sync(SyncSignal::None, 0)], &h, VMID).unwrap();
+        let b = classify(&[sync(SyncSignal::None, 0)], &h, VMID).expect("a lone sync");
         assert!(b.commands().is_empty());
     }
 

@@ -155,7 +155,8 @@ fn an_unreadable_batch_is_cerror_abt() {
     let slot = CMDQ + 16 * u64::from(start & 0xff);
     rig.issue(&[cmd::tlbi_nh_asid(0, 1), cmd::SYNC_NONE]);
     rig.phys.take();
-    rig.mem.allowed = vec![HOST_RAM.start..slot];
+    rig.mem.allowed.clear();
+    rig.mem.allowed.push(HOST_RAM.start..slot);
     let prod = start.wrapping_add(4) & 0x1ff;
     rig.w32(o::CMDQ_PROD, prod);
     assert_eq!(rig.phys.short_batches, 1);
