@@ -219,9 +219,20 @@ pub fn counter() -> u64 {
     CNTPCT_EL0.get()
 }
 
-/// Ticks per second of the physical counter.
+/// Ticks per second of the physical counter: `CNTFRQ_EL0`, which firmware sets once before
+/// anything runs, read once and kept (every trap asks for it, and an emulator checks the access
+/// to the register each time).
 pub fn counter_hz() -> u64 {
-    CNTFRQ_EL0.get()
+    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static HZ: AtomicU64 = AtomicU64::new(0);
+    match HZ.load(Relaxed) {
+        0 => {
+            let hz = CNTFRQ_EL0.get();
+            HZ.store(hz, Relaxed);
+            hz
+        }
+        hz => hz,
+    }
 }
 
 /// Translates `va` through the host's current EL1&0 stage 1 (and, for its table walk, the host's
