@@ -3,7 +3,9 @@ use alloc::vec;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use dtoolkit::model::DeviceTreeNode;
+use dtoolkit::fdt::Fdt;
+use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
+use dtoolkit::{Node, Property};
 use platform::addr::Pa;
 use platform::devtree::ReservedSource;
 use proptest::prelude::*;
@@ -75,7 +77,7 @@ fn qemu_with_chosen() -> Vec<u8> {
 
 fn prop<'t>(tree: &'t DeviceTree, path: &str, name: &str) -> Option<Vec<u8>> {
     let node: &'t DeviceTreeNode = tree.find_node(path)?;
-    prop_bytes(node, name)
+    Node::property(node, name).map(|p| p.value().to_vec())
 }
 
 /// `dtc` accepts the tree and warns about nothing it did not already warn about in the input.
