@@ -1,5 +1,6 @@
 use alloc::string::ToString;
 
+use dtoolkit::Node;
 use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 use proptest::prelude::*;
 
