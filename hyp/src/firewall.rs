@@ -499,9 +499,12 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
         .map_err(FirewallError::Smmu)?;
     log::info!(
         "DMA firewall up: {} StreamIDs present on the root bus {sids:x?} stage 2 only, VMID 2, \
-         {ipa_bits} IPA bits, fault recording on; StreamIDs up to {max_sid:#x} get an STE when the \
-         host configures them ({} more level 2 tables at most)",
+         {ipa_bits} IPA bits, fault recording on",
         sids.len(),
+    );
+    log::debug!(
+        "DMA firewall: StreamIDs up to {max_sid:#x} get an STE when the host configures them ({} \
+         more level 2 tables at most)",
         ON_DEMAND_L2_TABLES,
     );
     log::debug!("physical STEs at boot: {written:?}");
