@@ -575,8 +575,11 @@ fn withheld_devices_are_disabled() {
 
 /// What dtoolkit's model reads back from the rewritten tree, node by node, as (path, properties in
 /// order): the stream rewrite keeps every node and property it does not edit, in place.
-fn model_nodes(dtb: &[u8]) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
-    fn visit(node: &DeviceTreeNode, path: String, out: &mut Vec<(String, Vec<(String, Vec<u8>)>)>) {
+/// A node's path and its properties (name, value) in order.
+type NodeProps = (String, Vec<(String, Vec<u8>)>);
+
+fn model_nodes(dtb: &[u8]) -> Vec<NodeProps> {
+    fn visit(node: &DeviceTreeNode, path: String, out: &mut Vec<NodeProps>) {
         let props = Node::properties(node)
             .map(|p| (p.name().to_string(), p.value().to_vec()))
             .collect();
