@@ -164,6 +164,7 @@ pub fn run(data: &[u8]) {
                         DtError::Truncated { .. }
                             | DtError::NotADeviceTree { .. }
                             | DtError::Malformed(_)
+                            | DtError::Stream(_)
                             | DtError::TooDeep { .. }
                             | DtError::Duplicate { .. }
                     ),

@@ -306,12 +306,16 @@ mod image {
             (plan, fits)
         };
         let hyp = PhysRange::from_bounds(image.start.raw(), plan.limit);
+        // Short at the default level: under QEMU each console byte is a trap.
         log::info!(
-            "memory: {} KiB reserved (image file {} KiB, heap {} KiB, stacks, bss, alignment); \
-             heap room {} KiB, the rest given to the host",
+            "memory: {} KiB reserved (image file {} KiB, heap {} KiB)",
             hyp.size() >> 10,
             (file_end - image.start.raw()) >> 10,
             (plan.limit - heap.start.raw()) >> 10,
+        );
+        log::debug!(
+            "memory: the rest is stacks, bss and alignment; heap room {} KiB, the rest given to \
+             the host",
             heap.size() >> 10
         );
         log::debug!("heap reserve after the boot allocations: {reserve:?}");

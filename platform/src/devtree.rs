@@ -21,9 +21,11 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use dtoolkit::error::{FdtParseError, PropertyError};
-use dtoolkit::fdt::{Fdt, FdtNode, FdtProperty};
-use dtoolkit::standard::{NodeStandard, Status};
-use dtoolkit::{Cells, Node, Property, ToCellInt};
+use dtoolkit::fdt::Fdt;
+use dtoolkit::standard::Status;
+use dtoolkit::{Cells, FromPropertyValue, ToCellInt};
+
+use crate::fdt;
 
 use crate::addr::{PhysRange, normalize_ranges};
 
@@ -54,6 +56,9 @@ pub enum DtError {
     NotADeviceTree { magic: u32 },
     /// The header or the structure block is malformed (as reported by the FDT parser).
     Malformed(FdtParseError),
+    /// The structure block does not read as tokens at this offset ([`crate::fdt`]; dtoolkit's
+    /// validation accepts no such tree, so this is a second line of defence).
+    Stream(fdt::Malformed),
     /// Nodes are nested deeper than [`MAX_DEPTH`].
     TooDeep { path: String },
     /// Two sibling nodes, or two properties of one node, have the same name.
@@ -114,6 +119,12 @@ impl fmt::Display for DtError {
                 "not a device tree: magic is {magic:#010x}, expected {FDT_MAGIC:#010x}"
             ),
             Self::Malformed(e) => write!(f, "malformed device tree: {e}"),
+            Self::Stream(fdt::Malformed(at)) => {
+                write!(
+                    f,
+                    "malformed device tree: bad token at {at:#x} of the structure block"
+                )
+            }
             Self::TooDeep { path } => {
                 write!(
                     f,
@@ -632,8 +643,9 @@ impl Platform {
     /// Discovers the machine's address map from a flattened device tree. `dtb` may be longer than
     /// the tree (it is cut to the header's `totalsize`).
     pub fn parse(dtb: &[u8]) -> Result<Platform, DtError> {
-        let fdt = Fdt::new(dtb_slice(dtb)?)?;
-        let tree = Tree::build(fdt)?;
+        let blob = dtb_slice(dtb)?;
+        let fdt = Fdt::new(blob)?;
+        let tree = Tree::build(fdt, blob)?;
 
         let memory = tree.memory()?;
         let reserved_regions = tree.reserved()?;
@@ -691,49 +703,39 @@ struct TreeNode<'a> {
     path: String,
 }
 
-/// A node with its name and properties read once. Looking a property up in the flattened tree
-/// walks the node's properties again, decoding each name from the strings block, and the boot
-/// looks up thousands: this was most of [`Platform::parse`]'s time. dtoolkit's own readers
-/// ([`NodeStandard`]: `compatible`, `status`, `#address-cells`, ...) work on it unchanged, through
-/// its [`Node`] implementation.
-struct Indexed<'a> {
-    fdt: FdtNode<'a>,
+/// A property of the index: its name and value in the blob.
+#[derive(Clone, Copy)]
+struct Prop<'a> {
     name: &'a str,
-    props: Vec<FdtProperty<'a>>,
+    value: &'a [u8],
 }
 
-impl<'a> Indexed<'a> {
-    fn new(fdt: FdtNode<'a>) -> Self {
-        Self {
-            fdt,
-            name: fdt.name(),
-            props: fdt.properties().collect(),
-        }
+impl<'a> Prop<'a> {
+    fn value(&self) -> &'a [u8] {
+        self.value
+    }
+
+    /// The value read as dtoolkit reads it (the same conversions).
+    fn value_as<T: FromPropertyValue<'a>>(&self) -> Result<T, PropertyError> {
+        T::from_property_value(self.value)
     }
 }
 
-impl<'a> Node for Indexed<'a> {
-    type Property<'b>
-        = FdtProperty<'a>
-    where
-        Self: 'b;
-    type Child<'b>
-        = FdtNode<'a>
-    where
-        Self: 'b;
-    type Properties<'b>
-        = core::iter::Copied<core::slice::Iter<'b, FdtProperty<'a>>>
-    where
-        Self: 'b;
-    type Children<'b>
-        = <FdtNode<'a> as Node>::Children<'b>
-    where
-        Self: 'b;
-    type Name<'b>
-        = &'a str
-    where
-        Self: 'b;
+/// A node with its name and properties read once, in one linear pass over the blob
+/// ([`crate::fdt`]). dtoolkit's node iterators walk the blob again for every child, property and
+/// lookup (each child iterator also reads its parent's cells), and that was most of
+/// [`Platform::parse`]'s time. The standard properties are read as dtoolkit's [`NodeStandard`]
+/// reads them.
+///
+/// [`NodeStandard`]: dtoolkit::standard::NodeStandard
+struct Indexed<'a> {
+    name: &'a str,
+    props: Vec<Prop<'a>>,
+    /// The `compatible` value, looked up once: the boot asks every node about many.
+    compatible: Option<&'a [u8]>,
+}
 
+impl<'a> Indexed<'a> {
     fn name(&self) -> &'a str {
         self.name
     }
@@ -742,12 +744,63 @@ impl<'a> Node for Indexed<'a> {
         self.name.split_once('@').map_or(self.name, |(n, _)| n)
     }
 
-    fn properties(&self) -> Self::Properties<'_> {
-        self.props.iter().copied()
+    fn property(&self, name: &str) -> Option<Prop<'a>> {
+        self.props.iter().find(|p| p.name == name).copied()
     }
 
-    fn children(&self) -> Self::Children<'_> {
-        self.fdt.children()
+    fn u32_or(&self, name: &str, default: u32) -> Result<u32, PropertyError> {
+        self.property(name)
+            .map_or(Ok(default), |p| p.value_as::<u32>())
+    }
+
+    fn phandle(&self) -> Result<Option<u32>, PropertyError> {
+        self.property("phandle")
+            .map(|p| p.value_as::<u32>())
+            .transpose()
+    }
+
+    /// `status`, `okay` when absent; an error for a value dtoolkit does not read as a status.
+    fn status(&self) -> Result<Status, ()> {
+        match self.property("status") {
+            None => Ok(Status::Okay),
+            Some(p) => p
+                .value_as::<&str>()
+                .map_err(|_| ())?
+                .parse()
+                .map_err(|_| ()),
+        }
+    }
+
+    fn address_cells(&self) -> Result<u32, PropertyError> {
+        self.u32_or("#address-cells", 2)
+    }
+
+    fn size_cells(&self) -> Result<u32, PropertyError> {
+        self.u32_or("#size-cells", 1)
+    }
+
+    fn dma_coherent(&self) -> bool {
+        self.property("dma-coherent").is_some()
+    }
+
+    /// Whether `compatible` is in the node's `compatible` list, as dtoolkit's string-list reader
+    /// finds it (the list ends at its first entry that is not NUL-terminated UTF-8), without
+    /// decoding the entries that are plain ASCII.
+    fn is_compatible(&self, compatible: &str) -> bool {
+        let Some(mut rest) = self.compatible else {
+            return false;
+        };
+        while let Some(nul) = rest.iter().position(|b| *b == 0) {
+            let entry = &rest[..nul];
+            if entry == compatible.as_bytes() {
+                return true;
+            }
+            if !entry.is_ascii() && core::str::from_utf8(entry).is_err() {
+                return false;
+            }
+            rest = &rest[nul + 1..];
+        }
+        false
     }
 }
 
@@ -758,11 +811,6 @@ struct Tree<'a> {
     nodes: Vec<TreeNode<'a>>,
     /// (phandle, node), sorted.
     phandles: Vec<(u32, usize)>,
-}
-
-/// The number in `cells`, which the caller has bounded to [`MAX_CELLS`] (so it fits).
-fn cells_value(cells: Cells<'_>) -> u128 {
-    cells.to_int::<u128>().unwrap_or(0)
 }
 
 fn is_gic(tree: &Tree<'_>, idx: usize) -> bool {
@@ -782,55 +830,92 @@ const GIC_V2_COMPATIBLE: &[&str] = &[
 ];
 
 impl<'a> Tree<'a> {
-    fn build(fdt: Fdt<'a>) -> Result<Self, DtError> {
+    fn build(fdt: Fdt<'a>, blob: &'a [u8]) -> Result<Self, DtError> {
+        let input = fdt::Input::new(blob).map_err(DtError::Stream)?;
         let mut nodes: Vec<TreeNode<'a>> = Vec::new();
-        let mut stack: Vec<(FdtNode<'a>, Option<usize>, usize)> = vec![(fdt.root(), None, 0)];
-        while let Some((node, parent, depth)) = stack.pop() {
-            let idx = nodes.len();
-            let node = Indexed::new(node);
-            let name = node.name;
-            let path = match parent.and_then(|p| nodes.get(p)) {
-                None => String::from("/"),
-                Some(p) if p.path == "/" => format!("/{name}"),
-                Some(p) => format!("{}/{name}", p.path),
-            };
-            if depth > MAX_DEPTH {
-                return Err(DtError::TooDeep { path });
+        // The open nodes, innermost last.
+        let mut open: Vec<usize> = Vec::new();
+        let mut off = 0;
+        loop {
+            let (token, next) = input.token(off).map_err(DtError::Stream)?;
+            match token {
+                fdt::Token::Begin(name) => {
+                    let name = core::str::from_utf8(name)
+                        .map_err(|_| DtError::Stream(fdt::Malformed(off)))?;
+                    let parent = open.last().copied();
+                    let path = match parent.and_then(|p| nodes.get(p)) {
+                        None => String::from("/"),
+                        Some(p) if p.path == "/" => format!("/{name}"),
+                        Some(p) => format!("{}/{name}", p.path),
+                    };
+                    if open.len() > MAX_DEPTH {
+                        return Err(DtError::TooDeep { path });
+                    }
+                    let (raw, after) = input.props(next).map_err(DtError::Stream)?;
+                    let mut props = Vec::with_capacity(raw.len());
+                    for p in raw {
+                        let name = core::str::from_utf8(p.name)
+                            .map_err(|_| DtError::Stream(fdt::Malformed(off)))?;
+                        props.push(Prop {
+                            name,
+                            value: p.value,
+                        });
+                    }
+                    let mut prop_names: Vec<&str> = props.iter().map(|p| p.name).collect();
+                    if let Some(dup) = first_duplicate(&mut prop_names) {
+                        return Err(DtError::Duplicate {
+                            path,
+                            what: "property",
+                            name: dup.to_owned(),
+                        });
+                    }
+                    let idx = nodes.len();
+                    if let Some(p) = parent.and_then(|p| nodes.get_mut(p)) {
+                        p.children.push(idx);
+                    }
+                    let compatible = props
+                        .iter()
+                        .find(|p| p.name == "compatible")
+                        .map(|p| p.value);
+                    nodes.push(TreeNode {
+                        node: Indexed {
+                            name,
+                            props,
+                            compatible,
+                        },
+                        parent,
+                        children: Vec::new(),
+                        path,
+                    });
+                    open.push(idx);
+                    off = after;
+                }
+                fdt::Token::End => {
+                    let idx = open.pop().ok_or(DtError::Stream(fdt::Malformed(off)))?;
+                    let mut child_names: Vec<&str> = nodes[idx]
+                        .children
+                        .iter()
+                        .map(|&c| nodes[c].node.name)
+                        .collect();
+                    if let Some(dup) = first_duplicate(&mut child_names) {
+                        return Err(DtError::Duplicate {
+                            path: nodes[idx].path.clone(),
+                            what: "node",
+                            name: dup.to_owned(),
+                        });
+                    }
+                    off = next;
+                }
+                // Properties after a child node are not the node's (dtoolkit reads none there).
+                fdt::Token::Prop(_) | fdt::Token::Nop => off = next,
+                fdt::Token::Finish => break,
             }
-
-            let mut prop_names: Vec<&str> = node.props.iter().map(|p| p.name()).collect();
-            if let Some(dup) = first_duplicate(&mut prop_names) {
-                return Err(DtError::Duplicate {
-                    path,
-                    what: "property",
-                    name: dup.to_owned(),
-                });
+            if open.is_empty() {
+                break;
             }
-            let children: Vec<FdtNode<'a>> = node.children().collect();
-            let mut child_names: Vec<&str> = children.iter().map(|c| c.name()).collect();
-            if let Some(dup) = first_duplicate(&mut child_names) {
-                return Err(DtError::Duplicate {
-                    path,
-                    what: "node",
-                    name: dup.to_owned(),
-                });
-            }
-
-            if let Some(p) = parent.and_then(|p| nodes.get_mut(p)) {
-                p.children.push(idx);
-            }
-            nodes.push(TreeNode {
-                node,
-                parent,
-                children: Vec::new(),
-                path,
-            });
-            stack.extend(
-                children
-                    .into_iter()
-                    .rev()
-                    .map(|c| (c, Some(idx), depth + 1)),
-            );
+        }
+        if nodes.is_empty() {
+            return Err(DtError::Stream(fdt::Malformed(off)));
         }
 
         let mut tree = Tree {
@@ -866,7 +951,7 @@ impl<'a> Tree<'a> {
         self.nodes[idx].parent
     }
 
-    fn prop(&self, idx: usize, name: &str) -> Option<FdtProperty<'a>> {
+    fn prop(&self, idx: usize, name: &str) -> Option<Prop<'a>> {
         self.nodes[idx].node.property(name)
     }
 
@@ -1025,10 +1110,19 @@ impl<'a> Tree<'a> {
         if prop.value().is_empty() {
             return Some(Ok(Vec::new()));
         }
-        Some(
-            prop.as_prop_encoded_array(widths.map(|w| w as usize))
-                .map(|it| it.map(|fields| fields.map(cells_value)).collect()),
-        )
+        // As dtoolkit's prop-encoded-array reader: whole entries of the given fields, each field a
+        // big-endian number of its cells (at most MAX_CELLS: the callers bound them).
+        let entry_bytes = widths.iter().map(|w| *w as usize * 4).sum::<usize>();
+        if entry_bytes == 0 || !prop.value().len().is_multiple_of(entry_bytes) {
+            return Some(Err(PropertyError::InvalidLength));
+        }
+        let entries = prop.value().chunks_exact(entry_bytes).map(|entry| {
+            let mut words = entry
+                .chunks_exact(4)
+                .map(|w| u128::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])));
+            widths.map(|w| (0..w).fold(0u128, |acc, _| (acc << 32) | words.next().unwrap_or(0)))
+        });
+        Some(Ok(entries.collect()))
     }
 
     /// `reg` entries of `idx` as (bus address, size) in the parent's address space.
@@ -1069,20 +1163,11 @@ impl<'a> Tree<'a> {
         // The cells dtoolkit's reader takes, bounded.
         let (child_cells, size_cells) = self.cells(idx)?;
         let (parent_cells, _) = self.cells(parent)?;
-        match self.nodes[idx].node.fdt.ranges() {
-            Ok(Some(ranges)) => Ok(Some(
-                ranges
-                    .map(|r| {
-                        [
-                            cells_value(r.child_bus_address),
-                            cells_value(r.parent_bus_address),
-                            cells_value(r.length),
-                        ]
-                    })
-                    .collect(),
-            )),
-            Ok(None) => Ok(None),
-            Err(_) => Err(DtError::BadRanges {
+        // (child address, parent address, length): the node's cells, the parent's, the node's.
+        match self.entries(idx, "ranges", [child_cells, parent_cells, size_cells]) {
+            None => Ok(None),
+            Some(Ok(entries)) => Ok(Some(entries)),
+            Some(Err(_)) => Err(DtError::BadRanges {
                 path: self.path(idx),
                 len: bytes.len(),
                 entry_cells: child_cells + parent_cells + size_cells,
@@ -1809,8 +1894,18 @@ impl<'a> Tree<'a> {
     }
 }
 
-/// Sorts `names` and returns one that appears twice, if any.
+/// A name that occurs twice in `names` (the first repeated one for a few names, the smallest for
+/// many), if any.
 fn first_duplicate<S: AsRef<str> + Ord>(names: &mut [S]) -> Option<&str> {
+    // A node's few names compared pairwise, without the sort's code (under QEMU TCG the boot's
+    // time is mostly translating code that runs once); sorted past that.
+    if names.len() <= 64 {
+        return names
+            .iter()
+            .enumerate()
+            .find(|(i, a)| names[..*i].iter().any(|b| b == *a))
+            .map(|(_, a)| a.as_ref());
+    }
     names.sort_unstable();
     names
         .windows(2)

@@ -12,3 +12,4 @@ pub mod addr;
 pub mod boards;
 pub mod console;
 pub mod devtree;
+pub mod fdt;

@@ -1,5 +1,6 @@
 use alloc::string::ToString;
 
+use dtoolkit::Node;
 use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 use proptest::prelude::*;
 
@@ -1194,4 +1195,16 @@ fn lookup_prefers_the_exact_name() {
     });
     let p = Platform::parse(&dtb).unwrap();
     assert_eq!(p.chosen.bootargs.as_deref(), Some("renamed"));
+}
+
+#[test]
+fn duplicates_found_in_few_and_many_names() {
+    let mut few = ["b", "a", "c", "a"];
+    assert_eq!(first_duplicate(&mut few), Some("a"));
+    let mut none = ["b", "a", "c"];
+    assert_eq!(first_duplicate(&mut none), None);
+    let mut many: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+    assert_eq!(first_duplicate(&mut many), None);
+    many.push(String::from("n42"));
+    assert_eq!(first_duplicate(&mut many), Some("n42"));
 }

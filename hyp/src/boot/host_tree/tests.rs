@@ -3,7 +3,9 @@ use alloc::vec;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use dtoolkit::model::DeviceTreeNode;
+use dtoolkit::fdt::Fdt;
+use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
+use dtoolkit::{Node, Property};
 use platform::addr::Pa;
 use platform::devtree::ReservedSource;
 use proptest::prelude::*;
@@ -75,7 +77,7 @@ fn qemu_with_chosen() -> Vec<u8> {
 
 fn prop<'t>(tree: &'t DeviceTree, path: &str, name: &str) -> Option<Vec<u8>> {
     let node: &'t DeviceTreeNode = tree.find_node(path)?;
-    prop_bytes(node, name)
+    Node::property(node, name).map(|p| p.value().to_vec())
 }
 
 /// `dtc` accepts the tree and warns about nothing it did not already warn about in the input.
@@ -569,4 +571,117 @@ fn withheld_devices_are_disabled() {
             .filter(|d| d.available)
             .all(|d| { !d.is_compatible("virtio,mmio") && !d.is_compatible("qemu,fw-cfg-mmio") })
     );
+}
+
+/// What dtoolkit's model reads back from the rewritten tree, node by node, as (path, properties in
+/// order): the stream rewrite keeps every node and property it does not edit, in place.
+/// A node's path and its properties (name, value) in order.
+type NodeProps = (String, Vec<(String, Vec<u8>)>);
+
+fn model_nodes(dtb: &[u8]) -> Vec<NodeProps> {
+    fn visit(node: &DeviceTreeNode, path: String, out: &mut Vec<NodeProps>) {
+        let props = Node::properties(node)
+            .map(|p| (p.name().to_string(), p.value().to_vec()))
+            .collect();
+        out.push((path.clone(), props));
+        for child in Node::children(node) {
+            let name = Node::name(child);
+            let child_path = if path == "/" {
+                format!("/{name}")
+            } else {
+                format!("{path}/{name}")
+            };
+            visit(child, child_path, out);
+        }
+    }
+    let tree = DeviceTree::from_fdt(&Fdt::new(dtb).unwrap());
+    let mut out = Vec::new();
+    visit(&tree.root, String::from("/"), &mut out);
+    out
+}
+
+#[test]
+fn untouched_nodes_and_properties_are_copied_in_place() {
+    let input = qemu_with_chosen();
+    let mut p = params(r(0x7e00_0000, 32 * MIB), Some(r(0x4800_0000, 64 * MIB)));
+    p.fault_report = Some(r(0xbfff_0000, 0x1_0000));
+    let out = build_host_tree(&input, &p).unwrap();
+    let before = model_nodes(&input);
+    let after = model_nodes(&out);
+    let edited = ["/", "/chosen", "/memory@40000000", "/reserved-memory"];
+    for (path, props) in &before {
+        let Some((_, now)) = after.iter().find(|(p, _)| p == path) else {
+            panic!("{path} missing from the host's tree");
+        };
+        if !edited.contains(&path.as_str()) {
+            assert_eq!(now, props, "{path}");
+        }
+    }
+    // Added: /reserved-memory and its two children; nothing else.
+    assert_eq!(after.len(), before.len() + 3);
+    let chosen = &after.iter().find(|(p, _)| p == "/chosen").unwrap().1;
+    let names: Vec<&str> = chosen.iter().map(|(n, _)| n.as_str()).collect();
+    // bootargs replaced in place, Portcullis' own properties gone, the rest in order.
+    let old: Vec<&str> = before
+        .iter()
+        .find(|(p, _)| p == "/chosen")
+        .unwrap()
+        .1
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !n.starts_with("portcullis,"))
+        .collect();
+    assert_eq!(names, old);
+    // The header's boot CPU and memory reservations are the input's.
+    assert_eq!(out[28..32], input[28..32]);
+}
+
+#[test]
+fn a_reserved_node_of_portcullis_name_is_replaced() {
+    let input = edited(QEMU, |t| {
+        let rm = DeviceTreeNode::builder("reserved-memory")
+            .unwrap()
+            .property(DeviceTreeProperty::new("#address-cells", 2u32).unwrap())
+            .property(DeviceTreeProperty::new("#size-cells", 2u32).unwrap())
+            .property(DeviceTreeProperty::new("ranges", Vec::<u8>::new()).unwrap())
+            .child(
+                DeviceTreeNode::builder("portcullis@7e000000")
+                    .unwrap()
+                    .property(DeviceTreeProperty::new("reg", cells(&[0, 1, 0, 2])).unwrap())
+                    .build(),
+            )
+            .build();
+        t.root.add_child(rm);
+    });
+    let out = build_host_tree(&input, &params(r(0x7e00_0000, 32 * MIB), None)).unwrap();
+    // One node of that name in the blob (dtoolkit's model would hide a duplicate: it keys children
+    // by name).
+    let name = b"portcullis@7e000000\0";
+    assert_eq!(out.windows(name.len()).filter(|w| w == name).count(), 1);
+    let nodes = model_nodes(&out);
+    let ours: Vec<_> = nodes
+        .iter()
+        .filter(|(p, _)| p == "/reserved-memory/portcullis@7e000000")
+        .collect();
+    assert_eq!(ours.len(), 1);
+    let reg = &ours[0].1.iter().find(|(n, _)| n == "reg").unwrap().1;
+    assert_eq!(reg, &cells(&[0, 0x7e00_0000, 0, 32 << 20]));
+}
+
+proptest! {
+    /// The rewrite reads the incoming tree itself (bounds-checked, without validating it again):
+    /// a tree corrupted after it was parsed gives a tree or an error, never a panic.
+    #[test]
+    fn corrupted_input_never_panics(
+        flips in proptest::collection::vec((0usize..QEMU.len(), any::<u8>()), 1..8),
+    ) {
+        let platform = Platform::parse(QEMU).unwrap();
+        let mut data = QEMU.to_vec();
+        for (at, byte) in flips {
+            data[at] = byte;
+        }
+        let mut p = params(r(0x7e00_0000, 32 * MIB), Some(r(0x4800_0000, 64 * MIB)));
+        p.hide_smmu = true;
+        let _ = build_host_tree_from(&data, &platform, &p);
+    }
 }
