@@ -4,6 +4,7 @@ mod bounded;
 mod bringup;
 mod msi;
 mod on_demand;
+mod phys_commands;
 mod props;
 
 /// The fakes, shared with the fuzz targets (`fuzz/`, feature `testing`).
