@@ -720,10 +720,18 @@ fn gib_slots_counts_each_touched_gib_once() {
     let r = |start: u64, size: u64| PhysRange::new(start, size).unwrap();
     assert_eq!(gib_slots(&[r(gib - 0x1000, 0x2000)]), 2);
     assert_eq!(
-        gib_slots(&[r(5 * gib, gib), r(gib, 0x1000), r(gib + 0x2000, 0x1000), r(3 * gib, 0)]),
+        gib_slots(&[
+            r(5 * gib, gib),
+            r(gib, 0x1000),
+            r(gib + 0x2000, 0x1000),
+            r(3 * gib, 0)
+        ]),
         2
     );
-    assert_eq!(gib_slots(&[r(0, 4 * gib), r(gib, gib), r(3 * gib, 2 * gib)]), 5);
+    assert_eq!(
+        gib_slots(&[r(0, 4 * gib), r(gib, gib), r(3 * gib, 2 * gib)]),
+        5
+    );
     // The top of the address space.
     assert_eq!(gib_slots(&[r(u64::MAX - gib, gib)]), 2);
 }
