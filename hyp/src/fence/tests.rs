@@ -671,12 +671,13 @@ mod lifting {
     }
 }
 
+fn range(start: u64, size: u64) -> PhysRange {
+    PhysRange::new(start, size).expect("a range that does not wrap")
+}
+
 /// QEMU virt with 1 GiB: the GICv3 ITS doorbell page in the first GiB, host RAM in the second.
 fn virt_1g_dma_ranges() -> [PhysRange; 2] {
-    [
-        PhysRange::new(0x0809_0000, 0x1000).unwrap(),
-        PhysRange::new(0x4000_0000, 0x3c00_0000).unwrap(),
-    ]
+    [range(0x0809_0000, 0x1000), range(0x4000_0000, 0x3c00_0000)]
 }
 
 #[test]
@@ -696,10 +697,10 @@ fn the_dma_stage2_starts_at_level_1_when_few_gib_hold_dma_memory() {
 fn the_dma_stage2_starts_at_level_0_where_level_1_needs_many_fence_stores() {
     use super::{DMA_FENCE_MAX_LEVEL1_STORES, dma_ipa_bits};
     let gib = 1u64 << 30;
-    let at_limit = [PhysRange::new(gib, DMA_FENCE_MAX_LEVEL1_STORES as u64 * gib).unwrap()];
+    let at_limit = [range(gib, DMA_FENCE_MAX_LEVEL1_STORES as u64 * gib)];
     assert_eq!(dma_ipa_bits(40, 44, &at_limit), 40);
     // One more GiB of RAM: 44 bits, level 0, one store for it all.
-    let big = [PhysRange::new(gib, (DMA_FENCE_MAX_LEVEL1_STORES as u64 + 1) * gib).unwrap()];
+    let big = [range(gib, (DMA_FENCE_MAX_LEVEL1_STORES as u64 + 1) * gib)];
     assert_eq!(dma_ipa_bits(40, 44, &big), 44);
     assert_eq!(dma_ipa_bits(40, 52, &big), 44);
     // The host's own space already needs level 0.
@@ -717,7 +718,7 @@ fn gib_slots_counts_each_touched_gib_once() {
     assert_eq!(gib_slots(&[]), 0);
     assert_eq!(gib_slots(&virt_1g_dma_ranges()), 2);
     // Straddling a GiB boundary, overlapping and unsorted ranges, an empty one.
-    let r = |start: u64, size: u64| PhysRange::new(start, size).unwrap();
+    let r = range;
     assert_eq!(gib_slots(&[r(gib - 0x1000, 0x2000)]), 2);
     assert_eq!(
         gib_slots(&[
@@ -752,7 +753,7 @@ fn a_level_1_dma_stage2_for_qemu_virt_has_two_valid_top_entries() {
         },
     ];
     let bits = super::dma_ipa_bits(40, 44, &ranges);
-    let table = Stage2Table::build(&regions, bits, 2).unwrap();
+    let table = Stage2Table::build(&regions, bits, 2).expect("the virt DMA policy builds");
     assert_eq!((table.start_level(), table.root_tables()), (1, 2));
     assert_eq!(table.valid_top_entries(), [0, 1]);
     assert_eq!(table.valid_top_entries().len(), super::gib_slots(&ranges));
