@@ -102,15 +102,53 @@ impl fmt::Display for ReportState {
     }
 }
 
-/// The IPA size of the normal DMA stage 2, chosen so that the fence's stores are few: with 44 bits
-/// or more the walk starts at level 0 and each top-level entry covers 512 GiB, so host RAM below
-/// 512 GiB and the ITS doorbells take one entry (one store at the fence); below, each 1 GiB of RAM
-/// takes one. So: 44 bits when the SMMU's stage-2 input size allows it (and the host's IPA space is
-/// no larger), otherwise the host's, capped by what the SMMU takes. The policy maps RAM and the
-/// doorbells only, so a larger IPA space makes nothing else reachable.
-pub fn dma_ipa_bits(host_ipa_bits: u32, smmu_ias_bits: u32) -> u32 {
+/// The most top-level entries the in-place DMA fence may have to make invalid with a walk that
+/// starts at level 1 (one entry per 1 GiB holding host RAM or an ITS doorbell): a fixed handful
+/// of stores, well under the fence's other costs.
+pub const DMA_FENCE_MAX_LEVEL1_STORES: usize = 16;
+
+/// The IPA size of the normal DMA stage 2. Every IOTLB miss of a device walks the host's stage 1
+/// and then this stage 2 for the output address, so each level it skips is one descriptor read
+/// fewer per miss; and the fence makes its valid top-level entries invalid, one store each.
+///
+/// - A walk starting at level 1 (IPA size below 44 bits: the host's own, capped by what the
+///   SMMU takes; 40..=43 bits with a concatenated root) when the DMA-mapped ranges (`mapped`: RAM
+///   and doorbells, which is all the policy maps) touch at most [`DMA_FENCE_MAX_LEVEL1_STORES`]
+///   1 GiB slots: one level fewer per walk than a level-0 start, for a few more fence stores.
+/// - Otherwise 44 bits when the SMMU allows it (and the host's IPA space is no larger): the walk
+///   starts at level 0 and each top-level entry covers 512 GiB, so host RAM below 512 GiB and the
+///   doorbells take one store at the fence. Else the host's size, capped by what the SMMU takes.
+///
+/// A larger IPA space than the mapped ranges need makes nothing else reachable.
+pub fn dma_ipa_bits(host_ipa_bits: u32, smmu_ias_bits: u32, mapped: &[PhysRange]) -> u32 {
     const LEVEL0_BITS: u32 = 44;
+    let level1 = host_ipa_bits.min(smmu_ias_bits).min(48);
+    if level1 < LEVEL0_BITS && gib_slots(mapped) <= DMA_FENCE_MAX_LEVEL1_STORES {
+        return level1;
+    }
     host_ipa_bits.max(LEVEL0_BITS).min(smmu_ias_bits).min(48)
+}
+
+/// How many distinct 1 GiB-aligned slots the non-empty `ranges` touch (what a level-1 root needs
+/// valid entries for), saturating.
+pub fn gib_slots(ranges: &[PhysRange]) -> usize {
+    const GIB_SHIFT: u32 = 30;
+    let mut slots: Vec<(u64, u64)> = ranges
+        .iter()
+        .filter(|r| r.end.0 > r.start.0)
+        .map(|r| (r.start.0 >> GIB_SHIFT, (r.end.0 - 1) >> GIB_SHIFT))
+        .collect();
+    slots.sort_unstable();
+    let mut count: u64 = 0;
+    let mut next = 0; // the first slot not counted yet
+    for (first, last) in slots {
+        let first = first.max(next);
+        if first <= last {
+            count = count.saturating_add(last - first + 1);
+            next = last + 1;
+        }
+    }
+    usize::try_from(count).unwrap_or(usize::MAX)
 }
 
 /// The commands of the in-place DMA fence, issued once the normal DMA stage 2's valid top-level

@@ -488,7 +488,11 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     crate::boot_clock::mark("smmu-init");
 
     let ias = driver::ias_bits(drv.features());
-    let ipa_bits = fence::dma_ipa_bits(map.ipa_bits, u32::from(ias));
+    let mapped: Vec<PhysRange> = stage2::dma_policy(map, Mode::Normal)
+        .iter()
+        .map(|r| r.range)
+        .collect();
+    let ipa_bits = fence::dma_ipa_bits(map.ipa_bits, u32::from(ias), &mapped);
     let dma_map = AddressMap {
         ipa_bits,
         ..map.clone()

@@ -179,6 +179,9 @@ class Boot:
         self.other_load = max(other, 0.0) / (wall * os.cpu_count())
         if "init" not in self.t:
             self.fails.append("no /init marker")
+        # init-bench.sh prints each disk's domain type before the strict and the lazy reads.
+        if len(self.domains) >= 2 and any(t != "DMA-FQ" for t in self.domains[1].split()):
+            self.fails.append(f"the lazy reads ran on domains {self.domains[1]!r}, not all DMA-FQ")
         if not self.counting and self.crash_s() is None:
             self.fails.append("no crash -> capture /init")
         return self

@@ -85,11 +85,18 @@ say "disks: virtio-blk $VD, nvme $NV, media $MEDIA"
 [ -n "$VD" ] && [ -n "$NV" ] || { say "FAIL no disks"; off; }
 
 # group_of DISK: the IOMMU group directory of the disk's PCI function (up its sysfs device path).
+# An NVMe namespace's block device is, with Debian's NVME_MULTIPATH, the subsystem's head disk:
+# its `device` is /sys/devices/virtual/nvme-subsystem/nvme-subsysN, whose controllers (nvmeM
+# links there) are under the PCI function. Without a group: nothing, status 1 (the callers must
+# check: an empty result would make "$g/type" the initramfs' own /type).
 group_of() {
-    p=$(readlink -f /sys/block/$1/device)
-    while [ -n "$p" ] && [ "$p" != / ]; do
-        [ -e "$p/iommu_group" ] && { readlink -f "$p/iommu_group"; return 0; }
-        p=${p%/*}
+    for p in "$(readlink -f /sys/block/$1/device)" "$(readlink -f /sys/block/$1/device)"/nvme[0-9]*; do
+        [ -e "$p" ] || continue
+        p=$(readlink -f "$p")
+        while [ -n "$p" ] && [ "$p" != / ]; do
+            [ -e "$p/iommu_group" ] && { readlink -f "$p/iommu_group"; return 0; }
+            p=${p%/*}
+        done
     done
     return 1
 }
@@ -121,17 +128,24 @@ reads() {
     done
 }
 
-types=""
-for d in $VD $NV; do types="$types $(cat "$(group_of $d)/type" 2>/dev/null)"; done
-say "domains:$types"
+# domains: each disk's IOMMU domain type (DMA: strict, DMA-FQ: lazy), `none` without a group.
+domains() {
+    types=""
+    for d in $VD $NV; do
+        g=$(group_of $d) && types="$types $(cat "$g/type" 2>/dev/null)" || types="$types none"
+    done
+    say "domains:$types"
+}
+domains
 reads strict
 for d in $VD $NV; do
-    g=$(group_of $d)
-    echo DMA-FQ > "$g/type" 2>/dev/null || say "could not switch $d's group to DMA-FQ"
+    if g=$(group_of $d); then
+        echo DMA-FQ > "$g/type" 2>/dev/null || say "could not switch $d's group to DMA-FQ (failed)"
+    else
+        say "no IOMMU group for $d (failed)"
+    fi
 done
-types=""
-for d in $VD $NV; do types="$types $(cat "$(group_of $d)/type" 2>/dev/null)"; done
-say "domains:$types"
+domains
 reads lazy
 
 if [ "$nocrash" = 1 ]; then say "done"; off; fi

@@ -671,14 +671,90 @@ mod lifting {
     }
 }
 
+fn range(start: u64, size: u64) -> PhysRange {
+    PhysRange::new(start, size).expect("a range that does not wrap")
+}
+
+/// QEMU virt with 1 GiB: the GICv3 ITS doorbell page in the first GiB, host RAM in the second.
+fn virt_1g_dma_ranges() -> [PhysRange; 2] {
+    [range(0x0809_0000, 0x1000), range(0x4000_0000, 0x3c00_0000)]
+}
+
 #[test]
-fn the_dma_stage2_starts_at_level_0_where_the_smmu_allows() {
+fn the_dma_stage2_starts_at_level_1_when_few_gib_hold_dma_memory() {
     use super::dma_ipa_bits;
-    // QEMU's SMMU: 44-bit OAS; a 40-bit host IPA space.
-    assert_eq!(dma_ipa_bits(40, 44), 44);
-    assert_eq!(dma_ipa_bits(48, 48), 48);
-    assert_eq!(dma_ipa_bits(40, 52), 44);
-    // A 40- or 42-bit SMMU: the largest it takes.
-    assert_eq!(dma_ipa_bits(40, 40), 40);
-    assert_eq!(dma_ipa_bits(44, 42), 42);
+    // QEMU's SMMU (44-bit IAS), a 40-bit host IPA space, RAM and the doorbell in 2 GiB: level 1
+    // (40 bits, two concatenated root tables), one stage-2 level fewer on every walk.
+    assert_eq!(dma_ipa_bits(40, 44, &virt_1g_dma_ranges()), 40);
+    assert_eq!(dma_ipa_bits(42, 52, &virt_1g_dma_ranges()), 42);
+    // A 36-bit host.
+    assert_eq!(dma_ipa_bits(36, 44, &virt_1g_dma_ranges()), 36);
+    // Nothing mapped at all.
+    assert_eq!(dma_ipa_bits(40, 44, &[]), 40);
+}
+
+#[test]
+fn the_dma_stage2_starts_at_level_0_where_level_1_needs_many_fence_stores() {
+    use super::{DMA_FENCE_MAX_LEVEL1_STORES, dma_ipa_bits};
+    let gib = 1u64 << 30;
+    let at_limit = [range(gib, DMA_FENCE_MAX_LEVEL1_STORES as u64 * gib)];
+    assert_eq!(dma_ipa_bits(40, 44, &at_limit), 40);
+    // One more GiB of RAM: 44 bits, level 0, one store for it all.
+    let big = [range(gib, (DMA_FENCE_MAX_LEVEL1_STORES as u64 + 1) * gib)];
+    assert_eq!(dma_ipa_bits(40, 44, &big), 44);
+    assert_eq!(dma_ipa_bits(40, 52, &big), 44);
+    // The host's own space already needs level 0.
+    assert_eq!(dma_ipa_bits(44, 44, &virt_1g_dma_ranges()), 44);
+    assert_eq!(dma_ipa_bits(48, 48, &virt_1g_dma_ranges()), 48);
+    // A 40- or 42-bit SMMU: the largest it takes, whatever the stores.
+    assert_eq!(dma_ipa_bits(40, 40, &big), 40);
+    assert_eq!(dma_ipa_bits(44, 42, &big), 42);
+}
+
+#[test]
+fn gib_slots_counts_each_touched_gib_once() {
+    use super::gib_slots;
+    let gib = 1u64 << 30;
+    assert_eq!(gib_slots(&[]), 0);
+    assert_eq!(gib_slots(&virt_1g_dma_ranges()), 2);
+    // Straddling a GiB boundary, overlapping and unsorted ranges, an empty one.
+    let r = range;
+    assert_eq!(gib_slots(&[r(gib - 0x1000, 0x2000)]), 2);
+    assert_eq!(
+        gib_slots(&[
+            r(5 * gib, gib),
+            r(gib, 0x1000),
+            r(gib + 0x2000, 0x1000),
+            r(3 * gib, 0)
+        ]),
+        2
+    );
+    assert_eq!(
+        gib_slots(&[r(0, 4 * gib), r(gib, gib), r(3 * gib, 2 * gib)]),
+        5
+    );
+    // The top of the address space.
+    assert_eq!(gib_slots(&[r(u64::MAX - gib, gib)]), 2);
+}
+
+#[test]
+fn a_level_1_dma_stage2_for_qemu_virt_has_two_valid_top_entries() {
+    // What the fence then stores: one per valid top-level entry.
+    use crate::stage2::{Access, Region, Stage2Table};
+    let ranges = virt_1g_dma_ranges();
+    let regions = [
+        Region {
+            range: ranges[0],
+            access: Access::Device,
+        },
+        Region {
+            range: ranges[1],
+            access: Access::RW,
+        },
+    ];
+    let bits = super::dma_ipa_bits(40, 44, &ranges);
+    let table = Stage2Table::build(&regions, bits, 2).expect("the virt DMA policy builds");
+    assert_eq!((table.start_level(), table.root_tables()), (1, 2));
+    assert_eq!(table.valid_top_entries(), [0, 1]);
+    assert_eq!(table.valid_top_entries().len(), super::gib_slots(&ranges));
 }

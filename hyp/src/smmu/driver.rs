@@ -1435,10 +1435,15 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             report.overflow = true;
             self.stats.event_overflows += 1;
         }
+        let moved = cons != live.evtq.cons;
         live.evtq.cons = cons;
-        // The records are read before their slots are handed back.
-        self.dma.mb();
-        self.mmio.write32(offset::EVTQ_CONS, cons.encode());
+        // Nothing consumed and no overflow to acknowledge: the SMMU's CONS already says so, and
+        // the write would be one more physical register access per (mostly empty) drain.
+        if moved {
+            // The records are read before their slots are handed back.
+            self.dma.mb();
+            self.mmio.write32(offset::EVTQ_CONS, cons.encode());
+        }
         self.stats.event_records += u64::from(report.records);
         if !resumes.is_empty() {
             report.terminated_stalls = resumes.len() as u32;

@@ -190,6 +190,8 @@ pub struct State {
     evtq_prod: u32,
     evtq_cons: u32,
     pub trace: Vec<Trace>,
+    /// Register offsets read through [`ModelMmio`], in order.
+    pub reads: Vec<usize>,
     pub executed: Vec<Command>,
     pub violations: Vec<String>,
     /// The configuration cache.
@@ -892,6 +894,7 @@ impl Model {
             evtq_prod: 0,
             evtq_cons: 0,
             trace: Vec::new(),
+            reads: Vec::new(),
             executed: Vec::new(),
             violations: Vec::new(),
             cache: BTreeMap::new(),
@@ -1116,17 +1119,26 @@ impl Model {
     pub fn trace(&self) -> Vec<Trace> {
         self.state().trace.clone()
     }
+
+    /// The register offsets the driver read, in order.
+    pub fn reads(&self) -> Vec<usize> {
+        self.state().reads.clone()
+    }
 }
 
 impl SmmuMmio for ModelMmio {
     fn read32(&mut self, offset: usize) -> u32 {
-        self.0.borrow_mut().read32(offset)
+        let mut s = self.0.borrow_mut();
+        s.reads.push(offset);
+        s.read32(offset)
     }
     fn write32(&mut self, offset: usize, value: u32) {
         self.0.borrow_mut().write32(offset, value);
     }
     fn read64(&mut self, offset: usize) -> u64 {
-        self.0.borrow_mut().read64(offset)
+        let mut s = self.0.borrow_mut();
+        s.reads.push(offset);
+        s.read64(offset)
     }
     fn write64(&mut self, offset: usize, value: u64) {
         self.0.borrow_mut().write64(offset, value);

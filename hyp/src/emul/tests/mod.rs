@@ -5,6 +5,7 @@ mod bringup;
 mod fast;
 mod msi;
 mod on_demand;
+mod phys_commands;
 mod props;
 
 /// The fakes, shared with the fuzz targets (`fuzz/`, feature `testing`).

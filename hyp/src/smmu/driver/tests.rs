@@ -913,6 +913,49 @@ fn illegal_command_is_skipped_and_named() {
     assert_no_violations(&model);
 }
 
+/// A drain that finds the Event queue empty costs one register access (the `EVENTQ_PROD` read):
+/// `EVENTQ_CONS` is written only when it changes (records consumed, an overflow acknowledged).
+/// Portcullis drains mostly empty queues, every 10 ms while the host traps.
+#[test]
+fn an_empty_drain_reads_evtq_prod_and_writes_nothing() {
+    let mut f = model::qemu_features();
+    f.evtq_log2 = 2;
+    let (model, mut d) = up(f, 0xff);
+    let since = |model: &Model, reads: usize, writes_before: usize| {
+        (
+            model.reads()[reads..].to_vec(),
+            writes(&model.trace())[writes_before..].to_vec(),
+        )
+    };
+    for _ in 0..3 {
+        let (r0, w0) = (model.reads().len(), writes(&model.trace()).len());
+        let report = d.drain_events(&mut |_| {}).expect("drain");
+        assert_eq!((report.records, report.overflow), (0, false));
+        assert_eq!(since(&model, r0, w0), (vec![offset::EVTQ_PROD], vec![]));
+    }
+    // Two records: CONS moves on by two, written once.
+    for i in 0..2 {
+        model.inject_event(translation_fault(8, 0x7c00_0000 + i * 0x1000, true));
+    }
+    let (r0, w0) = (model.reads().len(), writes(&model.trace()).len());
+    assert_eq!(d.drain_events(&mut |_| {}).expect("drain").records, 2);
+    assert_eq!(
+        since(&model, r0, w0),
+        (vec![offset::EVTQ_PROD], vec![(offset::EVTQ_CONS, 2)])
+    );
+    // Overflow with the queue drained to empty again: the acknowledgement alone is a change.
+    for i in 0..5 {
+        model.inject_event(translation_fault(9, i * 0x1000, false));
+    }
+    assert!(d.drain_events(&mut |_| {}).expect("drain").overflow);
+    let (prod, cons) = model.evtq_prod_cons();
+    assert_eq!(prod >> 31, cons >> 31, "overflow acknowledged");
+    let (r0, w0) = (model.reads().len(), writes(&model.trace()).len());
+    d.drain_events(&mut |_| {}).expect("drain");
+    assert_eq!(since(&model, r0, w0).1, vec![]);
+    assert_no_violations(&model);
+}
+
 #[test]
 fn events_drain_with_wrap_and_overflow() {
     let mut f = model::qemu_features();
