@@ -219,7 +219,9 @@ pub fn prepare(
     // The crash region is execute-never: the capture kernel's first instruction fetch there is
     // the kexec event.
     let regions = stage2::cpu_policy(&map, Mode::Normal, true);
-    let table = Stage2Table::build(&regions, map.ipa_bits, VMID_HOST).map_err(HostError::Policy)?;
+    let ram = map.ram.iter().map(|r| r.size()).sum();
+    let table = Stage2Table::build_with(&regions, map.ipa_bits, VMID_HOST, stage2::cpu_leaves(ram))
+        .map_err(HostError::Policy)?;
     let (dead_table, crash_table) = match crash {
         Some(_) => (
             Some(

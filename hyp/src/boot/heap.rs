@@ -10,6 +10,8 @@
 //! memory then ends at the heap's end plus that reserve ([`HeapPlan::limit`]); the rest of the
 //! ceiling is given to the host as ordinary RAM, and the heap never grows past the limit again.
 
+use crate::stage2::leaves;
+
 /// Growth granule: the heap takes the room in chunks of at least this size, aligned to it.
 pub const GROW_CHUNK: u64 = 256 << 10;
 
@@ -66,13 +68,17 @@ pub const SLACK: u64 = 512 << 10;
 /// level 2 table per GiB of RAM (blocks of 2 MiB at the level below need no more), and two last-
 /// level pages per RAM bank edge, reserved region edge (Portcullis, crash region, report: six
 /// edges) and device range.
+/// The host's CPU stage 2 in normal mode adds one last-level page per 2 MiB of RAM when
+/// [`leaves::cpu_leaves`] picks pages.
 pub fn reserve(m: &Machine) -> Reserve {
     const PAGE: u64 = 4096;
     let gib = m.ram_bytes.div_ceil(1 << 30);
     let edges = 2 * m.ram_banks + 6 + m.device_ranges;
     let pages_per_table = 16 + 2 * gib + 2 * edges;
+    // The host's normal-mode CPU stage 2 maps memory with pages on small machines.
+    let paged = leaves::extra_table_pages(leaves::cpu_leaves(m.ram_bytes), m.ram_bytes);
     Reserve {
-        stage2: STAGE2_TABLES * pages_per_table * PAGE,
+        stage2: (STAGE2_TABLES * pages_per_table + paged) * PAGE,
         smmu: m.strtab_top_bytes + m.queue_bytes,
         streams: m.l2_tables * (m.l2_bytes + (m.l2_bytes / 64) * STREAM_RECORD),
         host_tree: 2 * m.dtb_bytes,
@@ -145,10 +151,10 @@ mod tests {
     #[test]
     fn qemu_reserve_is_a_few_mib() {
         let r = reserve(&qemu());
-        // 5 tables x (16 + 4 + 40) pages.
-        assert_eq!(r.stage2, 5 * 60 * 4096);
+        // 5 tables x (16 + 4 + 40) pages, and the CPU stage 2's pages for 2 GiB.
+        assert_eq!(r.stage2, (5 * 60 + 1024) * 4096);
         assert_eq!(r.streams, (33 * (16 + 16)) << 10);
-        assert!(r.total() < 3 * MIB, "{r:?} = {}", r.total());
+        assert!(r.total() < 7 * MIB, "{r:?} = {}", r.total());
         // More RAM, more CPUs: more reserve.
         let big = Machine {
             cpus: 64,

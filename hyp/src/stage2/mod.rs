@@ -15,6 +15,7 @@ use aarch64_paging::MapError;
 use platform::addr::PhysRange;
 
 pub mod frozen;
+pub mod leaves;
 pub mod policy;
 pub mod table;
 
@@ -26,6 +27,7 @@ mod inplace_tests;
 mod tests;
 
 pub use frozen::dead_cpu_policy;
+pub use leaves::{Leaves, cpu_leaves};
 pub use policy::{
     Access, AddressMap, MAX_IPA_BITS, MIN_IPA_BITS, Mode, PAGE_SIZE, Region, cpu_policy,
     dma_policy, ipa_bits_for, pa_range_bits, with_writable,

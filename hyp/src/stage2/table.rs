@@ -30,12 +30,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_paging::descriptor::Stage2Attributes;
 use aarch64_paging::idmap::IdMap;
-use aarch64_paging::paging::{MemoryRegion, Stage2};
+use aarch64_paging::paging::{Constraints, MemoryRegion, Stage2};
 use platform::addr::{Ipa, Pa};
 use tock_registers::LocalRegisterCopy;
 use tock_registers::register_bitfields;
 
 use super::PolicyError;
+use super::leaves::Leaves;
 use super::policy::{Access, MAX_IPA_BITS, MIN_IPA_BITS, PAGE_SIZE, Region, ipa_limit};
 
 // Addresses are handed to aarch64-paging as `usize`; Portcullis only runs on 64-bit targets.
@@ -140,6 +141,17 @@ impl Stage2Table {
     /// aligned, inside the IPA space and disjoint. Aligned stretches get block mappings (1 GiB at
     /// level 1, 2 MiB at level 2), so that even a whole 1 TiB device space takes few tables.
     pub fn build(regions: &[Region], ipa_bits: u32, vmid: u16) -> Result<Self, PolicyError> {
+        Self::build_with(regions, ipa_bits, vmid, Leaves::Largest)
+    }
+
+    /// [`Self::build`] with the memory regions' leaves chosen by `leaves` (see
+    /// [`super::leaves`]); device regions always get the largest blocks.
+    pub fn build_with(
+        regions: &[Region],
+        ipa_bits: u32,
+        vmid: u16,
+        leaves: Leaves,
+    ) -> Result<Self, PolicyError> {
         if !(MIN_IPA_BITS..=MAX_IPA_BITS).contains(&ipa_bits) {
             return Err(PolicyError::UnsupportedIpaBits(ipa_bits));
         }
@@ -179,7 +191,11 @@ impl Stage2Table {
             let range = region.range;
             let memory_region = MemoryRegion::new(range.start.0 as usize, range.end.0 as usize);
             idmap
-                .map_range(&memory_region, attributes(region.access))
+                .map_range_with_constraints(
+                    &memory_region,
+                    attributes(region.access),
+                    constraints(region.access, leaves),
+                )
                 .map_err(|error| PolicyError::Map { range, error })?;
         }
         let root = Root::copy_from(&idmap, ipa_bits);
@@ -667,6 +683,14 @@ fn level_size(level: usize) -> u64 {
 }
 
 /// Descriptor attributes for a mapped region.
+/// `aarch64-paging`'s mapping constraints for a region with `access` in a table with `leaves`.
+fn constraints(access: Access, leaves: Leaves) -> Constraints {
+    match (leaves, access) {
+        (Leaves::MemoryPages, Access::NormalMemory { .. }) => Constraints::NO_BLOCK_MAPPINGS,
+        _ => Constraints::empty(),
+    }
+}
+
 fn attributes(access: Access) -> Stage2Attributes {
     match access {
         Access::NormalMemory { read, write, exec } => {

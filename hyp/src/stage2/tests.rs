@@ -334,6 +334,61 @@ fn largest_blocks_the_alignment_allows() {
     }
 }
 
+/// The host's CPU stage 2 with [`Leaves::MemoryPages`] (`stage2::leaves`): every memory address
+/// behind a page, devices still in blocks, and every address translated with the same output and
+/// access as the block-built table of the same policy.
+#[test]
+fn memory_pages_translate_as_the_blocks_do() {
+    let map = AddressMap {
+        ram: vec![r(0x4000_0000, 2 * GIB)],
+        hyp: r(0x4020_0000, 0x4f_8000),
+        crash: Some(r(0x4160_0000, 64 * MIB)),
+        report: Some(r(0x7fff_0000, 0x1_0000)),
+        ..qemu_map()
+    };
+    let regions = cpu_policy(&map, Mode::Normal, true);
+    let blocks = Stage2Table::build(&regions, 40, 1).expect("blocks");
+    let pages = Stage2Table::build_with(&regions, 40, 1, Leaves::MemoryPages).expect("pages");
+    for ipa in [
+        0x4000_0000,
+        0x406f_8000,
+        0x4160_0000,
+        0x7fe0_0000,
+        0x8000_0000,
+        0xbfff_f000,
+    ] {
+        assert_eq!(pages.leaf_level(ipa), Some(3), "{ipa:#x}");
+    }
+    assert_eq!(pages.leaf_level(0x7fff_0000), None);
+    // Devices: the MMIO64 window in 1 GiB blocks, the PCI MMIO32 window in 2 MiB blocks.
+    assert_eq!(pages.leaf_level(0x80_0000_0000), Some(1));
+    assert_eq!(pages.leaf_level(0x1000_0000), Some(2));
+    // One last-level page per 2 MiB of the 2 GiB, and the few the blocks need.
+    assert!(pages.table_pages() > 1024, "{}", pages.table_pages());
+    assert!(pages.table_pages() < 1024 + 20, "{}", pages.table_pages());
+    // Same translation everywhere: every 4 KiB page of RAM and the devices below 4 GiB, and
+    // the edges of each region.
+    let mut ipas: Vec<u64> = (0..(1u64 << 32)).step_by(PAGE_SIZE as usize).collect();
+    for region in &regions {
+        let (start, end) = (region.range.start.raw(), region.range.end.raw());
+        ipas.extend([start, start + 0x123, end - 1, end]);
+    }
+    for ipa in ipas {
+        assert_eq!(
+            pages.translate(Ipa(ipa)),
+            blocks.translate(Ipa(ipa)),
+            "{ipa:#x}"
+        );
+        for (write, exec) in [(false, false), (true, false), (false, true)] {
+            assert_eq!(
+                pages.permits(Ipa(ipa), write, exec),
+                blocks.permits(Ipa(ipa), write, exec),
+                "{ipa:#x} write {write} exec {exec}"
+            );
+        }
+    }
+}
+
 #[test]
 fn several_ram_banks() {
     let map = AddressMap {
