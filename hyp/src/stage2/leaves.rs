@@ -17,7 +17,9 @@
 //!   and 0.43 s with pages (`scripts/linux/boottime`).
 //!
 //! Pages cost one last-level table (4 KiB) per 2 MiB of memory, 2 MiB of tables per GiB, taken from
-//! the host's RAM; above [`PAGED_RAM_LIMIT`] the CPU stage 2 keeps blocks. The policy (which IPA
+//! the host's RAM; above [`PAGED_RAM_LIMIT`] the CPU stage 2 keeps blocks. The limit is 1 GiB so
+//! that Portcullis' whole reservation stays within its 8 MiB budget at every RAM size (about
+//! 4.9 MiB with blocks, 6.9 MiB with pages on 1 GiB; 4 GiB of pages would add 8 MiB). The policy (which IPA
 //! the host may touch, and how) is the same either way: only the shape of the tables differs.
 
 /// The leaves a stage-2 table maps its regions with.
@@ -30,8 +32,8 @@ pub enum Leaves {
     MemoryPages,
 }
 
-/// The most RAM whose CPU stage 2 is built from pages (4 GiB: 8 MiB of last-level tables).
-pub const PAGED_RAM_LIMIT: u64 = 4 << 30;
+/// The most RAM whose CPU stage 2 is built from pages (1 GiB: 2 MiB of last-level tables).
+pub const PAGED_RAM_LIMIT: u64 = 1 << 30;
 
 /// Bytes one last-level table maps with 4 KiB pages.
 const PER_TABLE: u64 = 2 << 20;
