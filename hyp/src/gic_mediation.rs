@@ -170,7 +170,7 @@ pub fn init(machine: &Platform) -> Vec<PhysRange> {
             ),
         }
     }
-    trapped.sort_unstable();
+    platform::sort::sort_small(&mut trapped);
     log::debug!(
         "GIC mediation: {} redistributors ({id_bits} interrupt ID bits), {} ITS; {} frames trapped",
         frames.len(),

@@ -77,6 +77,17 @@ mod image {
             }
         }
 
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's layout, passed on.
+            let p = unsafe { self.alloc(layout) };
+            if !p.is_null() {
+                // SAFETY: a block of `layout.size()` bytes just given out, in the heap room:
+                // RAM, mapped Normal by the EL2 tables (the heap is empty until the MMU is on).
+                unsafe { crate::arch::cache::zero(p, layout.size()) };
+            }
+            p
+        }
+
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             if let Some(p) = NonNull::new(ptr) {
                 // SAFETY: the caller returns a block this allocator gave out, with its layout.

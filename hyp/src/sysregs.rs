@@ -218,6 +218,21 @@ pub fn dcache_line(ctr: u64) -> usize {
     4 << LocalRegisterCopy::<u64, CTR_EL0::Register>::new(ctr).read(CTR_EL0::DminLine)
 }
 
+/// The part of `[start, start + len)` that DC ZVA can zero, from DCZID_EL0: `(first, end, block)`
+/// with `[first, end)` the whole, aligned DC ZVA blocks of `block` bytes inside the range. `None`
+/// when DC ZVA is prohibited (DZP) or no whole block fits (the caller stores zeros instead).
+pub fn zva_span(dczid: u64, start: usize, len: usize) -> Option<(usize, usize, usize)> {
+    const DZP: u64 = 1 << 4;
+    if dczid & DZP != 0 {
+        return None;
+    }
+    // BS: log2 of the block size in 4-byte words (at most 2 KiB by the architecture).
+    let block = 4usize << (dczid & 0xf);
+    let end = start.checked_add(len)? & !(block - 1);
+    let first = start.checked_next_multiple_of(block)?;
+    (first < end).then_some((first, end, block))
+}
+
 /// CPTR_EL2 (HCR_EL2.E2H = 0) trapping nothing: FP/SIMD, SVE and SME are the host's and never
 /// used by Portcullis. TCPAC (31), TAM (30), TTA (20), TSM (12), TFP (10) and TZ (8) are 0; only
 /// the RES1 bits 13, 9 and 7:0 are set. Written by the entry code (`arch::head`) before any Rust.
@@ -265,6 +280,39 @@ pub fn tcr_el2(pa_range: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zva_span_is_the_whole_blocks_inside() {
+        // BS = 4: 64-byte blocks; BS = 7: 512.
+        assert_eq!(zva_span(4, 0x1000, 0x1000), Some((0x1000, 0x2000, 64)));
+        assert_eq!(zva_span(7, 0x1010, 0x1000), Some((0x1200, 0x2000, 512)));
+        assert_eq!(zva_span(4, 0x1001, 0x80), Some((0x1040, 0x1080, 64)));
+        // Prohibited (DZP), or no whole block inside.
+        assert_eq!(zva_span(4 | (1 << 4), 0x1000, 0x1000), None);
+        assert_eq!(zva_span(4, 0x1001, 0x7e), None);
+        assert_eq!(zva_span(4, 0x1000, 0), None);
+        assert_eq!(zva_span(4, usize::MAX - 10, 5), None);
+    }
+
+    proptest::proptest! {
+        /// The span lies inside the range, is aligned to the block, and leaves less than a block
+        /// at either end.
+        #[test]
+        fn zva_span_inside(bs in 0u64..10, start in 0usize..1 << 20, len in 0usize..1 << 16) {
+            let block = 4usize << bs;
+            match zva_span(bs, start, len) {
+                Some((first, end, b)) => {
+                    proptest::prop_assert_eq!(b, block);
+                    proptest::prop_assert!(start <= first && first < end && end <= start + len);
+                    proptest::prop_assert!(first % block == 0 && end % block == 0);
+                    proptest::prop_assert!(first - start < block && start + len - end < block);
+                }
+                None => proptest::prop_assert!(
+                    (start + len) / block * block <= start.next_multiple_of(block)
+                ),
+            }
+        }
+    }
 
     /// The values are those the code wrote as raw numbers before they were named.
     #[test]

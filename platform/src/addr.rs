@@ -146,7 +146,7 @@ impl PhysRange {
 /// a strictly increasing list of disjoint, non-adjacent ranges.
 pub fn normalize_ranges(ranges: &mut Vec<PhysRange>) {
     ranges.retain(|r| !r.is_empty());
-    ranges.sort_unstable();
+    crate::sort::sort_small(ranges);
     let mut merged: Vec<PhysRange> = Vec::with_capacity(ranges.len());
     for r in ranges.drain(..) {
         match merged.last_mut() {

@@ -938,7 +938,7 @@ impl<'a> Tree<'a> {
                 phandles.push((ph, idx));
             }
         }
-        phandles.sort_unstable();
+        crate::sort::sort_small(&mut phandles);
         tree.phandles = phandles;
         Ok(tree)
     }

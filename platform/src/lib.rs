@@ -13,3 +13,4 @@ pub mod boards;
 pub mod console;
 pub mod devtree;
 pub mod fdt;
+pub mod sort;

@@ -21,3 +21,37 @@ pub fn clean_to_poc(start: usize, len: usize) {
     }
     barrier::dsb(barrier::SY);
 }
+
+/// Zeroes `[ptr, ptr + len)`: the whole DC ZVA blocks inside it with DC ZVA (one instruction per
+/// block; under QEMU TCG a block is one host memset instead of a loop of translated stores), the
+/// rest with ordinary stores. DC ZVA orders like stores, so nothing more is needed after it.
+///
+/// # Safety
+///
+/// `[ptr, ptr + len)` is valid for writes and mapped as Normal memory with the MMU on (DC ZVA to
+/// Device memory faults).
+// Not inlined: one copy for every caller (each copy is more code for QEMU to translate at boot).
+#[inline(never)]
+pub unsafe fn zero(ptr: *mut u8, len: usize) {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effect.
+    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags)) };
+    let start = ptr as usize;
+    let Some((first, end, block)) = portcullis::sysregs::zva_span(dczid, start, len) else {
+        // SAFETY: the caller's range.
+        unsafe { core::ptr::write_bytes(ptr, 0, len) };
+        return;
+    };
+    // SAFETY: `[start, first)` and `[end, start + len)` lie in the caller's range.
+    unsafe {
+        core::ptr::write_bytes(ptr, 0, first - start);
+        core::ptr::write_bytes(end as *mut u8, 0, start + len - end);
+    }
+    let mut addr = first;
+    while addr < end {
+        // SAFETY: a whole, aligned block inside the caller's range, Normal memory (the caller's
+        // promise); DC ZVA writes zeros to exactly that block.
+        unsafe { asm!("dc zva, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += block;
+    }
+}

@@ -260,7 +260,7 @@ fn behind_smmu(host: &PciHost, smmu: Option<u32>) -> bool {
         .filter(|&b| b > lo && b <= hi)
         .collect();
     starts.push(lo);
-    starts.sort_unstable();
+    platform::sort::sort_small(&mut starts);
     starts.dedup();
     starts.into_iter().all(to_smmu)
 }

@@ -76,7 +76,7 @@ pub fn present_stream_ids(
             }
         }
     }
-    sids.sort_unstable();
+    platform::sort::sort_small(&mut sids);
     sids.dedup();
     sids
 }

@@ -1219,7 +1219,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
         new: &Ste,
     ) -> Result<SteWriteReport, SmmuError> {
         let mut sids = sids.to_vec();
-        sids.sort_unstable();
+        platform::sort::sort_small(&mut sids);
         sids.dedup();
         let mut report = SteWriteReport::default();
         let plan = self.plan_ste_writes(&sids, new, &mut report)?;
@@ -1249,7 +1249,7 @@ impl<M: SmmuMmio, D: DmaMemory> SmmuDriver<M, D> {
             }
             let mut invalidated: Vec<StreamId> = plan.make_valid.clone();
             invalidated.extend(plan.in_place.iter().map(|&(sid, _)| sid));
-            invalidated.sort_unstable();
+            platform::sort::sort_small(&mut invalidated);
             last.extend(cfgi_commands(&invalidated));
             if !plan.new_tables.is_empty() {
                 // The level 2 tables are complete before an L1STD makes them reachable.

@@ -377,7 +377,7 @@ fn push_all(regions: &mut Vec<Region>, ranges: Vec<PhysRange>, access: Access) {
 /// the table builder sees the largest ranges and can use the largest blocks).
 fn normalize(mut regions: Vec<Region>) -> Vec<Region> {
     regions.retain(|r| !r.range.is_empty() && r.access != Access::None);
-    regions.sort_unstable_by_key(|r| r.range.start);
+    platform::sort::sort_small_by_key(&mut regions, |r| r.range.start);
     let mut out: Vec<Region> = Vec::with_capacity(regions.len());
     for region in regions {
         match out.last_mut() {
@@ -435,7 +435,7 @@ fn subtract(from: &[PhysRange], cut: &[PhysRange]) -> Vec<PhysRange> {
         }
         out = next;
     }
-    out.sort_unstable();
+    platform::sort::sort_small(&mut out);
     out
 }
 

@@ -160,7 +160,7 @@ impl Stage2Table {
             .iter()
             .filter(|r| r.access != Access::None && !r.range.is_empty())
             .collect();
-        mapped.sort_unstable_by_key(|r| r.range.start);
+        platform::sort::sort_small_by_key(&mut mapped, |r| r.range.start);
         for region in &mapped {
             let range = region.range;
             if !range.start.is_aligned(PAGE_SIZE) || !range.end.is_aligned(PAGE_SIZE) {
