@@ -284,19 +284,25 @@ fn qemu_tables_stay_small() {
     }
 }
 
+/// QEMU virt with 2 GiB as Portcullis boots it: its memory ends 4 KiB aligned, the crash region
+/// and RAM are 2 MiB aligned, the report 64 KiB.
+fn qemu_2gib_map() -> AddressMap {
+    AddressMap {
+        ram: vec![r(0x4000_0000, 2 * GIB)],
+        hyp: r(0x4020_0000, 0x4f_8000),
+        crash: Some(r(0x4160_0000, 64 * MIB)),
+        report: Some(r(0x7fff_0000, 0x1_0000)),
+        ..qemu_map()
+    }
+}
+
 /// The block choice on QEMU virt with 2 GiB, as Portcullis boots it (its memory ends 4 KiB
 /// aligned, the crash region and RAM 2 MiB aligned, the report 64 KiB): 1 GiB blocks where a whole
 /// GiB has one policy, 2 MiB blocks where a 2 MiB stretch has, pages only at unaligned edges; a
 /// handful of tables for the whole map.
 #[test]
 fn largest_blocks_the_alignment_allows() {
-    let map = AddressMap {
-        ram: vec![r(0x4000_0000, 2 * GIB)],
-        hyp: r(0x4020_0000, 0x4f_8000),
-        crash: Some(r(0x4160_0000, 64 * MIB)),
-        report: Some(r(0x7fff_0000, 0x1_0000)),
-        ..qemu_map()
-    };
+    let map = qemu_2gib_map();
     assert_eq!(map.validate(), Ok(()));
     for (table, cpu) in [
         (
@@ -339,13 +345,7 @@ fn largest_blocks_the_alignment_allows() {
 /// access as the block-built table of the same policy.
 #[test]
 fn memory_pages_translate_as_the_blocks_do() {
-    let map = AddressMap {
-        ram: vec![r(0x4000_0000, 2 * GIB)],
-        hyp: r(0x4020_0000, 0x4f_8000),
-        crash: Some(r(0x4160_0000, 64 * MIB)),
-        report: Some(r(0x7fff_0000, 0x1_0000)),
-        ..qemu_map()
-    };
+    let map = qemu_2gib_map();
     let regions = cpu_policy(&map, Mode::Normal, true);
     let blocks = Stage2Table::build(&regions, 40, 1).expect("blocks");
     let pages = Stage2Table::build_with(&regions, 40, 1, Leaves::MemoryPages).expect("pages");
