@@ -12,7 +12,7 @@ use crate::arch::vectors::{ExceptionType, TrapFrame, Vector};
 use crate::host;
 use crate::limited::limited;
 use aarch64_cpu::registers::*;
-use portcullis::diag::counters::{COUNTERS, Trap};
+use portcullis::diag::counters::{self, COUNTERS, Trap};
 use portcullis::prof::Stage;
 use portcullis::trap::esr::{self, DataAbort, Exception, FaultStatus, InstructionAbort};
 use portcullis::trap::inject::{self, Abort, GuestState};
@@ -145,13 +145,14 @@ fn smccc_call(frame: &mut TrapFrame) {
     }
 }
 
-/// The PSCI calls at which the counters line is logged (`portcullis::diag::counters`): a CPU
-/// going offline (Linux: `echo 0 > /sys/devices/system/cpu/cpuN/online`), the system going down.
+/// The PSCI calls at which the counters line is logged (`portcullis::diag::counters`): the system
+/// going down, and with `counters=cpu-off` a CPU going offline (Linux: `echo 0 >
+/// /sys/devices/system/cpu/cpuN/online`).
 fn counters_point(call: &psci::Call) -> Option<&'static str> {
     use psci::PsciFunction as F;
     match call {
         psci::Call::Psci { function, .. } => match function {
-            F::CpuOff => Some("cpu-off"),
+            F::CpuOff if counters::line_at_cpu_off() => Some("cpu-off"),
             F::SystemOff | F::SystemOff2 => Some("system-off"),
             F::SystemReset | F::SystemReset2 => Some("system-reset"),
             _ => None,

@@ -23,6 +23,8 @@ use spin::Once;
 /// Portcullis' own options, from `/chosen/portcullis,bootargs`.
 pub struct Options {
     pub log_level: LevelFilter,
+    /// The counters line at each PSCI CPU_OFF too (`counters=cpu-off`).
+    pub counters_at_cpu_off: bool,
     pub warnings: Vec<cmdline::OptionWarning>,
 }
 
@@ -31,6 +33,7 @@ pub fn options(machine: &Platform) -> Options {
     let (parsed, warnings) = cmdline::parse_hyp_options(raw);
     Options {
         log_level: parsed.log_level.unwrap_or(LevelFilter::Info),
+        counters_at_cpu_off: parsed.counters_at_cpu_off.unwrap_or(false),
         warnings,
     }
 }

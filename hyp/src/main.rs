@@ -158,6 +158,7 @@ mod image {
         }
         let options = host::options(&machine);
         console::init_logger(options.log_level);
+        portcullis::diag::counters::set_line_at_cpu_off(options.counters_at_cpu_off);
         // SAFETY: a linker-script symbol; only its address is used.
         let file_end = unsafe { symbol(&head::__data_end) };
         log::info!(

@@ -103,7 +103,9 @@ def qemu_command(side, kernel, initrd, disks, tar, count):
         trace = ["-d", "int", "-trace", "smmuv3_read_mmio", "-trace", "smmuv3_write_mmio"] if count else []
         cmd = kdumprun.native_command(kernel, initrd, disks, tar, **common)
         return cmd[cmd.index("qemu-system-aarch64"):] + trace, []
-    run = kdumprun.command(kernel, initrd, disks, tar, **common)
+    # Counting boots bracket each phase with a CPU offline/online: Portcullis' counters line at
+    # each CPU_OFF is opt-in (counters=cpu-off; off by default, it would stretch a fence window).
+    run = kdumprun.command(kernel, initrd, disks, tar, **common, hyp_args="counters=cpu-off" if count else "")
     sep = run.index("--")
     out = subprocess.run(run[:sep] + ["--dry-run"] + run[sep:], check=True, capture_output=True, text=True)
     cmd = shlex.split(out.stdout.strip().splitlines()[-1])

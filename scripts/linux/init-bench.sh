@@ -15,7 +15,7 @@ echo "LINUX-BENCH: init"
 #   bench.n4k=N      4 KiB reads per disk and mode (default 2048)
 #   bench.nocrash=1  power off after the reads (the counting runs)
 #   bench.count=1    bracket every read phase with `count_mark MODE-DISK-BS-start|end`
-#                    (scripts/linux/count-mark.sh: Portcullis logs its counters line at the CPU_OFF
+#                    (scripts/linux/count-mark.sh: Portcullis, booted with counters=cpu-off, logs its counters line at the CPU_OFF
 #                    it makes), after a `null` bracket; needs 2 CPUs (the counting runs)
 # Lines: `LINUX-BENCH: io MODE DISK BS start`, then `LINUX-BENCH: io MODE DISK BS end ns=NS bytes=B
 # n=N` (NS from the kernel's monotonic clock, /proc/timer_list, around the dd alone).

@@ -11,7 +11,7 @@
 #   smoke.shell=1              drop to a shell at the end instead of powering off
 #   smoke.count=1              after the test, O_DIRECT reads of 1024 x 4 KiB and 4 x 1 MiB per device,
 #                              each bracketed by `COUNT-MARK: <dev>-<size>-start|end` lines and a CPU1
-#                              offline/online (Portcullis logs its `counters:` line at each CPU_OFF:
+#                              offline/online (with counters=cpu-off, which smoke passes then, Portcullis logs its `counters:` line at each CPU_OFF:
 #                              hyp/src/diag/counters.rs); `null-start|end` brackets no I/O (the cost of
 #                              the bracket itself). Needs 2 CPUs.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin

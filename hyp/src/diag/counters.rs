@@ -20,9 +20,10 @@
 //! MSIs (`sync.*`, `msi.*`, from the emulated SMMU), and the host batches that took the short
 //! path of a strict unmap (`batch.short`: stage-1 TLBIs and one CMD_SYNC, `emul::fast`).
 //!
-//! The line is printed when the host calls PSCI CPU_OFF (`at=cpu-off`: from Linux user space,
-//! `echo 0 > /sys/devices/system/cpu/cpuN/online`), SYSTEM_OFF or SYSTEM_RESET (`at=system-off`,
-//! `at=system-reset`), and, in test builds, on the test hook `spec::test_hook::COUNTERS` (`at=hook`). A
+//! The line is printed when the host calls SYSTEM_OFF or SYSTEM_RESET (`at=system-off`,
+//! `at=system-reset`), with the option `counters=cpu-off` (`boot::cmdline::HypOptions`) also at
+//! each PSCI CPU_OFF (`at=cpu-off`: from Linux user space,
+//! `echo 0 > /sys/devices/system/cpu/cpuN/online`; off by default, see there why), and, in test builds, on the test hook `spec::test_hook::COUNTERS` (`at=hook`). A
 //! benchmark brackets a run with two CPU_OFFs (taking a CPU offline and online again between
 //! runs costs a few dozen traps, which the line before and after the run shows) and subtracts.
 //! The line is rate-limited (20 a second; a suppressed one is simply missing, and the next says how
@@ -30,7 +31,7 @@
 
 use alloc::string::String;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::emul::registers::{self, IrqSource, Reg};
 
@@ -166,6 +167,19 @@ pub use crate::emul::state::SyncStats;
 
 /// Portcullis' counters.
 pub static COUNTERS: Counters = Counters::new();
+
+/// Whether the line is also printed at each PSCI CPU_OFF (`counters=cpu-off`).
+static AT_CPU_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Sets, once at boot, whether the line is also printed at each PSCI CPU_OFF.
+pub fn set_line_at_cpu_off(on: bool) {
+    AT_CPU_OFF.store(on, Ordering::Relaxed);
+}
+
+/// Whether the line is also printed at each PSCI CPU_OFF.
+pub fn line_at_cpu_off() -> bool {
+    AT_CPU_OFF.load(Ordering::Relaxed)
+}
 
 impl Default for Counters {
     fn default() -> Self {

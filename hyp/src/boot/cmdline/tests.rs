@@ -437,6 +437,30 @@ fn hyp_options() {
     assert_eq!(parse_hyp_options(""), (HypOptions::default(), vec![]));
 }
 
+#[test]
+fn counters_at_cpu_off_is_opt_in() {
+    assert_eq!(parse_hyp_options("").0.counters_at_cpu_off, None);
+    let (o, w) = parse_hyp_options("log=info counters=cpu-off");
+    assert_eq!((o.counters_at_cpu_off, w), (Some(true), vec![]));
+    let (o, w) = parse_hyp_options("counters=cpu-off counters=exit");
+    assert_eq!((o.counters_at_cpu_off, w), (Some(false), vec![]));
+    let (o, w) = parse_hyp_options("counters=always counters");
+    assert_eq!(o.counters_at_cpu_off, None);
+    assert_eq!(
+        w,
+        vec![
+            OptionWarning::BadValue {
+                key: "counters".into(),
+                value: "always".into(),
+                expected: "cpu-off or exit"
+            },
+            OptionWarning::MissingValue {
+                key: "counters".into()
+            },
+        ]
+    );
+}
+
 fn word() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z_.]{1,8}(=[a-zA-Z0-9,.:@/-]{0,10})?",
