@@ -95,14 +95,22 @@ def append(count):
     return extra
 
 
+# `scripts/bench --cpu MODEL`: a -cpu for both sides' QEMU, after the commands' own (QEMU takes the last).
+# `max,pauth=off` takes out a TCG artefact that taxes two-stage translation (see
+# docs/tcg-two-stage-refills.md): QEMU flushes a vCPU's whole TLB at every SCTLR_EL1 change, which
+# Linux makes at context switches when pointer authentication is on.
+CPU = None
+
+
 def qemu_command(side, kernel, initrd, disks, tar, count):
     """(QEMU argv, files to delete afterwards) for one boot. side: "native" or "portcullis"."""
     common = dict(append=append(count), bps=0)
+    cpu = ["-cpu", CPU] if CPU else []
     if side == "native":
         # Under Portcullis its own counters count (bench.count=1); natively QEMU's logs.
         trace = ["-d", "int", "-trace", "smmuv3_read_mmio", "-trace", "smmuv3_write_mmio"] if count else []
         cmd = kdumprun.native_command(kernel, initrd, disks, tar, **common)
-        return cmd[cmd.index("qemu-system-aarch64"):] + trace, []
+        return cmd[cmd.index("qemu-system-aarch64"):] + trace + cpu, []
     # Counting boots bracket each phase with a CPU offline/online: Portcullis' counters line at
     # each CPU_OFF is opt-in (counters=cpu-off; off by default, it would stretch a fence window).
     run = kdumprun.command(kernel, initrd, disks, tar, **common, hyp_args="counters=cpu-off" if count else "")
@@ -110,7 +118,7 @@ def qemu_command(side, kernel, initrd, disks, tar, count):
     out = subprocess.run(run[:sep] + ["--dry-run"] + run[sep:], check=True, capture_output=True, text=True)
     cmd = shlex.split(out.stdout.strip().splitlines()[-1])
     dtbs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-dtb"]
-    return cmd, dtbs
+    return cmd + cpu, dtbs
 
 
 def cpu_busy():
