@@ -62,18 +62,4 @@ for d in sys.argv[1:]:
         continue
     for f in sorted(glob.glob(os.path.join(d, "native-*.perf"))):
         ph = os.path.basename(f)[len("native-"):-len(".perf")]
-        row = {}
-        for side in ("native", "pc"):
-            out = subprocess.run(["perf", "report", "-i", os.path.join(d, f"{side}-{ph}.perf"), "--stdio", "-n", "--comm",
-                                  "CPU 0/TCG,CPU 1/TCG", "--sort", "dso,sym"], capture_output=True, text=True).stdout
-            c = collections.Counter()
-            for l in out.splitlines():
-                p = l.split()
-                if not p or p[0].startswith("#") or not p[0].endswith("%"): continue
-                n, dso, sym = int(p[1]), p[2], p[4] if len(p) > 4 else ""
-                c[cat(dso, sym)] += n
-            row[side] = c
-        tot = {s: sum(row[s].values()) for s in row}
-        print(f"{d} {ph}: vCPU samples native {tot['native']} pc {tot['pc']} ratio {tot['pc']/max(tot['native'],1):.2f}")
-        for k in sorted(set(row["native"]) | set(row["pc"]), key=lambda k: -(row["pc"][k] - row["native"][k])):
-            print(f"   {k:24} {row['native'][k]:6} {row['pc'][k]:6} {row['pc'][k]-row['native'][k]:+6}")
+        show(f"{d} {ph}", {side: report(os.path.join(d, f"{side}-{ph}.perf")) for side in ("native", "pc")})
