@@ -55,6 +55,14 @@ register_bitfields! [u64,
         DminLine OFFSET(16) NUMBITS(4) []
     ],
 
+    /// Data Cache Zero ID Register.
+    pub DCZID_EL0 [
+        /// DC ZVA prohibited.
+        DZP OFFSET(4) NUMBITS(1) [],
+        /// Log2 of the DC ZVA block size in 4-byte words (at most 2 KiB by the architecture).
+        BS OFFSET(0) NUMBITS(4) []
+    ],
+
     /// The ID_AA64PFR0_EL1 fields aarch64-cpu lacks.
     pub ID_AA64PFR0_EL1 [
         /// The GIC system-register interface (non-zero: present).
@@ -222,12 +230,11 @@ pub fn dcache_line(ctr: u64) -> usize {
 /// with `[first, end)` the whole, aligned DC ZVA blocks of `block` bytes inside the range. `None`
 /// when DC ZVA is prohibited (DZP) or no whole block fits (the caller stores zeros instead).
 pub fn zva_span(dczid: u64, start: usize, len: usize) -> Option<(usize, usize, usize)> {
-    const DZP: u64 = 1 << 4;
-    if dczid & DZP != 0 {
+    let dczid = LocalRegisterCopy::<u64, DCZID_EL0::Register>::new(dczid);
+    if dczid.is_set(DCZID_EL0::DZP) {
         return None;
     }
-    // BS: log2 of the block size in 4-byte words (at most 2 KiB by the architecture).
-    let block = 4usize << (dczid & 0xf);
+    let block = 4usize << dczid.read(DCZID_EL0::BS);
     let end = start.checked_add(len)? & !(block - 1);
     let first = start.checked_next_multiple_of(block)?;
     (first < end).then_some((first, end, block))

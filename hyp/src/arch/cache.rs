@@ -33,10 +33,8 @@ pub fn clean_to_poc(start: usize, len: usize) {
 // Not inlined: one copy for every caller (each copy is more code for QEMU to translate at boot).
 #[inline(never)]
 pub unsafe fn zero(ptr: *mut u8, len: usize) {
-    let dczid: u64;
-    // SAFETY: reading DCZID_EL0 has no side effect.
-    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags)) };
     let start = ptr as usize;
+    let dczid = super::sysreg::DCZID_EL0.get();
     let Some((first, end, block)) = portcullis::sysregs::zva_span(dczid, start, len) else {
         // SAFETY: the caller's range.
         unsafe { core::ptr::write_bytes(ptr, 0, len) };

@@ -86,3 +86,7 @@ sysreg!(
     /// Cache Type Register.
     CTR_EL0, CtrEl0, "ctr_el0", sysregs::CTR_EL0::Register, read
 );
+sysreg!(
+    /// Data Cache Zero ID Register.
+    DCZID_EL0, DczidEl0, "dczid_el0", sysregs::DCZID_EL0::Register, read
+);
