@@ -488,16 +488,14 @@ pub fn init(machine: &Platform, map: &AddressMap) -> Result<(), FirewallError> {
     crate::boot_clock::mark("smmu-init");
 
     let ias = driver::ias_bits(drv.features());
-    let mapped: Vec<PhysRange> = stage2::dma_policy(map, Mode::Normal)
-        .iter()
-        .map(|r| r.range)
-        .collect();
+    // The policy's regions do not depend on the IPA size; the IPA size depends on them.
+    let regions = stage2::dma_policy(map, Mode::Normal);
+    let mapped: Vec<PhysRange> = regions.iter().map(|r| r.range).collect();
     let ipa_bits = fence::dma_ipa_bits(map.ipa_bits, u32::from(ias), &mapped);
     let dma_map = AddressMap {
         ipa_bits,
         ..map.clone()
     };
-    let regions = stage2::dma_policy(&dma_map, Mode::Normal);
     let table =
         Stage2Table::build(&regions, ipa_bits, VMID_DMA_NORMAL).map_err(FirewallError::Policy)?;
     for r in &regions {
