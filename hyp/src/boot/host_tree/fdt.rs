@@ -21,9 +21,15 @@ pub struct Output<'a> {
 
 impl<'a> Output<'a> {
     pub fn new(input: &Input<'a>) -> Self {
+        let mut strings = input.strings.to_vec();
+        // A block whose last name lacks its NUL (no property can use that name: the reader
+        // refuses it) is terminated, so that a name appended after it stays a name of its own.
+        if strings.last().is_some_and(|b| *b != 0) {
+            strings.push(0);
+        }
         Self {
             structs: Vec::with_capacity(input.structs.len() + 1024),
-            strings: input.strings.to_vec(),
+            strings,
             input_strings: input.strings,
             names: Vec::new(),
         }
@@ -69,14 +75,15 @@ impl<'a> Output<'a> {
         if let Some((_, off)) = self.names.iter().find(|(n, _)| *n == name) {
             return *off;
         }
+        // Only a NUL-terminated name of the input is the name: an unterminated last one is not.
         let mut at = 0usize;
         let mut found = None;
-        for s in self.input_strings.split(|b| *b == 0) {
-            if s == name.as_bytes() {
+        for s in self.input_strings.split_inclusive(|b| *b == 0) {
+            if s.strip_suffix(&[0]) == Some(name.as_bytes()) {
                 found = Some(at as u32);
                 break;
             }
-            at += s.len() + 1;
+            at += s.len();
         }
         let off = found.unwrap_or_else(|| {
             let off = self.strings.len() as u32;

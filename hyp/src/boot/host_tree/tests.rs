@@ -685,3 +685,37 @@ proptest! {
         let _ = build_host_tree_from(&data, &platform, &p);
     }
 }
+
+/// A strings block whose last name has no NUL (found by the `devtree` fuzzer: the input's
+/// unterminated `no-map` was taken for the name, and `status` appended right after it made
+/// Portcullis' reservation's property `no-mapstatus`): Portcullis' names are NUL-terminated names
+/// of their own in the output.
+#[test]
+fn an_unterminated_last_string_is_not_a_name() {
+    let input = fdt::Input {
+        structs: &[],
+        strings: b"x\0no-map",
+        reservations: &[0; 16],
+        boot_cpuid: 0,
+    };
+    let mut out = fdt::Output::new(&input);
+    out.prop("no-map", &[]);
+    out.prop("status", b"okay\0");
+    out.prop("x", &[]);
+    let blob = out.finish(&input);
+    let word = |off: usize| u32::from_be_bytes(blob[off..off + 4].try_into().unwrap()) as usize;
+    let (structs, strings) = (word(8), word(12));
+    let name = |prop: usize| {
+        let s = &blob[strings + word(structs + prop + 8)..];
+        &s[..s.iter().position(|b| *b == 0).unwrap()]
+    };
+    // Each property is 3 words and its value padded to 4 bytes.
+    assert_eq!(name(0), b"no-map");
+    assert_eq!(name(12), b"status");
+    assert_eq!(name(12 + 12 + 8), b"x");
+    assert_eq!(
+        word(structs + 12 + 12 + 8 + 8),
+        0,
+        "the input's own \"x\" at offset 0"
+    );
+}
